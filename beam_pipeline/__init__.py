@@ -1,0 +1,1 @@
+"""The delivery job: command line, options, config validation and pipeline assembly."""

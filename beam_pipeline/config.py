@@ -1,0 +1,470 @@
+"""The delivery config: one YAML file, validated completely before anything runs.
+
+    config = load_config("examples/delivery.yaml")   # raises ConfigError listing every problem
+    for connector in config.connectors: ...
+
+Each field is documented where it is declared (the ``description`` of its ``Field``).
+Unknown keys are errors (with a "did you mean" hint), as are wrong types, bad regexes,
+unknown templates and unrenderable prefixes. Secrets are given only by reference,
+``${env:NAME}``; a reference to an unset variable is an error, and resolved secrets are
+kept as :class:`pydantic.SecretStr` so they never print.
+
+The file may be local or on any filesystem Beam knows (``gs://``, ``s3://``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from transforms.rules.encode import FORMATS
+from transforms.rules.filter import FieldFilter, normalize_pattern
+from transforms.rules.naming import PrefixTemplate
+from transforms.rules.package import Packager, TemplateError
+from transforms.rules.route import OPS, RouteRule, compile_condition
+
+CONNECTOR_TYPES = (
+    "file",
+    "s3",
+    "gcs",
+    "azure_blob",
+    "http",
+    "datadog_logs",
+    "splunk_hec",
+    "new_relic",
+    "elasticsearch",
+    "pubsub",
+)
+"""Every connector type name the config accepts (a fixed contract)."""
+
+_ENV_REF = re.compile(r"^\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+class ConfigError(Exception):
+    """A config that cannot be used. ``problems`` lists every problem, one line each."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__(
+            f"{source}: {len(problems)} problem(s) in the delivery config:\n"
+            + "\n".join(f"  - {p}" for p in problems)
+        )
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Condition(_Strict):
+    """One routing condition; see :mod:`transforms.rules.route` for the semantics."""
+
+    field: str = Field(
+        description="Dotted path from the event root, e.g. metadata.geo.country_code."
+    )
+    op: Literal["eq", "ne", "in", "not_in", "exists", "gt", "gte", "lt", "lte", "regex"] = Field(
+        description="Comparison: " + ", ".join(OPS) + "."
+    )
+    value: Any = Field(default=None, description="What to compare with (a list for in/not_in).")
+
+    @model_validator(mode="after")
+    def _compiles(self) -> Condition:
+        compile_condition(self.field, self.op, self.value)
+        return self
+
+
+class Route(_Strict):
+    """Which events a connector receives."""
+
+    events: list[str] = Field(
+        default_factory=list, description="Event types sent; empty means all."
+    )
+    exclude_events: list[str] = Field(default_factory=list, description="Event types never sent.")
+    when: list[Condition] = Field(
+        default_factory=list, description="Conditions that must all hold."
+    )
+    sample_sessions: float = Field(
+        default=1.0, ge=0.0, le=1.0, description="Fraction of sessions kept, stable by session_id."
+    )
+
+    def compile(self) -> RouteRule:
+        """The compiled rule used per event."""
+        return RouteRule.compile(
+            self.events,
+            self.exclude_events,
+            [c.model_dump() for c in self.when],
+            self.sample_sessions,
+        )
+
+
+class GroupRules(_Strict):
+    """Allow and/or deny lists of dotted paths inside metadata or fluxdata."""
+
+    allow: list[str] | None = Field(
+        default=None, description="Keep only these paths ([] removes all)."
+    )
+    deny: list[str] | None = Field(default=None, description="Remove these paths (after allow).")
+
+    @field_validator("allow", "deny")
+    @classmethod
+    def _paths(cls, paths: list[str] | None) -> list[str] | None:
+        for path in paths or []:
+            normalize_pattern(path)
+        return paths
+
+
+class Filter(_Strict):
+    """Which data points a connector may see."""
+
+    metadata: GroupRules | None = Field(default=None, description="Rules for metadata.")
+    fluxdata: GroupRules | None = Field(default=None, description="Rules for fluxdata.")
+
+    def compile(self) -> FieldFilter:
+        """The compiled filter used per event."""
+        return FieldFilter.compile(self.model_dump(exclude_none=True))
+
+
+class Package(_Strict):
+    """How a filtered event becomes the destination's record."""
+
+    template: str | dict[str, Any] | None = Field(
+        default=None, description="A template name from templates/, or an inline template mapping."
+    )
+    rename: dict[str, str] = Field(
+        default_factory=dict, description="{src_path: dst_path}, applied second."
+    )
+    values: dict[str, dict[Any, Any]] = Field(
+        default_factory=dict, description="{path: {old: new}} value maps, applied first."
+    )
+
+    @model_validator(mode="after")
+    def _compiles(self) -> Package:
+        self.compile()
+        return self
+
+    def compile(self) -> Packager:
+        """The compiled packager used per event."""
+        return Packager.compile(self.values, self.rename, self.template)
+
+
+class Batch(_Strict):
+    """How many events go in one file, object or request, and how long one may wait."""
+
+    max_events: int = Field(
+        default=1000, ge=1, le=1_000_000, description="Events per batch at most."
+    )
+    max_wait_s: float = Field(
+        default=30.0, gt=0, description="Longest an event waits to be sent (s)."
+    )
+
+
+class Retry(_Strict):
+    """Retry policy of a connector."""
+
+    immediate: int = Field(default=3, ge=0, le=10, description="Retries inside the connector.")
+    delayed_schedule_s: list[float] = Field(
+        default_factory=lambda: [300.0, 600.0, 900.0, 1200.0, 1800.0, 2400.0],
+        description="Delays of the later retries through the retry topic (s).",
+    )
+
+
+class FileDeliver(_Strict):
+    """``type: file``: batches written as files below a directory (local, gs://, s3://)."""
+
+    path: str = Field(
+        description="Output directory (local path, gs://bucket/dir, s3://bucket/dir)."
+    )
+    prefix: str = Field(
+        default="",
+        description="Sub-path template below path, e.g. '{year}/{month}/{day}/' (event time).",
+    )
+    format: Literal["ndjson", "ndjson.gz", "json_array", "avro"] = Field(
+        default="ndjson", description="File format: " + ", ".join(FORMATS) + "."
+    )
+    batch: Batch = Field(default_factory=Batch, description="Batch size and wait.")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, prefix: str) -> str:
+        PrefixTemplate.compile(prefix)
+        return prefix
+
+
+DELIVER_MODELS: dict[str, type[_Strict]] = {"file": FileDeliver}
+"""The ``deliver`` schema of each connector type implemented in this version."""
+
+
+class Connector(_Strict):
+    """One destination with its own rules."""
+
+    id: str = Field(pattern=r"^[a-z0-9_]+$", description="Unique id; [a-z0-9_]+.")
+    type: Literal[CONNECTOR_TYPES] = Field(description="Connector type.")  # type: ignore[valid-type]
+    route: Route = Field(default_factory=Route, description="Which events go here.")
+    filter: Filter = Field(default_factory=Filter, description="Which fields they keep.")
+    package: Package = Field(default_factory=Package, description="How they are reshaped.")
+    deliver: dict[str, Any] = Field(description="Where and how they are sent (per type).")
+    retry: Retry = Field(default_factory=Retry, description="Retry policy.")
+
+    @model_validator(mode="after")
+    def _deliver_schema(self) -> Connector:
+        model = DELIVER_MODELS.get(self.type)
+        if model is None:
+            raise ValueError(
+                f"connector type {self.type!r} is not implemented in this version yet; "
+                f"available: {', '.join(DELIVER_MODELS)}"
+            )
+        model.model_validate(self.deliver)
+        return self
+
+    @cached_property
+    def deliver_config(self) -> Any:
+        """The ``deliver`` section validated by the type's own schema."""
+        return DELIVER_MODELS[self.type].model_validate(self.deliver)
+
+
+class DeadLetter(_Strict):
+    """Where undeliverable and invalid events go."""
+
+    path: str = Field(description="Directory (local, gs://, s3://) for dead-letter NDJSON files.")
+
+
+class DeliveryConfig(_Strict):
+    """The whole delivery config file."""
+
+    connectors: list[Connector] = Field(min_length=1, description="The destinations.")
+    dead_letter: DeadLetter = Field(description="Dead-letter location.")
+    retry_topic: str | None = Field(default=None, description="Where delayed retries wait.")
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> DeliveryConfig:
+        seen: set[str] = set()
+        for c in self.connectors:
+            if c.id in seen:
+                raise ValueError(f"connector id {c.id!r} is used twice; ids must be unique")
+            seen.add(c.id)
+        return self
+
+    def connector(self, connector_id: str) -> Connector:
+        """The connector with this id."""
+        for c in self.connectors:
+            if c.id == connector_id:
+                return c
+        raise KeyError(connector_id)
+
+
+def _resolve_env(tree: Any, path: str, problems: list[str]) -> Any:
+    """Replace every ``${env:NAME}`` string by the variable's value, noting unset ones."""
+    if isinstance(tree, dict):
+        return {
+            k: _resolve_env(v, f"{path}.{k}" if path else str(k), problems) for k, v in tree.items()
+        }
+    if isinstance(tree, list):
+        return [_resolve_env(v, f"{path}[{i}]", problems) for i, v in enumerate(tree)]
+    if isinstance(tree, str) and "${" in tree:
+        match = _ENV_REF.match(tree)
+        if not match:
+            problems.append(
+                f"{path}: {tree!r} is not a valid secret reference. "
+                "Fix: write exactly ${env:NAME} with NAME an environment variable."
+            )
+            return tree
+        value = os.environ.get(match.group(1))
+        if value is None:
+            problems.append(
+                f"{path}: environment variable {match.group(1)} is not set. "
+                f"Fix: export {match.group(1)}=... before starting the job."
+            )
+            return tree
+        return value
+    return tree
+
+
+def _yaml_path(loc: tuple[Any, ...], raw: Any) -> str:
+    out = ""
+    node = raw
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            if isinstance(node, list) and part < len(node):
+                node = node[part]
+                if (
+                    isinstance(node, dict)
+                    and "id" in node
+                    and out.startswith("connectors")
+                    and out.count("[") == 1
+                ):
+                    out += f"(id={node['id']})"
+            else:
+                node = None
+        else:
+            if part in ("function-after", "function-before") or str(part).startswith("function-"):
+                continue
+            out += f".{part}" if out else str(part)
+            node = node.get(part) if isinstance(node, dict) else None
+    return out or "(top level)"
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: Any = DeliveryConfig
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        model = _model_in(ann)
+    return list(model.model_fields) if model is not None else []
+
+
+def _model_in(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _describe(
+    err: dict[str, Any], raw: Any, deliver_model: Callable[[tuple[Any, ...]], Any]
+) -> str:
+    loc = tuple(err["loc"])
+    where = _yaml_path(loc, raw)
+    kind = err["type"]
+    msg = err["msg"].removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        allowed = deliver_model(loc) or _allowed_keys(loc)
+        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        fix = f"did you mean {hint[0]!r}?" if hint else f"allowed keys here: {', '.join(allowed)}"
+        return f"{where}: unknown key. Fix: remove it, or {fix}"
+    if kind == "missing":
+        return f"{where}: required, but missing. Fix: add it."
+    return f"{where}: {msg}"
+
+
+def _deliver_keys(raw: Any) -> Callable[[tuple[Any, ...]], list[str]]:
+    def keys(loc: tuple[Any, ...]) -> list[str]:
+        if len(loc) >= 4 and loc[0] == "connectors" and loc[2] == "deliver":
+            try:
+                ctype = raw["connectors"][loc[1]]["type"]
+            except (KeyError, IndexError, TypeError):
+                return []
+            model = DELIVER_MODELS.get(ctype)
+            return list(model.model_fields) if model else []
+        return []
+
+    return keys
+
+
+def _deliver_errors(raw: dict[str, Any]) -> list[str]:
+    """Validate each connector's deliver section with its type's schema (full paths)."""
+    problems: list[str] = []
+    connectors = raw.get("connectors")
+    if not isinstance(connectors, list):
+        return problems
+    for i, c in enumerate(connectors):
+        if not isinstance(c, dict) or c.get("type") not in DELIVER_MODELS:
+            continue
+        try:
+            DELIVER_MODELS[c["type"]].model_validate(c.get("deliver", {}))
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = ("connectors", i, "deliver", *err["loc"])
+                problems.append(_describe({**err, "loc": loc}, raw, _deliver_keys(raw)))
+    return problems
+
+
+def parse_config(text: str, source: str = "<config>") -> DeliveryConfig:
+    """Validate config text; raise :class:`ConfigError` listing every problem."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            source, ["the file must be a YAML mapping with 'connectors' and 'dead_letter'"]
+        )
+    problems: list[str] = []
+    resolved = _resolve_env(raw, "", problems)
+    deliver_problems = _deliver_errors(resolved)
+    try:
+        config = DeliveryConfig.model_validate(resolved)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            # Deliver sections are reported field by field by _deliver_errors.
+            if (
+                len(loc) >= 3
+                and loc[0] == "connectors"
+                and loc[2] == "deliver"
+                and deliver_problems
+            ):
+                continue
+            problems.append(_describe(dict(err), raw, _deliver_keys(raw)))
+        problems.extend(deliver_problems)
+        raise ConfigError(source, problems) from None
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def read_text(path: str) -> str:
+    """Read a small text file from a local path or any Beam filesystem (gs://, s3://)."""
+    if "://" not in path:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(path) as fh:
+        return fh.read().decode("utf-8")
+
+
+def load_config(path: str) -> DeliveryConfig:
+    """Read and validate a config file; raise :class:`ConfigError` listing every problem."""
+    try:
+        text = read_text(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, [f"cannot read the file: {exc}"]) from None
+    return parse_config(text, path)
+
+
+@dataclass(frozen=True)
+class CompiledConnector:
+    """A connector's rules compiled once, ready for per-event use (no pydantic on the hot path)."""
+
+    id: str
+    type: str
+    route: RouteRule
+    filter: FieldFilter
+    packager: Packager
+    deliver: Any
+
+    @classmethod
+    def of(cls, connector: Connector) -> CompiledConnector:
+        """Compile a validated connector."""
+        return cls(
+            connector.id,
+            connector.type,
+            connector.route.compile(),
+            connector.filter.compile(),
+            connector.package.compile(),
+            connector.deliver_config,
+        )
+
+
+def compile_connectors(config: DeliveryConfig) -> list[CompiledConnector]:
+    """Compile every connector of a validated config, in config order."""
+    try:
+        return [CompiledConnector.of(c) for c in config.connectors]
+    except TemplateError as exc:  # pragma: no cover - validation compiled them already
+        raise ConfigError("<config>", [str(exc)]) from exc

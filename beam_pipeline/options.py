@@ -1,0 +1,44 @@
+r"""Pipeline options of the delivery job (a :class:`PipelineOptions` subclass).
+
+They parse alongside every Beam option, so one command line carries both::
+
+    python -m beam_pipeline run --config delivery.yaml --input 'data/*.jsonl.gz' \\
+        --runner FlinkRunner --flink_master '[local]'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from transforms.parse import DEFAULT_CHUNK_LINES
+
+
+class DeliveryOptions(PipelineOptions):
+    """Options of the telemetry delivery job."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: Any) -> None:
+        parser.add_argument(
+            "--config", required=True, help="Delivery config YAML (local, gs://, s3://)."
+        )
+        parser.add_argument(
+            "--input",
+            action="append",
+            default=None,
+            help="Input JSON-lines files: path or glob (local, gs://, s3://), plain or .gz.",
+        )
+        parser.add_argument(
+            "--chunk_lines",
+            "--chunk-lines",
+            type=int,
+            default=DEFAULT_CHUNK_LINES,
+            help="Lines per chunk moved through the pipeline as one element (batch mode).",
+        )
+        parser.add_argument(
+            "--summary_json",
+            "--summary-json",
+            default=None,
+            help="Also write the end-of-run summary as JSON to this path.",
+        )

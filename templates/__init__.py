@@ -1,0 +1,1 @@
+"""Packaging templates, as data (YAML). Never code: see transforms.rules.package."""

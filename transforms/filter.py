@@ -1,0 +1,40 @@
+"""Filter stage: each connector keeps only the data points it may see.
+
+Wraps :mod:`transforms.rules.filter` for Beam. A field not allowed never leaves this stage
+for that connector; the original event travels alongside only for dead letters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+
+from beam_pipeline.config import DeliveryConfig, compile_connectors
+
+
+class _FilterChunk(beam.DoFn):
+    def __init__(self, config: DeliveryConfig):
+        self.config = config
+
+    def setup(self) -> None:
+        self.filters = {c.id: c.filter for c in compile_connectors(self.config)}
+
+    def process(
+        self, element: tuple[str, list[dict[str, Any]]]
+    ) -> Iterator[tuple[str, list[tuple[dict[str, Any], dict[str, Any]]]]]:
+        cid, events = element
+        apply = self.filters[cid].apply
+        yield cid, [(e, apply(e)) for e in events]
+
+
+class FilterFields(beam.PTransform):
+    """``(connector_id, [event])`` -> ``(connector_id, [(original, filtered)])``."""
+
+    def __init__(self, config: DeliveryConfig):
+        super().__init__()
+        self.config = config
+
+    def expand(self, routed: Any) -> Any:
+        return routed | beam.ParDo(_FilterChunk(self.config))

@@ -1,0 +1,36 @@
+"""Stable metric names, shared by every stage and by the run summary.
+
+Pipeline-wide counters live in namespace ``telemetry``; per-connector counters in
+``connector.<id>``, so the Dataflow and Flink UIs group them by connector::
+
+    telemetry/lines_read  telemetry/blank_lines  telemetry/invalid  telemetry/events
+    telemetry/unmatched   connector.<id>/routed  connector.<id>/delivered
+    connector.<id>/dead_lettered  connector.<id>/writes  connector.<id>/bytes
+    connector.<id>/retried_immediate
+"""
+
+from __future__ import annotations
+
+PIPELINE = "telemetry"
+"""Namespace of the pipeline-wide counters."""
+
+LINES_READ = "lines_read"
+BLANK_LINES = "blank_lines"
+INVALID = "invalid"
+EVENTS = "events"
+UNMATCHED = "unmatched"
+
+ROUTED = "routed"
+DELIVERED = "delivered"
+DEAD_LETTERED = "dead_lettered"
+WRITES = "writes"
+BYTES = "bytes"
+RETRIED_IMMEDIATE = "retried_immediate"
+
+CONNECTOR_COUNTERS = (ROUTED, DELIVERED, DEAD_LETTERED, WRITES, BYTES, RETRIED_IMMEDIATE)
+"""Every counter each connector reports, in summary order."""
+
+
+def connector_namespace(connector_id: str) -> str:
+    """The metrics namespace of one connector."""
+    return f"connector.{connector_id}"

@@ -1,0 +1,68 @@
+"""Package stage: reshape each filtered event into the destination's record.
+
+Wraps :mod:`transforms.rules.package` for Beam. An event that a template cannot package
+becomes a dead letter (``stage: package``) with the error, never a crash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+
+from beam_pipeline.config import DeliveryConfig, compile_connectors
+from transforms.parse import DEAD_LETTER
+from transforms.rules.events import event_time_ms
+from transforms.rules.records import DeadLetter, Packaged
+
+
+class _PackageChunk(beam.DoFn):
+    def __init__(self, config: DeliveryConfig):
+        self.config = config
+
+    def setup(self) -> None:
+        self.packagers = {c.id: c.packager for c in compile_connectors(self.config)}
+
+    def process(
+        self, element: tuple[str, list[tuple[dict[str, Any], dict[str, Any]]]]
+    ) -> Iterator[Any]:
+        cid, pairs = element
+        apply = self.packagers[cid].apply
+        out: list[Packaged] = []
+        failed: list[DeadLetter] = []
+        for event, filtered in pairs:
+            try:
+                record = apply(filtered)
+            except Exception as exc:  # a template must never crash the pipeline
+                failed.append(
+                    DeadLetter.for_event(
+                        "package", cid, event, "package_failed", f"{type(exc).__name__}: {exc}"
+                    )
+                )
+                continue
+            out.append(
+                Packaged(
+                    event["event_id"], event_time_ms(event), event["event"]["type"], record, event
+                )
+            )
+        if out:
+            yield cid, out
+        if failed:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, failed)
+
+
+class PackageRecords(beam.PTransform):
+    """``(connector_id, [(original, filtered)])`` -> ``(connector_id, [Packaged])``.
+
+    Tagged output ``dead_letter``: lists of :class:`DeadLetter` (``stage: package``).
+    """
+
+    def __init__(self, config: DeliveryConfig):
+        super().__init__()
+        self.config = config
+
+    def expand(self, filtered: Any) -> Any:
+        return filtered | beam.ParDo(_PackageChunk(self.config)).with_outputs(
+            DEAD_LETTER, main="records"
+        )

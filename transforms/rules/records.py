@@ -1,0 +1,105 @@
+r"""Values that flow between stages: packaged records and dead letters.
+
+A dead letter is one JSON object per event that could not be delivered::
+
+    {"stage": "parse", "connector": null, "reason": "bad_json",
+     "error": "not valid JSON: unexpected character: line 1 column 15 (char 14)",
+     "status": null, "attempts": 0, "event_id": null,
+     "original": "{\"event_id\": \"x\", broken", "original_encoding": "utf-8",
+     "original_bytes": 24, "original_truncated": false,
+     "failed_at": "2026-11-26T07:50:00.123Z"}
+
+The same shape serves invalid input (``stage: parse``) and delivery failures
+(``stage: deliver``, with ``connector`` and the parsed ``event`` instead of ``original``),
+so one reader and the ``replay`` command handle both.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+
+def utc_now_iso() -> str:
+    """Return the current UTC time as ISO-8601 with milliseconds and a ``Z``."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+
+
+@dataclass
+class DeadLetter:
+    """A refused or undeliverable event, with everything needed to understand or replay it."""
+
+    stage: str
+    reason: str
+    error: str
+    connector: str | None = None
+    status: int | None = None
+    attempts: int = 0
+    event_id: str | None = None
+    event: dict[str, Any] | None = None
+    original: dict[str, Any] = field(default_factory=dict)
+    failed_at: str = field(default_factory=utc_now_iso)
+
+    @classmethod
+    def for_input(cls, reason: str, error: str, raw: bytes) -> DeadLetter:
+        """A line of input that is not an event (``stage: parse``)."""
+        from transforms.rules.events import original_text
+
+        return cls(stage="parse", reason=reason, error=error, original=original_text(raw))
+
+    @classmethod
+    def for_event(
+        cls,
+        stage: str,
+        connector: str,
+        event: dict[str, Any],
+        reason: str,
+        error: str,
+        status: int | None = None,
+        attempts: int = 0,
+    ) -> DeadLetter:
+        """A valid event that one connector could not package or deliver."""
+        return cls(
+            stage=stage,
+            reason=reason,
+            error=error,
+            connector=connector,
+            status=status,
+            attempts=attempts,
+            event_id=event.get("event_id"),
+            event=event,
+        )
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The record as written to the dead-letter location."""
+        out: dict[str, Any] = {
+            "stage": self.stage,
+            "connector": self.connector,
+            "reason": self.reason,
+            "error": self.error,
+            "status": self.status,
+            "attempts": self.attempts,
+            "event_id": self.event_id,
+            "failed_at": self.failed_at,
+        }
+        if self.event is not None:
+            out["event"] = self.event
+        out.update(self.original)
+        return out
+
+
+class Packaged(NamedTuple):
+    """One event ready for a connector: the destination record and where it came from.
+
+    ``event`` is the original (unfiltered) event, kept by reference for dead letters and
+    event time; it never leaves the pipeline for the connector. ``record`` is what the
+    connector sends.
+    """
+
+    event_id: str
+    time_ms: int | None
+    event_type: str
+    record: dict[str, Any]
+    event: dict[str, Any]

@@ -1,0 +1,180 @@
+"""Routing rules: does an event go to a connector?
+
+A rule is compiled once from the connector's ``route`` config and then called per event::
+
+    rule = RouteRule.compile(
+        events=["heartbeat", "error"],
+        exclude_events=[],
+        when=[{"field": "metadata.geo.country_code", "op": "in", "value": ["US", "CA"]}],
+        sample_sessions=1.0,
+    )
+    rule.matches(event)   # True / False
+    rule.explain(event)   # None when it matches, else the reason it does not
+
+Semantics (fixed by the config contract):
+
+* ``events`` empty or omitted means every type; ``exclude_events`` always wins.
+* ``when`` conditions must all hold. A condition on a missing field is false, except
+  ``ne``, ``not_in`` and ``exists: false``, which are true.
+* Numeric ops (``gt gte lt lte``) are false unless both sides are numbers; booleans are
+  not numbers. ``eq``/``in`` never equate a boolean with a number (``true`` is not ``1``).
+* ``regex`` is a search (not a full match) and applies to strings only.
+* ``sample_sessions`` keeps a fraction of sessions, decided by a stable hash of
+  ``session_id`` (``event_id`` when there is no session), so all events of a session
+  go or none do, on every worker and every run.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from transforms.rules.events import MISSING, get_path, split_path
+
+OPS = ("eq", "ne", "in", "not_in", "exists", "gt", "gte", "lt", "lte", "regex")
+"""The condition operators, as written in ``route.when[].op``."""
+
+Predicate = Callable[[dict[str, Any]], bool]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality that never equates a boolean with a number."""
+    if isinstance(a, bool) != isinstance(b, bool):
+        return False
+    return bool(a == b)
+
+
+def compile_condition(field: str, op: str, value: Any) -> Predicate:
+    """Compile one ``{field, op, value}`` condition into a predicate over events.
+
+    Raises:
+        ValueError: for an unknown op, a ``value`` of the wrong kind for the op, or a
+            regex that does not compile. Config validation calls this, so a bad rule is
+            reported before the pipeline starts.
+    """
+    path = split_path(field)
+    if op == "exists":
+        if not isinstance(value, bool):
+            raise ValueError(f"op 'exists' needs value true or false, got {value!r}")
+        want = value
+        return lambda e: (get_path(e, path) is not MISSING) == want
+    if op in ("in", "not_in"):
+        if not isinstance(value, list):
+            raise ValueError(f"op {op!r} needs a list value, got {value!r}")
+        choices = list(value)
+        if op == "in":
+            return lambda e: _member(get_path(e, path), choices)
+        return lambda e: not _member(get_path(e, path), choices)
+    if op == "eq":
+        return lambda e: _same(get_path(e, path), value)
+    if op == "ne":
+        return lambda e: not _same(get_path(e, path), value)
+    if op in ("gt", "gte", "lt", "lte"):
+        if not _is_number(value):
+            raise ValueError(f"op {op!r} needs a number value, got {value!r}")
+        compare: Callable[[Any], bool] = {
+            "gt": lambda x: x > value,
+            "gte": lambda x: x >= value,
+            "lt": lambda x: x < value,
+            "lte": lambda x: x <= value,
+        }[op]
+
+        def numeric(e: dict[str, Any]) -> bool:
+            got = get_path(e, path)
+            return _is_number(got) and compare(got)
+
+        return numeric
+    if op == "regex":
+        if not isinstance(value, str):
+            raise ValueError(f"op 'regex' needs a string pattern, got {value!r}")
+        try:
+            pattern = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"regex {value!r} does not compile: {exc}") from exc
+
+        def search(e: dict[str, Any]) -> bool:
+            got = get_path(e, path)
+            return isinstance(got, str) and pattern.search(got) is not None
+
+        return search
+    raise ValueError(f"unknown op {op!r}; expected one of {', '.join(OPS)}")
+
+
+def _member(got: Any, choices: Sequence[Any]) -> bool:
+    if got is MISSING:
+        return False
+    return any(_same(got, c) for c in choices)
+
+
+@functools.lru_cache(maxsize=65536)
+def session_bucket(session_key: str) -> float:
+    """Map a session id to a stable number in [0, 1): the same on every machine and run."""
+    digest = hashlib.blake2b(session_key.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+@dataclass(frozen=True)
+class RouteRule:
+    """A connector's compiled routing rule."""
+
+    events: frozenset[str]
+    exclude_events: frozenset[str]
+    conditions: tuple[tuple[str, Predicate], ...]
+    sample_sessions: float
+
+    @classmethod
+    def compile(
+        cls,
+        events: Iterable[str] = (),
+        exclude_events: Iterable[str] = (),
+        when: Iterable[dict[str, Any]] = (),
+        sample_sessions: float = 1.0,
+    ) -> RouteRule:
+        """Compile a ``route`` config section (see the module docstring)."""
+        conditions = tuple(
+            (
+                f"{c['field']} {c['op']} {c.get('value')!r}",
+                compile_condition(c["field"], c["op"], c.get("value")),
+            )
+            for c in when
+        )
+        return cls(frozenset(events), frozenset(exclude_events), conditions, sample_sessions)
+
+    def explain(self, event: dict[str, Any]) -> str | None:
+        """Return None if the event routes here, else a short reason why it does not."""
+        etype = event["event"]["type"]
+        if etype in self.exclude_events:
+            return f"event type {etype!r} is in exclude_events"
+        if self.events and etype not in self.events:
+            return f"event type {etype!r} is not in events"
+        for text, predicate in self.conditions:
+            if not predicate(event):
+                return f"condition failed: {text}"
+        if self.sample_sessions < 1.0:
+            key = event.get("session_id")
+            key = key if isinstance(key, str) else event["event_id"]
+            if session_bucket(key) >= self.sample_sessions:
+                return f"session sampled out (sample_sessions={self.sample_sessions})"
+        return None
+
+    def matches(self, event: dict[str, Any]) -> bool:
+        """True if the event routes to this connector (``explain`` without the words)."""
+        etype = event["event"]["type"]
+        if etype in self.exclude_events or (self.events and etype not in self.events):
+            return False
+        for _, predicate in self.conditions:
+            if not predicate(event):
+                return False
+        if self.sample_sessions < 1.0:
+            key = event.get("session_id")
+            key = key if isinstance(key, str) else event["event_id"]
+            return session_bucket(key) < self.sample_sessions
+        return True
