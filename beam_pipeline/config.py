@@ -23,11 +23,11 @@ from functools import cached_property
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from transforms.rules.encode import FORMATS
+from transforms.connectors import CONNECTORS
+from transforms.connectors.base import StrictModel
 from transforms.rules.filter import FieldFilter, normalize_pattern
-from transforms.rules.naming import PrefixTemplate
 from transforms.rules.package import Packager, TemplateError
 from transforms.rules.route import OPS, RouteRule, compile_condition
 
@@ -60,8 +60,7 @@ class ConfigError(Exception):
         )
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = StrictModel
 
 
 class Condition(_Strict):
@@ -155,17 +154,6 @@ class Package(_Strict):
         return Packager.compile(self.values, self.rename, self.template)
 
 
-class Batch(_Strict):
-    """How many events go in one file, object or request, and how long one may wait."""
-
-    max_events: int = Field(
-        default=1000, ge=1, le=1_000_000, description="Events per batch at most."
-    )
-    max_wait_s: float = Field(
-        default=30.0, gt=0, description="Longest an event waits to be sent (s)."
-    )
-
-
 class Retry(_Strict):
     """Retry policy of a connector."""
 
@@ -176,29 +164,7 @@ class Retry(_Strict):
     )
 
 
-class FileDeliver(_Strict):
-    """``type: file``: batches written as files below a directory (local, gs://, s3://)."""
-
-    path: str = Field(
-        description="Output directory (local path, gs://bucket/dir, s3://bucket/dir)."
-    )
-    prefix: str = Field(
-        default="",
-        description="Sub-path template below path, e.g. '{year}/{month}/{day}/' (event time).",
-    )
-    format: Literal["ndjson", "ndjson.gz", "json_array", "avro"] = Field(
-        default="ndjson", description="File format: " + ", ".join(FORMATS) + "."
-    )
-    batch: Batch = Field(default_factory=Batch, description="Batch size and wait.")
-
-    @field_validator("prefix")
-    @classmethod
-    def _prefix(cls, prefix: str) -> str:
-        PrefixTemplate.compile(prefix)
-        return prefix
-
-
-DELIVER_MODELS: dict[str, type[_Strict]] = {"file": FileDeliver}
+DELIVER_MODELS = {t: spec.deliver_model for t, spec in CONNECTORS.items()}
 """The ``deliver`` schema of each connector type implemented in this version."""
 
 

@@ -144,7 +144,8 @@ def allowed_by(path: tuple[str, ...], pats: list[str]) -> bool:
     """Oracle: a path is allowed when some pattern matches a prefix of it, segment by segment."""
     for p in pats:
         segs = normalize_pattern(p)
-        if len(segs) <= len(path) and all(fnmatch.fnmatchcase(k, s) for k, s in zip(path, segs)):
+        pairs = zip(path, segs, strict=False)
+        if len(segs) <= len(path) and all(fnmatch.fnmatchcase(k, s) for k, s in pairs):
             return True
     return False
 

@@ -14,10 +14,56 @@ shared code in :mod:`transforms.deliver`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from transforms.rules.encode import FORMATS
+from transforms.rules.naming import PrefixTemplate
 from transforms.rules.records import Packaged
+
+
+class StrictModel(BaseModel):
+    """A config section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Batch(StrictModel):
+    """How many events go in one file, object or request, and how long one may wait."""
+
+    max_events: int = Field(
+        default=1000, ge=1, le=1_000_000, description="Events per batch at most."
+    )
+    max_wait_s: float = Field(
+        default=30.0, gt=0, description="Longest an event waits to be sent (s)."
+    )
+
+
+class DeliverConfig(StrictModel):
+    """Fields every connector's ``deliver`` section has."""
+
+    batch: Batch = Field(default_factory=Batch, description="Batch size and wait.")
+
+
+class ObjectLayout(DeliverConfig):
+    """Fields of connectors that write batches as files or objects (file, s3, gcs, azure_blob)."""
+
+    prefix: str = Field(
+        default="",
+        description="Name prefix template, e.g. 'raw/{year}/{month}/{day}/' (from the event time).",
+    )
+    format: Literal["ndjson", "ndjson.gz", "json_array", "avro"] = Field(
+        default="ndjson.gz", description="Encoding: " + ", ".join(FORMATS) + "."
+    )
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, prefix: str) -> str:
+        PrefixTemplate.compile(prefix)
+        return prefix
 
 
 @dataclass(frozen=True)
@@ -75,3 +121,15 @@ class Sink:
 
     def close(self) -> None:
         """Release clients (called in ``teardown``)."""
+
+
+@dataclass(frozen=True)
+class ConnectorSpec:
+    """How a connector type plugs in: its ``deliver`` schema and how to build its sink.
+
+    A connector module declares ``CONNECTOR_TYPES = {"type_name": ConnectorSpec(...)}``;
+    :mod:`transforms.connectors` discovers it, so adding a connector edits no shared file.
+    """
+
+    deliver_model: type[DeliverConfig]
+    make_sink: Callable[[str, Any], Sink]

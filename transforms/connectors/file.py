@@ -19,9 +19,18 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Any
+from typing import Any, Literal
 
-from transforms.connectors.base import DeliveryBatch, DeliveryError, Sink, WriteResult
+from pydantic import Field
+
+from transforms.connectors.base import (
+    ConnectorSpec,
+    DeliveryBatch,
+    DeliveryError,
+    ObjectLayout,
+    Sink,
+    WriteResult,
+)
 from transforms.rules.encode import FORMATS, encode_batch
 from transforms.rules.naming import object_name
 
@@ -57,6 +66,17 @@ def write_bytes(path: str, data: bytes) -> None:
         fh.write(data)
 
 
+class FileDeliver(ObjectLayout):
+    """``type: file``: batches written as files below a directory (local, gs://, s3://)."""
+
+    path: str = Field(
+        description="Output directory (local path, gs://bucket/dir, s3://bucket/dir)."
+    )
+    format: Literal["ndjson", "ndjson.gz", "json_array", "avro"] = Field(
+        default="ndjson", description="File format: " + ", ".join(FORMATS) + "."
+    )
+
+
 class FileSink(Sink):
     """Writes each batch as one file in the configured format."""
 
@@ -80,3 +100,6 @@ class FileSink(Sink):
         except OSError as exc:
             raise DeliveryError(f"cannot write {path}: {exc}", retryable=True) from exc
         return WriteResult(name=path, events=len(batch.items), bytes=len(data))
+
+
+CONNECTOR_TYPES = {"file": ConnectorSpec(FileDeliver, FileSink)}
