@@ -4,7 +4,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install sample test lint unit clean
+NODE_STAMP := node_modules/.installed-stamp
+
+.PHONY: install sample test lint node clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,9 +29,16 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+## node: npm stand-ins pinned in package.json (Azurite), when the project has any
+node: $(if $(wildcard package.json),$(NODE_STAMP))
+
+$(NODE_STAMP): package.json $(wildcard package-lock.json)
+	npm ci --no-audit --no-fund 2>/dev/null || npm install --no-audit --no-fund
+	touch $(NODE_STAMP)
+
 ## test: install, lint, then the whole test suite (starts every stand-in it needs)
-test: lint
+test: lint node
 	$(VENV)/bin/pytest
 
 clean:
-	rm -rf out build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf out build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache node_modules
