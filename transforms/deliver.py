@@ -13,11 +13,14 @@ error, status and attempt count. Nothing is dropped.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_pipeline.config import DeliveryConfig, compile_connectors
 from transforms import metrics
@@ -26,7 +29,7 @@ from transforms.connectors.base import DeliveryBatch, DeliveryError, Sink
 from transforms.parse import DEAD_LETTER
 from transforms.rules.naming import PrefixError, PrefixTemplate
 from transforms.rules.records import DeadLetter, Packaged
-from transforms.rules.retry import RetryPolicy
+from transforms.rules.retry import Outcome, RetryPolicy, deliver_with_retries
 
 
 class _CutChunk(beam.DoFn):
@@ -84,56 +87,116 @@ class CutBatches(beam.PTransform):
         )
 
 
+class Delivered(NamedTuple):
+    """The main output of Deliver: what one batch delivered, and where."""
+
+    connector_id: str
+    events: int
+    names: tuple[str, ...]
+
+
 class _DeliverBatch(beam.DoFn):
+    """Writes batches through each connector's sink, up to ``concurrency`` at once.
+
+    Writes run on a thread pool per connector (created in ``setup``, like the sinks), so a
+    slow destination occupies only its own threads. Results are emitted as they complete
+    and ``finish_bundle`` waits for every write still in flight, so a bundle never
+    finishes (and its input is never acknowledged) before its batches are delivered or
+    dead-lettered. Metrics are counted on the DoFn's own thread, where Beam records them.
+    """
+
     def __init__(self, config: DeliveryConfig):
         self.config = config
 
     def setup(self) -> None:
         self.sinks: dict[str, Sink] = {}
         self.policies: dict[str, RetryPolicy] = {}
+        self.pools: dict[str, ThreadPoolExecutor] = {}
+        self.limits: dict[str, int] = {}
         self.counters: dict[str, dict[str, Any]] = {}
         for c in compile_connectors(self.config):
             sink = make_sink(c.id, c.type, c.deliver)
             sink.open()
             self.sinks[c.id] = sink
             self.policies[c.id] = RetryPolicy(immediate=self.config.connector(c.id).retry.immediate)
+            self.limits[c.id] = c.deliver.concurrency
+            self.pools[c.id] = ThreadPoolExecutor(c.deliver.concurrency, f"deliver-{c.id}")
             ns = metrics.connector_namespace(c.id)
-            self.counters[c.id] = {
-                name: Metrics.counter(ns, name) for name in metrics.CONNECTOR_COUNTERS
-            }
+            self.counters[c.id] = {n: Metrics.counter(ns, n) for n in metrics.CONNECTOR_COUNTERS}
 
-    def process(self, batch: DeliveryBatch) -> Iterator[Any]:
+    def start_bundle(self) -> None:
+        self.in_flight: dict[str, deque[tuple[Future[Outcome], DeliveryBatch, WindowedValue]]] = {
+            cid: deque() for cid in self.sinks
+        }
+
+    def process(
+        self,
+        batch: DeliveryBatch,
+        window: Any = beam.DoFn.WindowParam,
+        timestamp: Any = beam.DoFn.TimestampParam,
+    ) -> Iterator[Any]:
+        cid = batch.connector_id
+        queue = self.in_flight[cid]
+        while len(queue) >= self.limits[cid]:
+            yield from self._complete(queue.popleft())
+        future = self.pools[cid].submit(
+            deliver_with_retries, self.sinks[cid], batch, self.policies[cid]
+        )
+        queue.append((future, batch, WindowedValue(None, timestamp, (window,))))
+        for other in self.in_flight.values():
+            while other and other[0][0].done():
+                yield from self._complete(other.popleft())
+
+    def finish_bundle(self) -> Iterator[Any]:
+        for queue in self.in_flight.values():
+            while queue:
+                yield from self._complete(queue.popleft())
+
+    def _complete(
+        self, entry: tuple[Future[Outcome], DeliveryBatch, WindowedValue]
+    ) -> Iterator[Any]:
+        future, batch, where = entry
         cid = batch.connector_id
         counters = self.counters[cid]
         try:
-            result, attempts = self.policies[cid].call(lambda: self.sinks[cid].write(batch))
-        except DeliveryError as exc:
-            attempts = getattr(exc, "attempts", 1)
-            counters[metrics.RETRIED_IMMEDIATE].inc(attempts - 1)
-            reason = "retries_exhausted" if exc.retryable else "not_retryable"
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER,
-                [
-                    DeadLetter.for_event(
-                        "deliver", cid, i.event, reason, str(exc), exc.status, attempts
-                    )
+            outcome = future.result()
+        except Exception as exc:  # a sink bug, not a delivery error: still never drop events
+            outcome = Outcome(
+                failed=[
+                    (i, DeliveryError(f"{type(exc).__name__}: {exc}", False), 1)
                     for i in batch.items
-                ],
+                ]
             )
-            return
-        counters[metrics.RETRIED_IMMEDIATE].inc(attempts - 1)
-        counters[metrics.DELIVERED].inc(result.events)
-        counters[metrics.WRITES].inc()
-        counters[metrics.BYTES].inc(result.bytes)
-        yield result
+        counters[metrics.RETRIED_IMMEDIATE].inc(outcome.retries)
+        counters[metrics.DELIVERED].inc(outcome.delivered)
+        counters[metrics.WRITES].inc(outcome.writes)
+        counters[metrics.BYTES].inc(outcome.bytes)
+        if outcome.delivered:
+            yield where.with_value(Delivered(cid, outcome.delivered, tuple(outcome.names)))
+        if outcome.failed:
+            letters = [
+                DeadLetter.for_event(
+                    "deliver",
+                    cid,
+                    item.event,
+                    "retries_exhausted" if error.retryable else "not_retryable",
+                    str(error),
+                    error.status,
+                    attempts,
+                )
+                for item, error, attempts in outcome.failed
+            ]
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, where.with_value(letters))
 
     def teardown(self) -> None:
+        for pool in getattr(self, "pools", {}).values():
+            pool.shutdown(wait=True)
         for sink in getattr(self, "sinks", {}).values():
             sink.close()
 
 
 class Deliver(beam.PTransform):
-    """:class:`DeliveryBatch` -> :class:`~transforms.connectors.base.WriteResult` per write.
+    """:class:`DeliveryBatch` -> :class:`Delivered`, one per batch that delivered events.
 
     Tagged output ``dead_letter``: one list of :class:`DeadLetter` per failed batch.
     """

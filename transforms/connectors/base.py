@@ -46,6 +46,9 @@ class DeliverConfig(StrictModel):
     """Fields every connector's ``deliver`` section has."""
 
     batch: Batch = Field(default_factory=Batch, description="Batch size and wait.")
+    concurrency: int = Field(
+        default=4, ge=1, le=256, description="Batches in flight at once per worker."
+    )
 
 
 class ObjectLayout(DeliverConfig):
@@ -133,3 +136,28 @@ class ConnectorSpec:
 
     deliver_model: type[DeliverConfig]
     make_sink: Callable[[str, Any], Sink]
+
+
+class PartialDeliveryError(DeliveryError):
+    """Some events of a batch were delivered and others were not (e.g. Elasticsearch ``_bulk``).
+
+    The shared retry code resends only the events in ``failed`` whose error is retryable;
+    the others become dead letters at once. Delivered events are never sent again.
+
+    Args:
+        message: a summary of what failed.
+        delivered: what the request did deliver.
+        failed: the error of each failed event, by event id.
+    """
+
+    def __init__(self, message: str, delivered: WriteResult, failed: dict[str, DeliveryError]):
+        statuses = {e.status for e in failed.values()}
+        super().__init__(
+            message,
+            retryable=any(e.retryable for e in failed.values()),
+            status=statuses.pop() if len(statuses) == 1 else None,
+            retry_after_s=max((e.retry_after_s or 0.0 for e in failed.values()), default=0.0)
+            or None,
+        )
+        self.delivered = delivered
+        self.failed = failed

@@ -1,26 +1,33 @@
-"""The immediate-retry policy shared by every connector.
+"""Immediate retries, shared by every connector: a connector never retries by itself.
 
-    policy = RetryPolicy(immediate=3)
-    result, attempts = policy.call(lambda: sink.write(batch))   # raises the last DeliveryError
+    outcome = deliver_with_retries(sink, batch, RetryPolicy(immediate=3))
+    outcome.delivered, outcome.failed   # failed: [(item, last error, attempts), ...]
 
 A retryable :class:`~transforms.connectors.base.DeliveryError` is retried up to
-``immediate`` times with jittered exponential backoff (0.2 s, 0.4 s, 0.8 s ... capped at
-2 s each, so well under 10 s in total), waiting instead what the destination asked for in
-``Retry-After`` (capped at 5 s; longer waits belong to the delayed retry). A non-retryable
-error is raised at once. Plain Python, no Beam import.
+``immediate`` times with jittered exponential backoff (0.2 s, 0.4 s, 0.8 s ... each capped
+at 2 s, so well under 10 s in total), or waits what the destination asked for in
+``Retry-After`` (capped at 5 s; longer waits are the delayed retry's job). A
+non-retryable error fails at once. After a
+:class:`~transforms.connectors.base.PartialDeliveryError` only the failed, retryable
+events are sent again. Plain Python, no Beam import.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
 
-from transforms.connectors.base import DeliveryError
-
-T = TypeVar("T")
+from transforms.connectors.base import (
+    DeliveryBatch,
+    DeliveryError,
+    PartialDeliveryError,
+    Sink,
+    WriteResult,
+)
+from transforms.rules.records import Packaged
 
 BASE_BACKOFF_S = 0.2
 MAX_BACKOFF_S = 2.0
@@ -29,7 +36,7 @@ MAX_RETRY_AFTER_S = 5.0
 
 @dataclass
 class RetryPolicy:
-    """Immediate retries of one call; ``sleep`` is injectable so tests need not wait."""
+    """How many immediate retries, and how long to wait before each."""
 
     immediate: int = 3
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
@@ -42,20 +49,58 @@ class RetryPolicy:
         cap = min(BASE_BACKOFF_S * 2 ** (retry - 1), MAX_BACKOFF_S)
         return cap / 2 + self.rng.random() * cap / 2
 
-    def call(self, fn: Callable[[], T]) -> tuple[T, int]:
-        """Run ``fn`` with retries; return (its result, attempts made).
 
-        Raises:
-            DeliveryError: the last error, with ``attempts`` set on it, when every attempt
-                failed or the error was not retryable.
-        """
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return fn(), attempt
-            except DeliveryError as exc:
-                exc.attempts = attempt  # type: ignore[attr-defined]
-                if not exc.retryable or attempt > self.immediate:
-                    raise
-                self.sleep(self.delay(attempt, exc))
+@dataclass
+class Outcome:
+    """What happened to one batch after all immediate attempts."""
+
+    delivered: int = 0
+    writes: int = 0
+    bytes: int = 0
+    retries: int = 0
+    names: list[str] = field(default_factory=list)
+    failed: list[tuple[Packaged, DeliveryError, int]] = field(default_factory=list)
+
+    def add(self, result: WriteResult) -> None:
+        """Count one successful write."""
+        self.delivered += result.events
+        self.writes += 1
+        self.bytes += result.bytes
+        self.names.append(result.name)
+
+
+def deliver_with_retries(sink: Sink, batch: DeliveryBatch, policy: RetryPolicy) -> Outcome:
+    """Write a batch with immediate retries; never raises a DeliveryError.
+
+    Every item of ``batch`` ends counted in ``delivered`` or listed in ``failed``.
+    """
+    outcome = Outcome()
+    pending = batch
+    attempt = 0
+    while pending.items:
+        attempt += 1
+        try:
+            outcome.add(sink.write(pending))
+            return outcome
+        except PartialDeliveryError as exc:
+            outcome.add(exc.delivered)
+            again = []
+            for item in pending.items:
+                error = exc.failed.get(item.event_id)
+                if error is None:
+                    continue
+                if error.retryable and attempt <= policy.immediate:
+                    again.append(item)
+                else:
+                    outcome.failed.append((item, error, attempt))
+            pending = dataclasses.replace(pending, items=again)
+            error_for_delay: DeliveryError = exc
+        except DeliveryError as exc:
+            if not exc.retryable or attempt > policy.immediate:
+                outcome.failed.extend((item, exc, attempt) for item in pending.items)
+                return outcome
+            error_for_delay = exc
+        if pending.items:
+            outcome.retries += 1
+            policy.sleep(policy.delay(attempt, error_for_delay))
+    return outcome
