@@ -112,6 +112,8 @@ def cmd_run(argv: Sequence[str]) -> int:
 
     options = PipelineOptions(list(argv))
     job = options.view_as(DeliveryOptions)
+    if not job.config:
+        return _fail("--config is required: the delivery config YAML")
     config = _load(job.config)
     if config is None:
         return 2

@@ -21,7 +21,12 @@ class DeliveryOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser: Any) -> None:
         parser.add_argument(
-            "--config", required=True, help="Delivery config YAML (local, gs://, s3://)."
+            # Not required=True: Beam parses every registered PipelineOptions subclass for
+            # every pipeline in the process, so a required option would break other
+            # pipelines (e.g. tests) that do not pass it. The CLI checks it instead.
+            "--config",
+            default=None,
+            help="Delivery config YAML (local, gs://, s3://).",
         )
         parser.add_argument(
             "--input",

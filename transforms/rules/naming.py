@@ -101,8 +101,9 @@ def batch_digest(event_ids: Iterable[str]) -> str:
     """A stable 20-hex-digit digest of a batch's event ids, in order."""
     h = hashlib.blake2b(digest_size=10)
     for event_id in event_ids:
-        h.update(event_id.encode("utf-8"))
-        h.update(b"\n")
+        data = event_id.encode("utf-8")
+        h.update(len(data).to_bytes(4, "big"))  # length-prefixed: ids may contain any character
+        h.update(data)
     return h.hexdigest()
 
 

@@ -93,11 +93,14 @@ def format_time(value: Any, fmt: str) -> Any:
 
 
 def flatten(obj: dict[str, Any], sep: str, prefix: str = "") -> dict[str, Any]:
-    """Flatten nested objects: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists are kept."""
+    """Flatten nested objects: ``{"a": {"b": 1}, "c": {}}`` -> ``{"a.b": 1}``.
+
+    Lists are kept as values; an empty object has no leaves, so it disappears.
+    """
     out: dict[str, Any] = {}
     for key, value in obj.items():
         name = f"{prefix}{sep}{key}" if prefix else key
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict):
             out.update(flatten(value, sep, name))
         else:
             out[name] = value

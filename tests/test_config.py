@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from beam_pipeline.config import ConfigError, load_config, parse_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+GOOD = """
+connectors:
+  - id: ops
+    type: file
+    route:
+      events: [heartbeat]
+      when: [{field: metadata.geo.country_code, op: in, value: [US]}]
+    filter: {metadata: {allow: ["device.*"]}}
+    package: {rename: {session_id: sid}}
+    deliver: {path: /tmp/x, format: ndjson}
+dead_letter: {path: /tmp/dl}
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "cfg.yaml")
+    assert "cfg.yaml" in str(info.value)
+    return info.value.problems
+
+
+def test_example_config_is_valid() -> None:
+    config = load_config(str(REPO / "examples" / "delivery.yaml"))
+    assert [c.id for c in config.connectors] == ["ops_qoe", "marketing", "archive"]
+
+
+def test_defaults() -> None:
+    c = parse_config(GOOD).connectors[0]
+    assert c.deliver_config.batch.max_events == 1000
+    assert c.deliver_config.batch.max_wait_s == 30
+    assert c.retry.immediate == 3
+    assert sum(c.retry.delayed_schedule_s) == 7200
+
+
+def test_every_problem_is_listed_with_its_path_and_a_fix() -> None:
+    text = """
+connectors:
+  - id: Bad-Id
+    type: file
+    route:
+      evnts: [heartbeat]
+      when: [{field: a.b, op: like, value: 1}, {field: a.b, op: regex, value: "("}]
+      sample_sessions: 2
+    filter: {metadata: {allow: ["a..b"]}}
+    package: {template: nope}
+    deliver: {path: /tmp/x, fromat: ndjson, prefix: "{yr}/"}
+  - id: two
+    type: carrier_pigeon
+    deliver: {}
+dead_letter: {}
+"""
+    found = "\n".join(problems(text))
+    assert "connectors[0](id=Bad-Id).id" in found
+    assert "route.evnts: unknown key" in found and "did you mean 'events'" in found
+    assert "when[0].op" in found and "'eq'" in found
+    assert "when[1]" in found and "does not compile" in found
+    assert "sample_sessions" in found
+    assert "empty segment" in found
+    assert "no template named 'nope'" in found
+    assert "deliver.fromat: unknown key" in found and "did you mean 'format'" in found
+    assert "unknown placeholder" in found
+    assert "connectors[1](id=two).type" in found
+    assert "dead_letter.path: required" in found
+
+
+def test_unset_secret_is_an_error_and_set_secret_resolves(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = GOOD.replace("path: /tmp/x", "path: '${env:OUT_DIR_FOR_TEST}'")  # quoted in flow style
+    monkeypatch.delenv("OUT_DIR_FOR_TEST", raising=False)
+    found = "\n".join(problems(text))
+    assert "OUT_DIR_FOR_TEST is not set" in found and "export OUT_DIR_FOR_TEST" in found
+    monkeypatch.setenv("OUT_DIR_FOR_TEST", "/tmp/resolved")
+    assert parse_config(text).connectors[0].deliver_config.path == "/tmp/resolved"
+    assert "not a valid secret reference" in "\n".join(
+        problems(GOOD.replace("/tmp/x", "'${NOPE}'"))
+    )
+
+
+def test_duplicate_ids_and_reserved_types() -> None:
+    dup = GOOD + GOOD.split("connectors:")[1].split("dead_letter")[0]
+    text = "connectors:" + dup.split("connectors:")[1]
+    text = text.replace("dead_letter: {path: /tmp/dl}", "") + "dead_letter: {path: /tmp/dl}\n"
+    assert any("used twice" in p for p in problems(text))
+
+
+def test_not_yaml_and_not_a_mapping() -> None:
+    assert "not valid YAML" in problems("a: [")[0]
+    assert "YAML mapping" in problems("- 1\n- 2")[0]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "beam_pipeline", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+
+
+def test_validate_command(tmp_path: Path) -> None:
+    ok = run_cli("validate", "--config", "examples/delivery.yaml")
+    assert ok.returncode == 0 and "OK, 3 connector(s)" in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(GOOD.replace("op: in", "op: within").replace("format: ndjson", "format: csv"))
+    out = run_cli("validate", "--config", str(bad))
+    assert out.returncode == 1
+    assert str(bad) in out.stderr and "2 problem(s)" in out.stderr
+    missing = run_cli("validate", "--config", str(tmp_path / "absent.yaml"))
+    assert missing.returncode == 1 and "cannot read the file" in missing.stderr
