@@ -5,6 +5,8 @@ Commands::
     run       --config FILE --input GLOB [--input GLOB ...] [any Beam pipeline option]
     validate  --config FILE
     dry-run   --config FILE --event JSON_OR_FILE
+    retry     --config FILE [Beam options]   (process the retry location once; schedule it)
+    replay    --config FILE --dead-letters PATH [--connector ID] [--since TIME] [Beam options]
 
 ``run`` without ``--runner`` uses Beam's in-process FnApiRunner (the engine behind the
 DirectRunner), pinned explicitly so it needs no network and runs ``GroupIntoBatches``
@@ -100,21 +102,59 @@ def cmd_dry_run(argv: Sequence[str]) -> int:
     return 0
 
 
-def cmd_run(argv: Sequence[str]) -> int:
-    """Run the batch job and print the per-connector summary."""
+def _pipeline(options: Any) -> Any:
+    """A pipeline on the given runner, or on the in-process FnApiRunner when none is given."""
     import apache_beam as beam
-    from apache_beam.io.filesystems import FileSystems
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    runner: Any = None
+    if options.view_as(StandardOptions).runner is None:
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+        runner = FnApiRunner()
+    return beam.Pipeline(runner=runner, options=options)
+
+
+def _finish(pipeline: Any, config: DeliveryConfig, summary_json: str | None) -> int:
+    """Run a built pipeline, print the summary, write it as JSON if asked."""
+    from beam_pipeline.summary import collect_summary, format_summary
+
+    started = time.monotonic()
+    result = pipeline.run()
+    result.wait_until_finish()
+    elapsed = time.monotonic() - started
+    summary = collect_summary(result, config)
+    summary["elapsed_s"] = round(elapsed, 3)
+    print(format_summary(summary, elapsed))
+    if summary_json:
+        folder = os.path.dirname(summary_json)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        with open(summary_json, "w", encoding="utf-8") as fh:
+            json.dump(summary, fh, indent=2)
+    return 0 if summary["balanced"] else 1
+
+
+def _options(argv: Sequence[str]) -> tuple[Any, Any, DeliveryConfig | None]:
+    from apache_beam.options.pipeline_options import PipelineOptions
 
     from beam_pipeline.options import DeliveryOptions
-    from beam_pipeline.pipeline import build_pipeline
-    from beam_pipeline.summary import collect_summary, format_summary
 
     options = PipelineOptions(list(argv))
     job = options.view_as(DeliveryOptions)
     if not job.config:
-        return _fail("--config is required: the delivery config YAML")
-    config = _load(job.config)
+        print("error: --config is required: the delivery config YAML", file=sys.stderr)
+        return options, job, None
+    return options, job, _load(job.config)
+
+
+def cmd_run(argv: Sequence[str]) -> int:
+    """Run the batch job and print the per-connector summary."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from beam_pipeline.pipeline import build_pipeline
+
+    options, job, config = _options(argv)
     if config is None:
         return 2
     if not job.input:
@@ -128,30 +168,54 @@ def cmd_run(argv: Sequence[str]) -> int:
             return _fail(f"--input {pattern!r} matches no files")
     if job.chunk_lines < 1:
         return _fail("--chunk-lines must be at least 1")
-    runner: Any = None
-    if options.view_as(StandardOptions).runner is None:
-        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-
-        runner = FnApiRunner()
-    started = time.monotonic()
-    pipeline = beam.Pipeline(runner=runner, options=options)
+    pipeline = _pipeline(options)
     build_pipeline(pipeline, config, list(job.input), job.chunk_lines)
-    result = pipeline.run()
-    result.wait_until_finish()
-    elapsed = time.monotonic() - started
-    summary = collect_summary(result, config)
-    summary["elapsed_s"] = round(elapsed, 3)
-    print(format_summary(summary, elapsed))
-    if job.summary_json:
-        folder = os.path.dirname(job.summary_json)
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-        with open(job.summary_json, "w", encoding="utf-8") as fh:
-            json.dump(summary, fh, indent=2)
-    return 0 if summary["balanced"] else 1
+    return _finish(pipeline, config, job.summary_json)
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "dry-run": cmd_dry_run}
+def cmd_retry(argv: Sequence[str]) -> int:
+    """Process the retry location once: redeliver what is due (see beam_pipeline.redeliver)."""
+    from beam_pipeline.redeliver import build_retry
+
+    options, job, config = _options(argv)
+    if config is None:
+        return 2
+    if config.retry_topic is None:
+        return _fail(f"{job.config} has no retry_topic: there is nothing to retry")
+    pipeline = _pipeline(options)
+    build_retry(pipeline, config)
+    return _finish(pipeline, config, job.summary_json)
+
+
+def cmd_replay(argv: Sequence[str]) -> int:
+    """Send dead letters back through delivery (see beam_pipeline.redeliver)."""
+    from beam_pipeline.redeliver import build_replay
+    from transforms.rules.events import to_epoch_ms
+
+    options, job, config = _options(argv)
+    if config is None:
+        return 2
+    if not job.dead_letters:
+        return _fail("--dead-letters is required: a dead-letter directory, file or glob")
+    since_ms = None
+    if job.since:
+        since_ms = to_epoch_ms(job.since)
+        if since_ms is None:
+            return _fail(f"--since {job.since!r} is not an ISO-8601 time or epoch milliseconds")
+    if job.connector and job.connector not in {c.id for c in config.connectors}:
+        return _fail(f"--connector {job.connector!r} is not a connector of {job.config}")
+    pipeline = _pipeline(options)
+    build_replay(pipeline, config, job.dead_letters, job.connector, since_ms)
+    return _finish(pipeline, config, job.summary_json)
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "validate": cmd_validate,
+    "dry-run": cmd_dry_run,
+    "retry": cmd_retry,
+    "replay": cmd_replay,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

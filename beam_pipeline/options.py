@@ -42,6 +42,20 @@ class DeliveryOptions(PipelineOptions):
             help="Lines per chunk moved through the pipeline as one element (batch mode).",
         )
         parser.add_argument(
+            "--dead_letters",
+            "--dead-letters",
+            default=None,
+            help="replay: dead-letter directory, file or glob to send back.",
+        )
+        parser.add_argument(
+            "--connector", default=None, help="replay: only dead letters of this connector."
+        )
+        parser.add_argument(
+            "--since",
+            default=None,
+            help="replay: only dead letters that failed at or after this ISO-8601 time.",
+        )
+        parser.add_argument(
             "--summary_json",
             "--summary-json",
             default=None,

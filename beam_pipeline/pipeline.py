@@ -2,7 +2,7 @@
 
 The graph, with the stable labels that show in the Dataflow and Flink UIs::
 
-    Read -> Parse -> Route -> Filter -> Package -> Batch -> Deliver
+    Read -> Parse -> Route -> Filter -> Package -> Batch -> Deliver --retry--> DelayedRetries
               |                            |         |         |
               +------------- dead_letter --+---------+---------+--> DeadLetters
 
@@ -17,11 +17,11 @@ from typing import Any
 import apache_beam as beam
 
 from beam_pipeline.config import DeliveryConfig
-from transforms.deliver import CutBatches, Deliver
+from transforms.deliver import RETRY, CutBatches, Deliver
 from transforms.filter import FilterFields
 from transforms.package import PackageRecords
 from transforms.parse import DEAD_LETTER, DEFAULT_CHUNK_LINES, ParseEvents, ReadEventChunks
-from transforms.retry import WriteDeadLetters
+from transforms.retry import WriteDeadLetters, WriteRetries
 from transforms.route import RouteEvents
 
 
@@ -44,7 +44,10 @@ def build_delivery(chunks: Any, config: DeliveryConfig) -> dict[str, Any]:
         delivered[DEAD_LETTER],
     ) | "CollectFailures" >> beam.Flatten()
     dead = failures | "DeadLetters" >> WriteDeadLetters(config.dead_letter.path)
-    return {"written": delivered.written, "dead_letters": dead}
+    out = {"written": delivered.written, "dead_letters": dead}
+    if config.retry_topic is not None:
+        out["retries"] = delivered[RETRY] | "DelayedRetries" >> WriteRetries(config.retry_topic)
+    return out
 
 
 def build_pipeline(

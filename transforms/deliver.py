@@ -29,7 +29,10 @@ from transforms.connectors.base import DeliveryBatch, DeliveryError, Sink
 from transforms.parse import DEAD_LETTER
 from transforms.rules.naming import PrefixError, PrefixTemplate
 from transforms.rules.records import DeadLetter, Packaged
-from transforms.rules.retry import Outcome, RetryPolicy, deliver_with_retries
+from transforms.rules.retry import Outcome, RetryPolicy, deliver_with_retries, settle_failures
+
+RETRY = "retry"
+"""Tag of Deliver's output of batches waiting for a delayed retry (:class:`RetryRecord`)."""
 
 
 class _CutChunk(beam.DoFn):
@@ -111,6 +114,9 @@ class _DeliverBatch(beam.DoFn):
     def setup(self) -> None:
         self.sinks: dict[str, Sink] = {}
         self.policies: dict[str, RetryPolicy] = {}
+        self.schedules: dict[str, tuple[float, ...]] = {}
+        self.delayed_enabled = self.config.retry_topic is not None
+        self.redelivery = RetryPolicy(immediate=0)  # a delayed attempt is one attempt
         self.pools: dict[str, ThreadPoolExecutor] = {}
         self.limits: dict[str, int] = {}
         self.counters: dict[str, dict[str, Any]] = {}
@@ -118,7 +124,9 @@ class _DeliverBatch(beam.DoFn):
             sink = make_sink(c.id, c.type, c.deliver)
             sink.open()
             self.sinks[c.id] = sink
-            self.policies[c.id] = RetryPolicy(immediate=self.config.connector(c.id).retry.immediate)
+            retry = self.config.connector(c.id).retry
+            self.policies[c.id] = RetryPolicy(immediate=retry.immediate)
+            self.schedules[c.id] = tuple(retry.delayed_schedule_s)
             self.limits[c.id] = c.deliver.concurrency
             self.pools[c.id] = ThreadPoolExecutor(c.deliver.concurrency, f"deliver-{c.id}")
             ns = metrics.connector_namespace(c.id)
@@ -139,9 +147,8 @@ class _DeliverBatch(beam.DoFn):
         queue = self.in_flight[cid]
         while len(queue) >= self.limits[cid]:
             yield from self._complete(queue.popleft())
-        future = self.pools[cid].submit(
-            deliver_with_retries, self.sinks[cid], batch, self.policies[cid]
-        )
+        policy = self.redelivery if batch.retry is not None else self.policies[cid]
+        future = self.pools[cid].submit(deliver_with_retries, self.sinks[cid], batch, policy)
         queue.append((future, batch, WindowedValue(None, timestamp, (window,))))
         for other in self.in_flight.values():
             while other and other[0][0].done():
@@ -174,19 +181,13 @@ class _DeliverBatch(beam.DoFn):
         if outcome.delivered:
             yield where.with_value(Delivered(cid, outcome.delivered, tuple(outcome.names)))
         if outcome.failed:
-            letters = [
-                DeadLetter.for_event(
-                    "deliver",
-                    cid,
-                    item.event,
-                    "retries_exhausted" if error.retryable else "not_retryable",
-                    str(error),
-                    error.status,
-                    attempts,
-                )
-                for item, error, attempts in outcome.failed
-            ]
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, where.with_value(letters))
+            schedule = self.schedules[cid]
+            record, letters = settle_failures(batch, outcome, schedule, self.delayed_enabled)
+            if record is not None:
+                counters[metrics.RETRIED_DELAYED].inc(len(record.items))
+                yield beam.pvalue.TaggedOutput(RETRY, where.with_value(record))
+            if letters:
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, where.with_value(letters))
 
     def teardown(self) -> None:
         for pool in getattr(self, "pools", {}).values():
@@ -198,7 +199,9 @@ class _DeliverBatch(beam.DoFn):
 class Deliver(beam.PTransform):
     """:class:`DeliveryBatch` -> :class:`Delivered`, one per batch that delivered events.
 
-    Tagged output ``dead_letter``: one list of :class:`DeadLetter` per failed batch.
+    Tagged outputs: ``dead_letter``, a list of :class:`DeadLetter` per batch with events
+    that failed for good; ``retry``, a :class:`RetryRecord` per batch with events waiting
+    for a delayed retry.
     """
 
     def __init__(self, config: DeliveryConfig):
@@ -207,5 +210,5 @@ class Deliver(beam.PTransform):
 
     def expand(self, batches: Any) -> Any:
         return batches | beam.ParDo(_DeliverBatch(self.config)).with_outputs(
-            DEAD_LETTER, main="written"
+            DEAD_LETTER, RETRY, main="written"
         )

@@ -6,7 +6,12 @@ Pipeline-wide counters live in namespace ``telemetry``; per-connector counters i
     telemetry/lines_read  telemetry/blank_lines  telemetry/invalid  telemetry/events
     telemetry/unmatched   connector.<id>/routed  connector.<id>/delivered
     connector.<id>/dead_lettered  connector.<id>/writes  connector.<id>/bytes
-    connector.<id>/retried_immediate
+    connector.<id>/retried_immediate  connector.<id>/retried_delayed  connector.<id>/replayed
+
+``retried_delayed`` counts events handed to the delayed retry (waiting in the retry
+location); ``replayed`` counts dead letters sent back by the ``replay`` command;
+``retry_due`` and ``retry_waiting`` count events the ``retry`` command found due (and
+redelivered) or not yet due (left waiting).
 """
 
 from __future__ import annotations
@@ -26,8 +31,23 @@ DEAD_LETTERED = "dead_lettered"
 WRITES = "writes"
 BYTES = "bytes"
 RETRIED_IMMEDIATE = "retried_immediate"
+RETRIED_DELAYED = "retried_delayed"
+REPLAYED = "replayed"
+RETRY_DUE = "retry_due"
+RETRY_WAITING = "retry_waiting"
 
-CONNECTOR_COUNTERS = (ROUTED, DELIVERED, DEAD_LETTERED, WRITES, BYTES, RETRIED_IMMEDIATE)
+CONNECTOR_COUNTERS = (
+    ROUTED,
+    DELIVERED,
+    DEAD_LETTERED,
+    WRITES,
+    BYTES,
+    RETRIED_IMMEDIATE,
+    RETRIED_DELAYED,
+    REPLAYED,
+    RETRY_DUE,
+    RETRY_WAITING,
+)
 """Every counter each connector reports, in summary order."""
 
 

@@ -1,4 +1,10 @@
-"""Dead letters: every stage's failures, flattened into one writer.
+"""Retry and dead letters: where failed events wait, and where they end.
+
+Delayed retries: :class:`WriteRetries` stores each batch that still failed after the
+immediate retries as a retry record; the ``retry`` command (:mod:`beam_pipeline.redeliver`)
+later redelivers what is due.
+
+Dead letters: every stage's failures, flattened into one writer.
 
 Each element is a list of :class:`~transforms.rules.records.DeadLetter` from one chunk or
 one batch (so all share a stage and a connector). Each list becomes one NDJSON file below
@@ -17,13 +23,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
+import orjson
 from apache_beam.metrics import Metrics
 
 from transforms import metrics
 from transforms.connectors.file import join_path, write_bytes
 from transforms.rules.encode import encode_ndjson
 from transforms.rules.naming import batch_digest
-from transforms.rules.records import DeadLetter
+from transforms.rules.records import DeadLetter, RetryRecord
 
 
 def dead_letter_name(letters: list[DeadLetter]) -> str:
@@ -59,3 +66,34 @@ class WriteDeadLetters(beam.PTransform):
 
     def expand(self, letters: Any) -> Any:
         return letters | beam.ParDo(_WriteDeadLetters(self.path))
+
+
+def write_retry_record(location: str, record: RetryRecord) -> str:
+    """Store (or overwrite) a retry record under its stable name; return its path."""
+    target = join_path(location, record.name)
+    write_bytes(target, orjson.dumps(record.to_json_dict()))
+    return target
+
+
+class _WriteRetries(beam.DoFn):
+    def __init__(self, location: str):
+        self.location = location
+
+    def process(self, record: RetryRecord) -> Iterator[str]:
+        yield write_retry_record(self.location, record)
+
+
+class WriteRetries(beam.PTransform):
+    """Store batches waiting for a delayed retry in the retry location (dir, gs://, s3://).
+
+    One JSON file per batch, ``<retry_topic>/<connector>/<digest>.json``, holding a
+    :class:`~transforms.rules.records.RetryRecord`. The ``retry`` command redelivers what
+    is due and rewrites or removes each file.
+    """
+
+    def __init__(self, location: str):
+        super().__init__()
+        self.location = location
+
+    def expand(self, records: Any) -> Any:
+        return records | beam.ParDo(_WriteRetries(self.location))

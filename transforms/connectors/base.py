@@ -76,6 +76,8 @@ class DeliveryBatch:
     connector_id: str
     prefix: str
     items: Sequence[Packaged]
+    retry: Any = None
+    """The :class:`~transforms.rules.records.RetryRecord` this batch redelivers, if any."""
 
 
 @dataclass(frozen=True)

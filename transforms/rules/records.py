@@ -103,3 +103,68 @@ class Packaged(NamedTuple):
     event_type: str
     record: dict[str, Any]
     event: dict[str, Any]
+
+
+def iso_from_ms(ms: int) -> str:
+    """Epoch milliseconds as ISO-8601 UTC with a ``Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
+
+
+@dataclass
+class RetryRecord:
+    """A batch waiting for a delayed retry, as stored in the retry location.
+
+    It keeps the *packaged* records, so a retried delivery sends exactly the bytes the
+    first attempt sent (same object name, same ``_id``s) even if the config changed in
+    between; the original events ride along for the dead letter if it never succeeds.
+    ``delayed_attempts`` counts delayed attempts already made; ``attempts`` counts every
+    attempt (immediate ones included). ``name`` is the record's stable storage name.
+    """
+
+    connector: str
+    prefix: str
+    items: list[Packaged]
+    name: str
+    attempts: int
+    delayed_attempts: int
+    first_failed_at: str
+    last_error: str
+    last_status: int | None
+    not_before_ms: int
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The stored form (JSON)."""
+        return {
+            "version": 1,
+            "connector": self.connector,
+            "prefix": self.prefix,
+            "name": self.name,
+            "attempts": self.attempts,
+            "delayed_attempts": self.delayed_attempts,
+            "first_failed_at": self.first_failed_at,
+            "last_error": self.last_error,
+            "last_status": self.last_status,
+            "not_before_ms": self.not_before_ms,
+            "not_before": iso_from_ms(self.not_before_ms),
+            "items": [i._asdict() for i in self.items],
+        }
+
+    @classmethod
+    def from_json_dict(cls, data: dict[str, Any]) -> RetryRecord:
+        """Read the stored form back.
+
+        Raises:
+            KeyError, TypeError, ValueError: for a record that is not a retry record.
+        """
+        return cls(
+            connector=data["connector"],
+            prefix=data["prefix"],
+            items=[Packaged(**i) for i in data["items"]],
+            name=data["name"],
+            attempts=int(data["attempts"]),
+            delayed_attempts=int(data["delayed_attempts"]),
+            first_failed_at=data["first_failed_at"],
+            last_error=data["last_error"],
+            last_status=data["last_status"],
+            not_before_ms=int(data["not_before_ms"]),
+        )

@@ -9,7 +9,11 @@ at 2 s, so well under 10 s in total), or waits what the destination asked for in
 ``Retry-After`` (capped at 5 s; longer waits are the delayed retry's job). A
 non-retryable error fails at once. After a
 :class:`~transforms.connectors.base.PartialDeliveryError` only the failed, retryable
-events are sent again. Plain Python, no Beam import.
+events are sent again.
+
+Then :func:`settle_failures` decides, per failed event, between a delayed retry (a
+:class:`~transforms.rules.records.RetryRecord` in the retry location, due after the next
+step of ``retry.delayed_schedule_s``) and a dead letter. Plain Python, no Beam import.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from transforms.connectors.base import (
@@ -27,7 +31,8 @@ from transforms.connectors.base import (
     Sink,
     WriteResult,
 )
-from transforms.rules.records import Packaged
+from transforms.rules.naming import batch_digest
+from transforms.rules.records import DeadLetter, Packaged, RetryRecord, iso_from_ms
 
 BASE_BACKOFF_S = 0.2
 MAX_BACKOFF_S = 2.0
@@ -104,3 +109,61 @@ def deliver_with_retries(sink: Sink, batch: DeliveryBatch, policy: RetryPolicy) 
             outcome.retries += 1
             policy.sleep(policy.delay(attempt, error_for_delay))
     return outcome
+
+
+def settle_failures(
+    batch: DeliveryBatch,
+    outcome: Outcome,
+    schedule_s: Sequence[float],
+    delayed_enabled: bool,
+    now_ms: int | None = None,
+) -> tuple[RetryRecord | None, list[DeadLetter]]:
+    """Decide what happens to a batch's failed events: a delayed retry or dead letters.
+
+    A retryable failure waits for the next delayed attempt while the schedule has one
+    left (and a retry location is configured); anything else is a dead letter with the
+    error, status and the number of attempts made (first try included). A batch that came
+    from the retry location keeps its record name, attempts and first-failure time.
+    """
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    previous = batch.retry
+    prior_attempts = previous.attempts if previous else 0
+    delayed_done = previous.delayed_attempts + 1 if previous else 0
+    can_wait = delayed_enabled and delayed_done < len(schedule_s)
+    waiting: list[Packaged] = []
+    letters: list[DeadLetter] = []
+    last: tuple[DeliveryError, int] | None = None
+    for item, error, attempts in outcome.failed:
+        total = prior_attempts + attempts
+        if error.retryable and can_wait:
+            waiting.append(item)
+            last = (error, total)
+            continue
+        reason = "not_retryable" if not error.retryable else "retries_exhausted"
+        letters.append(
+            DeadLetter.for_event(
+                "deliver", batch.connector_id, item.event, reason, str(error), error.status, total
+            )
+        )
+    if not waiting or last is None:
+        return None, letters
+    error, total = last
+    name = previous.name if previous else retry_record_name(batch)
+    record = RetryRecord(
+        connector=batch.connector_id,
+        prefix=batch.prefix,
+        items=waiting,
+        name=name,
+        attempts=total,
+        delayed_attempts=delayed_done,
+        first_failed_at=previous.first_failed_at if previous else iso_from_ms(now_ms),
+        last_error=str(error),
+        last_status=error.status,
+        not_before_ms=now_ms + int(schedule_s[delayed_done] * 1000),
+    )
+    return record, letters
+
+
+def retry_record_name(batch: DeliveryBatch) -> str:
+    """The stable storage name of a batch's retry record: ``<connector>/<digest>.json``."""
+    return f"{batch.connector_id}/{batch_digest(i.event_id for i in batch.items)}.json"
