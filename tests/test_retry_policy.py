@@ -68,7 +68,7 @@ def test_retries_stop_after_immediate_attempts() -> None:
     sink = ScriptedSink([DeliveryError("down", True, 503)] * 10)
     p, waits = policy(immediate=3)
     out = deliver_with_retries(sink, batch(), p)
-    assert len(sink.calls) == 4 and out.delivered == 0
+    assert len(sink.calls) == 4 and out.delivered == 0 and len(waits) == 3
     assert [(i.event_id, a) for i, _, a in out.failed] == [("e0", 4), ("e1", 4), ("e2", 4)]
 
 
