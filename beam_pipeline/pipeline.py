@@ -17,33 +17,51 @@ from typing import Any
 import apache_beam as beam
 
 from beam_pipeline.config import DeliveryConfig
-from transforms.deliver import RETRY, CutBatches, Deliver
+from transforms.deliver import RETRY, CutBatches, Deliver, StreamBatches
 from transforms.filter import FilterFields
 from transforms.package import PackageRecords
-from transforms.parse import DEAD_LETTER, DEFAULT_CHUNK_LINES, ParseEvents, ReadEventChunks
+from transforms.parse import (
+    DEAD_LETTER,
+    DEFAULT_CHUNK_LINES,
+    ParseEvents,
+    ReadEventChunks,
+    ReadPubSubChunks,
+)
 from transforms.retry import WriteDeadLetters, WriteRetries
 from transforms.route import RouteEvents
 
 
-def build_delivery(chunks: Any, config: DeliveryConfig) -> dict[str, Any]:
+def build_delivery(
+    chunks: Any, config: DeliveryConfig, streaming: bool = False, clock: Any = None
+) -> dict[str, Any]:
     """Wire Parse -> ... -> Deliver onto a PCollection of raw line chunks.
 
-    Returns the ``written`` (one WriteResult per file/object/request) and ``dead_letters``
-    (paths of dead-letter files) PCollections.
+    ``streaming`` selects the Batch stage: deterministic cuts inside each chunk (batch) or
+    ``GroupIntoBatches`` per connector by count and processing time (streaming).
+    ``clock`` is passed to every ``GroupIntoBatches`` (TestStream tests need a fake one).
+
+    Returns the ``written`` (one :class:`~transforms.deliver.Delivered` per batch),
+    ``dead_letters`` (paths of dead-letter files) and, with a ``retry_topic``, ``retries``
+    (paths of retry records) PCollections.
     """
     parsed = chunks | "Parse" >> ParseEvents()
     routed = parsed.events | "Route" >> RouteEvents(config)
     filtered = routed | "Filter" >> FilterFields(config)
     packaged = filtered | "Package" >> PackageRecords(config)
-    batches = packaged.records | "Batch" >> CutBatches(config)
-    delivered = batches.batches | "Deliver" >> Deliver(config)
+    if streaming:
+        batches = packaged.records | "Batch" >> StreamBatches(config, clock)
+        ready, unbatchable = batches["batches"], batches[DEAD_LETTER]
+    else:
+        cut = packaged.records | "Batch" >> CutBatches(config)
+        ready, unbatchable = cut.batches, cut[DEAD_LETTER]
+    delivered = ready | "Deliver" >> Deliver(config)
     failures = (
         parsed[DEAD_LETTER],
         packaged[DEAD_LETTER],
-        batches[DEAD_LETTER],
+        unbatchable,
         delivered[DEAD_LETTER],
     ) | "CollectFailures" >> beam.Flatten()
-    dead = failures | "DeadLetters" >> WriteDeadLetters(config.dead_letter.path)
+    dead = failures | "DeadLetters" >> WriteDeadLetters(config.dead_letter.path, streaming, clock)
     out = {"written": delivered.written, "dead_letters": dead}
     if config.retry_topic is not None:
         out["retries"] = delivered[RETRY] | "DelayedRetries" >> WriteRetries(config.retry_topic)
@@ -59,3 +77,19 @@ def build_pipeline(
     """Build the batch (backfill) job on ``p``: read ``inputs`` and deliver per ``config``."""
     chunks = p | "Read" >> ReadEventChunks(inputs, chunk_lines)
     return build_delivery(chunks, config)
+
+
+def build_streaming_pipeline(
+    p: beam.Pipeline,
+    config: DeliveryConfig,
+    subscription: str | None = None,
+    topic: str | None = None,
+    timestamp_attribute: str | None = None,
+    clock: Any = None,
+) -> dict[str, Any]:
+    """Build the streaming job on ``p``: read Pub/Sub and deliver per ``config``.
+
+    The same stages as batch; only Read (Pub/Sub) and Batch (``GroupIntoBatches``) differ.
+    """
+    chunks = p | "Read" >> ReadPubSubChunks(subscription, topic, timestamp_attribute)
+    return build_delivery(chunks, config, streaming=True, clock=clock)

@@ -57,15 +57,35 @@ class _WriteDeadLetters(beam.DoFn):
         yield target
 
 
-class WriteDeadLetters(beam.PTransform):
-    """Write lists of dead letters as NDJSON files below ``path`` (local, gs://, s3://)."""
+def _explode(letters: list[DeadLetter]) -> Iterator[tuple[tuple[str, str], DeadLetter]]:
+    for letter in letters:
+        yield (letter.stage, letter.connector or ""), letter
 
-    def __init__(self, path: str):
+
+class WriteDeadLetters(beam.PTransform):
+    """Write lists of dead letters as NDJSON files below ``path`` (local, gs://, s3://).
+
+    In batch each list (one chunk's or one batch's failures) is one file. In streaming,
+    where lists are small, dead letters are first bulked by stage and connector with
+    ``GroupIntoBatches`` (up to 1,000 per file, waiting at most 30 s).
+    """
+
+    def __init__(self, path: str, streaming: bool = False, clock: Any = None):
         super().__init__()
         self.path = path
+        self.streaming = streaming
+        self.clock = clock
 
     def expand(self, letters: Any) -> Any:
-        return letters | beam.ParDo(_WriteDeadLetters(self.path))
+        if self.streaming:
+            extra = {"clock": self.clock} if self.clock is not None else {}
+            letters = (
+                letters
+                | "Explode" >> beam.FlatMap(_explode)
+                | "Bulk" >> beam.GroupIntoBatches(1000, 30, **extra)
+                | "Lists" >> beam.Map(lambda kv: list(kv[1]))
+            )
+        return letters | "Write" >> beam.ParDo(_WriteDeadLetters(self.path))
 
 
 def write_retry_record(location: str, record: RetryRecord) -> str:

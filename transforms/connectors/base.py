@@ -40,6 +40,12 @@ class Batch(StrictModel):
     max_wait_s: float = Field(
         default=30.0, gt=0, description="Longest an event waits to be sent (s)."
     )
+    shards: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        description="Streaming: keys per (connector, prefix), to batch a hot one in parallel.",
+    )
 
 
 class DeliverConfig(StrictModel):

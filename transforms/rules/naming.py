@@ -110,3 +110,11 @@ def batch_digest(event_ids: Iterable[str]) -> str:
 def object_name(prefix: str, connector: str, event_ids: Iterable[str], extension: str) -> str:
     """The content-derived name of a batch: ``<prefix><connector>-<digest><extension>``."""
     return f"{prefix}{connector}-{batch_digest(event_ids)}{extension}"
+
+
+def stable_shard(key: str, shards: int) -> int:
+    """A shard in ``range(shards)`` chosen by a stable hash of ``key`` (same on every worker)."""
+    if shards <= 1:
+        return 0
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % shards
