@@ -3,6 +3,7 @@
 Commands::
 
     run       --config FILE --input GLOB [--input GLOB ...] [any Beam pipeline option]
+    run       --config FILE --streaming --subscription projects/P/subscriptions/S [Beam options]
     validate  --config FILE
     dry-run   --config FILE --event JSON_OR_FILE
     retry     --config FILE [Beam options]   (process the retry location once; schedule it)
@@ -103,25 +104,46 @@ def cmd_dry_run(argv: Sequence[str]) -> int:
 
 
 def _pipeline(options: Any) -> Any:
-    """A pipeline on the given runner, or on the in-process FnApiRunner when none is given."""
+    """A pipeline on the given runner, or a pinned local one when none is given.
+
+    Batch: Beam's in-process FnApiRunner. Streaming: the BundleBasedDirectRunner (the
+    DirectRunner's streaming engine), pinned so neither depends on network access.
+    """
     import apache_beam as beam
     from apache_beam.options.pipeline_options import StandardOptions
 
     runner: Any = None
-    if options.view_as(StandardOptions).runner is None:
+    standard = options.view_as(StandardOptions)
+    if standard.runner is None and standard.streaming:
+        from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+
+        runner = BundleBasedDirectRunner()
+    elif standard.runner is None:
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
         runner = FnApiRunner()
     return beam.Pipeline(runner=runner, options=options)
 
 
-def _finish(pipeline: Any, config: DeliveryConfig, summary_json: str | None) -> int:
-    """Run a built pipeline, print the summary, write it as JSON if asked."""
+def _finish(
+    pipeline: Any,
+    config: DeliveryConfig,
+    summary_json: str | None,
+    run_for_s: float | None = None,
+) -> int:
+    """Run a built pipeline, print the summary, write it as JSON if asked.
+
+    With ``run_for_s`` (streaming), stop the job after that many seconds.
+    """
     from beam_pipeline.summary import collect_summary, format_summary
 
     started = time.monotonic()
     result = pipeline.run()
-    result.wait_until_finish()
+    if run_for_s is not None:
+        time.sleep(run_for_s)
+        result.cancel()
+    else:
+        result.wait_until_finish()
     elapsed = time.monotonic() - started
     summary = collect_summary(result, config)
     summary["elapsed_s"] = round(elapsed, 3)
@@ -157,6 +179,8 @@ def cmd_run(argv: Sequence[str]) -> int:
     options, job, config = _options(argv)
     if config is None:
         return 2
+    if job.subscription or job.topic:
+        return _run_streaming(options, job, config)
     if not job.input:
         return _fail("--input is required: a path or glob of JSON-lines files (plain or .gz)")
     for pattern in job.input:
@@ -171,6 +195,21 @@ def cmd_run(argv: Sequence[str]) -> int:
     pipeline = _pipeline(options)
     build_pipeline(pipeline, config, list(job.input), job.chunk_lines)
     return _finish(pipeline, config, job.summary_json)
+
+
+def _run_streaming(options: Any, job: Any, config: DeliveryConfig) -> int:
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    from beam_pipeline.pipeline import build_streaming_pipeline
+
+    if job.subscription and job.topic:
+        return _fail("give --subscription or --topic, not both")
+    if job.input:
+        return _fail("--input is for batch runs; a streaming run reads --subscription or --topic")
+    options.view_as(StandardOptions).streaming = True
+    pipeline = _pipeline(options)
+    build_streaming_pipeline(pipeline, config, job.subscription, job.topic, job.timestamp_attribute)
+    return _finish(pipeline, config, job.summary_json, job.run_for_s)
 
 
 def cmd_retry(argv: Sequence[str]) -> int:

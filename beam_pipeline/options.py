@@ -42,6 +42,29 @@ class DeliveryOptions(PipelineOptions):
             help="Lines per chunk moved through the pipeline as one element (batch mode).",
         )
         parser.add_argument(
+            "--subscription",
+            default=None,
+            help="Streaming: read this Pub/Sub subscription (projects/P/subscriptions/S).",
+        )
+        parser.add_argument(
+            "--topic",
+            default=None,
+            help="Streaming: read events from this Pub/Sub topic (a temporary subscription).",
+        )
+        parser.add_argument(
+            "--timestamp_attribute",
+            "--timestamp-attribute",
+            default=None,
+            help="Streaming: Pub/Sub attribute holding the event time (default: publish time).",
+        )
+        parser.add_argument(
+            "--run_for_s",
+            "--run-for-s",
+            type=float,
+            default=None,
+            help="Streaming on the DirectRunner: stop after this many seconds, then summarize.",
+        )
+        parser.add_argument(
             "--dead_letters",
             "--dead-letters",
             default=None,

@@ -125,6 +125,10 @@ class _ByConnector(beam.PartitionFn):
         return self.index[element[0][0]]
 
 
+def _same(element: Any) -> Any:
+    return element
+
+
 def _to_batch(element: tuple[tuple[str, str, int], list[Packaged]]) -> DeliveryBatch:
     (cid, prefix, _), items = element
     return DeliveryBatch(cid, prefix, items)
@@ -162,6 +166,11 @@ class StreamBatches(beam.PTransform):
         for connector, part in zip(self.config.connectors, parts, strict=True):
             limits = connector.deliver_config.batch
             extra = {"clock": self.clock} if self.clock is not None else {}
+            # A typed key gives GroupIntoBatches a deterministic key coder (Partition erases
+            # the element type).
+            part = part | f"Typed/{connector.id}" >> beam.Map(_same).with_output_types(
+                beam.typehints.Tuple[beam.typehints.Tuple[str, str, int], Any]
+            )
             grouped = part | f"Batch/{connector.id}" >> beam.GroupIntoBatches(
                 limits.max_events, limits.max_wait_s, **extra
             )
