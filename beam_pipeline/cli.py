@@ -206,9 +206,19 @@ def _run_streaming(options: Any, job: Any, config: DeliveryConfig) -> int:
         return _fail("give --subscription or --topic, not both")
     if job.input:
         return _fail("--input is for batch runs; a streaming run reads --subscription or --topic")
+    if job.config_refresh_s is not None and job.config_refresh_s <= 0:
+        return _fail("--config-refresh-s must be positive")
     options.view_as(StandardOptions).streaming = True
     pipeline = _pipeline(options)
-    build_streaming_pipeline(pipeline, config, job.subscription, job.topic, job.timestamp_attribute)
+    build_streaming_pipeline(
+        pipeline,
+        config,
+        job.subscription,
+        job.topic,
+        job.timestamp_attribute,
+        config_source=job.config,
+        config_refresh_s=job.config_refresh_s,
+    )
     return _finish(pipeline, config, job.summary_json, job.run_for_s)
 
 

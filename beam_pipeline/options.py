@@ -58,6 +58,13 @@ class DeliveryOptions(PipelineOptions):
             help="Streaming: Pub/Sub attribute holding the event time (default: publish time).",
         )
         parser.add_argument(
+            "--config_refresh_s",
+            "--config-refresh-s",
+            type=float,
+            default=None,
+            help="Streaming: re-read --config this often (s) and apply new rules live.",
+        )
+        parser.add_argument(
             "--run_for_s",
             "--run-for-s",
             type=float,

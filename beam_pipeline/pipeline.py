@@ -17,6 +17,7 @@ from typing import Any
 import apache_beam as beam
 
 from beam_pipeline.config import DeliveryConfig
+from beam_pipeline.live import LiveRules
 from transforms.deliver import RETRY, CutBatches, Deliver, StreamBatches
 from transforms.filter import FilterFields
 from transforms.package import PackageRecords
@@ -32,22 +33,29 @@ from transforms.route import RouteEvents
 
 
 def build_delivery(
-    chunks: Any, config: DeliveryConfig, streaming: bool = False, clock: Any = None
+    chunks: Any,
+    config: DeliveryConfig,
+    streaming: bool = False,
+    clock: Any = None,
+    rules: LiveRules | None = None,
 ) -> dict[str, Any]:
     """Wire Parse -> ... -> Deliver onto a PCollection of raw line chunks.
 
     ``streaming`` selects the Batch stage: deterministic cuts inside each chunk (batch) or
     ``GroupIntoBatches`` per connector by count and processing time (streaming).
     ``clock`` is passed to every ``GroupIntoBatches`` (TestStream tests need a fake one).
+    ``rules`` (default: the config's, fixed) lets Route, Filter and Package follow a
+    config that changes while the job runs (see :mod:`beam_pipeline.live`).
 
     Returns the ``written`` (one :class:`~transforms.deliver.Delivered` per batch),
     ``dead_letters`` (paths of dead-letter files) and, with a ``retry_topic``, ``retries``
     (paths of retry records) PCollections.
     """
     parsed = chunks | "Parse" >> ParseEvents()
-    routed = parsed.events | "Route" >> RouteEvents(config)
-    filtered = routed | "Filter" >> FilterFields(config)
-    packaged = filtered | "Package" >> PackageRecords(config)
+    live = rules if rules is not None else LiveRules(config)
+    routed = parsed.events | "Route" >> RouteEvents(live)
+    filtered = routed | "Filter" >> FilterFields(live)
+    packaged = filtered | "Package" >> PackageRecords(live)
     if streaming:
         batches = packaged.records | "Batch" >> StreamBatches(config, clock)
         ready, unbatchable = batches["batches"], batches[DEAD_LETTER]
@@ -86,10 +94,15 @@ def build_streaming_pipeline(
     topic: str | None = None,
     timestamp_attribute: str | None = None,
     clock: Any = None,
+    config_source: str | None = None,
+    config_refresh_s: float | None = None,
 ) -> dict[str, Any]:
     """Build the streaming job on ``p``: read Pub/Sub and deliver per ``config``.
 
     The same stages as batch; only Read (Pub/Sub) and Batch (``GroupIntoBatches``) differ.
+    With ``config_refresh_s``, route/filter/package rules are re-read from
+    ``config_source`` that often and applied without a restart.
     """
+    rules = LiveRules(config, config_source, config_refresh_s) if config_refresh_s else None
     chunks = p | "Read" >> ReadPubSubChunks(subscription, topic, timestamp_attribute)
-    return build_delivery(chunks, config, streaming=True, clock=clock)
+    return build_delivery(chunks, config, streaming=True, clock=clock, rules=rules)

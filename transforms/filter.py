@@ -11,30 +11,28 @@ from typing import Any
 
 import apache_beam as beam
 
-from beam_pipeline.config import DeliveryConfig, compile_connectors
+from beam_pipeline.config import DeliveryConfig
+from beam_pipeline.live import LiveRules, as_rules
 
 
 class _FilterChunk(beam.DoFn):
-    def __init__(self, config: DeliveryConfig):
-        self.config = config
-
-    def setup(self) -> None:
-        self.filters = {c.id: c.filter for c in compile_connectors(self.config)}
+    def __init__(self, rules: LiveRules):
+        self.rules = rules
 
     def process(
         self, element: tuple[str, list[dict[str, Any]]]
     ) -> Iterator[tuple[str, list[tuple[dict[str, Any], dict[str, Any]]]]]:
         cid, events = element
-        apply = self.filters[cid].apply
+        apply = self.rules.by_id()[cid].filter.apply
         yield cid, [(e, apply(e)) for e in events]
 
 
 class FilterFields(beam.PTransform):
     """``(connector_id, [event])`` -> ``(connector_id, [(original, filtered)])``."""
 
-    def __init__(self, config: DeliveryConfig):
+    def __init__(self, config: DeliveryConfig | LiveRules):
         super().__init__()
-        self.config = config
+        self.rules = as_rules(config)
 
     def expand(self, routed: Any) -> Any:
-        return routed | beam.ParDo(_FilterChunk(self.config))
+        return routed | beam.ParDo(_FilterChunk(self.rules))

@@ -11,24 +11,22 @@ from typing import Any
 
 import apache_beam as beam
 
-from beam_pipeline.config import DeliveryConfig, compile_connectors
+from beam_pipeline.config import DeliveryConfig
+from beam_pipeline.live import LiveRules, as_rules
 from transforms.parse import DEAD_LETTER
 from transforms.rules.events import event_time_ms
 from transforms.rules.records import DeadLetter, Packaged
 
 
 class _PackageChunk(beam.DoFn):
-    def __init__(self, config: DeliveryConfig):
-        self.config = config
-
-    def setup(self) -> None:
-        self.packagers = {c.id: c.packager for c in compile_connectors(self.config)}
+    def __init__(self, rules: LiveRules):
+        self.rules = rules
 
     def process(
         self, element: tuple[str, list[tuple[dict[str, Any], dict[str, Any]]]]
     ) -> Iterator[Any]:
         cid, pairs = element
-        apply = self.packagers[cid].apply
+        apply = self.rules.by_id()[cid].packager.apply
         out: list[Packaged] = []
         failed: list[DeadLetter] = []
         for event, filtered in pairs:
@@ -58,11 +56,11 @@ class PackageRecords(beam.PTransform):
     Tagged output ``dead_letter``: lists of :class:`DeadLetter` (``stage: package``).
     """
 
-    def __init__(self, config: DeliveryConfig):
+    def __init__(self, config: DeliveryConfig | LiveRules):
         super().__init__()
-        self.config = config
+        self.rules = as_rules(config)
 
     def expand(self, filtered: Any) -> Any:
-        return filtered | beam.ParDo(_PackageChunk(self.config)).with_outputs(
+        return filtered | beam.ParDo(_PackageChunk(self.rules)).with_outputs(
             DEAD_LETTER, main="records"
         )

@@ -13,25 +13,26 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from beam_pipeline.config import DeliveryConfig, compile_connectors
+from beam_pipeline.config import DeliveryConfig
+from beam_pipeline.live import LiveRules, as_rules
 from transforms import metrics
 
 
 class _RouteChunk(beam.DoFn):
-    def __init__(self, config: DeliveryConfig):
-        self.config = config
+    def __init__(self, rules: LiveRules):
+        self.rules = rules
 
     def setup(self) -> None:
-        self.rules = [(c.id, c.route) for c in compile_connectors(self.config)]
         self.routed = {
-            cid: Metrics.counter(metrics.connector_namespace(cid), metrics.ROUTED)
-            for cid, _ in self.rules
+            c.id: Metrics.counter(metrics.connector_namespace(c.id), metrics.ROUTED)
+            for c in self.rules.connectors()
         }
         self.unmatched = Metrics.counter(metrics.PIPELINE, metrics.UNMATCHED)
 
     def process(self, events: list[dict[str, Any]]) -> Iterator[tuple[str, list[dict[str, Any]]]]:
         matched_any = [False] * len(events)
-        for cid, rule in self.rules:
+        for c in self.rules.connectors():
+            cid, rule = c.id, c.route
             mine = []
             for i, event in enumerate(events):
                 if rule.matches(event):
@@ -49,9 +50,9 @@ class RouteEvents(beam.PTransform):
     Events are shared between connectors by reference; later stages never modify them.
     """
 
-    def __init__(self, config: DeliveryConfig):
+    def __init__(self, config: DeliveryConfig | LiveRules):
         super().__init__()
-        self.config = config
+        self.rules = as_rules(config)
 
     def expand(self, chunks: Any) -> Any:
-        return chunks | beam.ParDo(_RouteChunk(self.config))
+        return chunks | beam.ParDo(_RouteChunk(self.rules))
