@@ -26,7 +26,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from transforms.connectors import CONNECTORS
-from transforms.connectors.base import StrictModel
+from transforms.connectors.base import Batch, StrictModel
 from transforms.rules.filter import FieldFilter, normalize_pattern
 from transforms.rules.package import Packager, TemplateError
 from transforms.rules.route import OPS, RouteRule, compile_condition
@@ -200,6 +200,10 @@ class DeadLetter(_Strict):
     """Where undeliverable and invalid events go."""
 
     path: str = Field(description="Directory (local, gs://, s3://) for dead-letter NDJSON files.")
+    batch: Batch = Field(
+        default_factory=Batch,
+        description="Streaming: dead letters per file at most, and longest wait before writing.",
+    )
 
 
 class DeliveryConfig(_Strict):

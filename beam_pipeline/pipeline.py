@@ -69,7 +69,10 @@ def build_delivery(
         unbatchable,
         delivered[DEAD_LETTER],
     ) | "CollectFailures" >> beam.Flatten()
-    dead = failures | "DeadLetters" >> WriteDeadLetters(config.dead_letter.path, streaming, clock)
+    limits = config.dead_letter.batch
+    dead = failures | "DeadLetters" >> WriteDeadLetters(
+        config.dead_letter.path, streaming, clock, limits.max_events, limits.max_wait_s
+    )
     out = {"written": delivered.written, "dead_letters": dead}
     if config.retry_topic is not None:
         out["retries"] = delivered[RETRY] | "DelayedRetries" >> WriteRetries(config.retry_topic)

@@ -18,7 +18,7 @@ from beam_pipeline.live import LiveRules
 from beam_pipeline.pipeline import build_streaming_pipeline
 from tests.conftest import make_event
 from tests.standins.pubsub import PubSubEmulator
-from tests.test_streaming_pubsub import stop_streaming_job
+from tests.test_streaming_pubsub import Ticker, stop_streaming_job
 
 pytest_plugins = ["tests.standins.pubsub"]
 
@@ -125,12 +125,15 @@ def test_streaming_job_follows_a_changed_config(tmp_path: Path, pubsub_env: PubS
 
     result = pipeline.run()
     try:
-        publish("before")
-        wait_for(lambda: len(read_ids(tmp_path / "ops")) >= 5)
-        write_config(cfg, tmp_path, ["error"])
-        time.sleep(1.5)  # one refresh period
-        publish("after")
-        wait_for(lambda: len([i for i in read_ids(tmp_path / "ops") if i.startswith("after")]) >= 5)
+        with Ticker(publisher, topic):
+            publish("before")
+            wait_for(lambda: len(read_ids(tmp_path / "ops")) >= 5)
+            write_config(cfg, tmp_path, ["error"])
+            time.sleep(1.5)  # one refresh period
+            publish("after")
+            wait_for(
+                lambda: len([i for i in read_ids(tmp_path / "ops") if i.startswith("after")]) >= 5
+            )
     finally:
         stop_streaming_job(result, publisher, topic)
     ids = read_ids(tmp_path / "ops")

@@ -67,14 +67,24 @@ class WriteDeadLetters(beam.PTransform):
 
     In batch each list (one chunk's or one batch's failures) is one file. In streaming,
     where lists are small, dead letters are first bulked by stage and connector with
-    ``GroupIntoBatches`` (up to 1,000 per file, waiting at most 30 s).
+    ``GroupIntoBatches`` (``dead_letter.batch``: by default up to 1,000 per file, waiting at
+    most 30 s).
     """
 
-    def __init__(self, path: str, streaming: bool = False, clock: Any = None):
+    def __init__(
+        self,
+        path: str,
+        streaming: bool = False,
+        clock: Any = None,
+        max_events: int = 1000,
+        max_wait_s: float = 30.0,
+    ):
         super().__init__()
         self.path = path
         self.streaming = streaming
         self.clock = clock
+        self.max_events = max_events
+        self.max_wait_s = max_wait_s
 
     def expand(self, letters: Any) -> Any:
         if self.streaming:
@@ -82,7 +92,11 @@ class WriteDeadLetters(beam.PTransform):
             letters = (
                 letters
                 | "Explode" >> beam.FlatMap(_explode)
-                | "Bulk" >> beam.GroupIntoBatches(1000, 30, **extra)
+                | "Typed"
+                >> beam.Map(lambda kv: kv).with_output_types(
+                    beam.typehints.Tuple[beam.typehints.Tuple[str, str], Any]
+                )
+                | "Bulk" >> beam.GroupIntoBatches(self.max_events, self.max_wait_s, **extra)
                 | "Lists" >> beam.Map(lambda kv: list(kv[1]))
             )
         return letters | "Write" >> beam.ParDo(_WriteDeadLetters(self.path))
