@@ -28,7 +28,7 @@ from transforms.connectors import make_sink
 from transforms.connectors.base import DeliveryBatch, DeliveryError, Sink
 from transforms.parse import DEAD_LETTER
 from transforms.rules.naming import PrefixError, PrefixTemplate, stable_shard
-from transforms.rules.records import DeadLetter, Packaged
+from transforms.rules.records import Chunk, DeadLetter, Packaged
 from transforms.rules.retry import Outcome, RetryPolicy, deliver_with_retries, settle_failures
 
 RETRY = "retry"
@@ -69,7 +69,7 @@ class _CutChunk(beam.DoFn):
                 by_prefix.setdefault(key, []).append(item)
         for key, group in by_prefix.items():
             for start in range(0, len(group), max_events):
-                yield DeliveryBatch(cid, key, group[start : start + max_events])
+                yield DeliveryBatch(cid, key, Chunk(group[start : start + max_events]))
         if failed:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, failed)
 
@@ -85,9 +85,8 @@ class CutBatches(beam.PTransform):
         self.config = config
 
     def expand(self, records: Any) -> Any:
-        return records | beam.ParDo(_CutChunk(self.config)).with_outputs(
-            DEAD_LETTER, main="batches"
-        )
+        cut = beam.ParDo(_CutChunk(self.config)).with_output_types(DeliveryBatch)
+        return records | cut.with_outputs(DEAD_LETTER, main="batches")
 
 
 class _KeyByPrefix(beam.DoFn):

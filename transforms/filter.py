@@ -13,6 +13,7 @@ import apache_beam as beam
 
 from beam_pipeline.config import DeliveryConfig
 from beam_pipeline.live import LiveRules, as_rules
+from transforms.rules.records import Chunk
 
 
 class _FilterChunk(beam.DoFn):
@@ -24,7 +25,7 @@ class _FilterChunk(beam.DoFn):
     ) -> Iterator[tuple[str, list[tuple[dict[str, Any], dict[str, Any]]]]]:
         cid, events = element
         apply = self.rules.by_id()[cid].filter.apply
-        yield cid, [(e, apply(e)) for e in events]
+        yield cid, Chunk((e, apply(e)) for e in events)
 
 
 class FilterFields(beam.PTransform):
@@ -35,4 +36,6 @@ class FilterFields(beam.PTransform):
         self.rules = as_rules(config)
 
     def expand(self, routed: Any) -> Any:
-        return routed | beam.ParDo(_FilterChunk(self.rules))
+        return routed | beam.ParDo(_FilterChunk(self.rules)).with_output_types(
+            beam.typehints.Tuple[str, Chunk]
+        )

@@ -15,7 +15,7 @@ from beam_pipeline.config import DeliveryConfig
 from beam_pipeline.live import LiveRules, as_rules
 from transforms.parse import DEAD_LETTER
 from transforms.rules.events import event_time_ms
-from transforms.rules.records import DeadLetter, Packaged
+from transforms.rules.records import Chunk, DeadLetter, Packaged
 
 
 class _PackageChunk(beam.DoFn):
@@ -27,7 +27,7 @@ class _PackageChunk(beam.DoFn):
     ) -> Iterator[Any]:
         cid, pairs = element
         apply = self.rules.by_id()[cid].packager.apply
-        out: list[Packaged] = []
+        out = Chunk()
         failed: list[DeadLetter] = []
         for event, filtered in pairs:
             try:
@@ -61,6 +61,7 @@ class PackageRecords(beam.PTransform):
         self.rules = as_rules(config)
 
     def expand(self, filtered: Any) -> Any:
-        return filtered | beam.ParDo(_PackageChunk(self.rules)).with_outputs(
-            DEAD_LETTER, main="records"
+        typed = beam.ParDo(_PackageChunk(self.rules)).with_output_types(
+            beam.typehints.Tuple[str, Chunk]
         )
+        return filtered | typed.with_outputs(DEAD_LETTER, main="records")

@@ -18,9 +18,10 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+import transforms.coders  # noqa: F401  (registers the chunk coders)
 from transforms import metrics
 from transforms.rules.events import parse_line
-from transforms.rules.records import DeadLetter
+from transforms.rules.records import Chunk, DeadLetter
 
 DEFAULT_CHUNK_LINES = 5000
 """Lines per chunk: large enough to amortize Beam's per-element cost, small enough for memory."""
@@ -48,14 +49,14 @@ class _ReadChunks(beam.DoFn):
     def __init__(self, chunk_lines: int):
         self.chunk_lines = chunk_lines
 
-    def process(self, path: str) -> Iterator[tuple[str, int, list[bytes]]]:
-        chunk: list[bytes] = []
+    def process(self, path: str) -> Iterator[tuple[str, int, Chunk]]:
+        chunk = Chunk()
         index = 0
         for line in open_lines(path):
             chunk.append(line)
             if len(chunk) >= self.chunk_lines:
                 yield path, index, chunk
-                chunk = []
+                chunk = Chunk()
                 index += 1
         if chunk:
             yield path, index, chunk
@@ -84,7 +85,10 @@ class ReadEventChunks(beam.PTransform):
             | "Match" >> fileio.MatchAll()
             | "Paths" >> beam.Map(lambda m: m.path)
             | "Spread" >> beam.Reshuffle()
-            | "Chunks" >> beam.ParDo(_ReadChunks(self.chunk_lines))
+            | "Chunks"
+            >> beam.ParDo(_ReadChunks(self.chunk_lines)).with_output_types(
+                beam.typehints.Tuple[str, int, Chunk]
+            )
         )
 
 
@@ -99,7 +103,7 @@ class _ParseChunk(beam.DoFn):
     def process(self, chunk: tuple[Any, ...]) -> Iterator[Any]:
         lines: list[bytes] = chunk[2]
         attributes: list[dict[str, str] | None] | None = chunk[3] if len(chunk) > 3 else None
-        events: list[dict[str, Any]] = []
+        events = Chunk()
         refused: list[DeadLetter] = []
         blank = 0
         for n, line in enumerate(lines):
@@ -132,7 +136,9 @@ class ParseEvents(beam.PTransform):
     """
 
     def expand(self, chunks: Any) -> Any:
-        return chunks | beam.ParDo(_ParseChunk()).with_outputs(DEAD_LETTER, main="events")
+        return chunks | beam.ParDo(_ParseChunk()).with_output_types(Chunk).with_outputs(
+            DEAD_LETTER, main="events"
+        )
 
 
 class _MessagesToChunk(beam.DoFn):

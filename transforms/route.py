@@ -16,6 +16,7 @@ from apache_beam.metrics import Metrics
 from beam_pipeline.config import DeliveryConfig
 from beam_pipeline.live import LiveRules, as_rules
 from transforms import metrics
+from transforms.rules.records import Chunk
 
 
 class _RouteChunk(beam.DoFn):
@@ -33,7 +34,7 @@ class _RouteChunk(beam.DoFn):
         matched_any = [False] * len(events)
         for c in self.rules.connectors():
             cid, rule = c.id, c.route
-            mine = []
+            mine = Chunk()
             for i, event in enumerate(events):
                 if rule.matches(event):
                     mine.append(event)
@@ -55,4 +56,6 @@ class RouteEvents(beam.PTransform):
         self.rules = as_rules(config)
 
     def expand(self, chunks: Any) -> Any:
-        return chunks | beam.ParDo(_RouteChunk(self.rules))
+        return chunks | beam.ParDo(_RouteChunk(self.rules)).with_output_types(
+            beam.typehints.Tuple[str, Chunk]
+        )

@@ -5,7 +5,6 @@ classify its SDK's errors; naming, encoding, content types, the "already there c
 delivered" rule and secret redaction live here, written once::
 
     class MyStoreSink(ObjectStoreSink):
-        scheme = "mystore"
         def connect(self): self.client = make_client()       # raise DeliveryError if it cannot
         def put(self, obj): ...                              # True: created; False: already there
         def classify(self, exc, obj): ...                    # SDK error -> DeliveryError or None
@@ -41,7 +40,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from transforms.connectors.base import DeliveryBatch, DeliveryError, Sink, WriteResult
 from transforms.rules.encode import FORMATS, encode_batch
@@ -141,8 +140,6 @@ class ObjectStoreSink(Sink):
     :meth:`location`, and may list the config's secret values in :attr:`secrets` so that
     no error message ever contains them.
     """
-
-    scheme: ClassVar[str] = ""
 
     def __init__(self, connector_id: str, deliver: Any):
         self.connector_id = connector_id

@@ -126,8 +126,6 @@ class AzureBlobDeliver(ObjectLayout):
 class AzureBlobSink(ObjectStoreSink):
     """Writes each batch as one create-only block blob."""
 
-    scheme = "azure"
-
     def __init__(self, connector_id: str, deliver: Any):
         super().__init__(connector_id, deliver)
         self.container: str = deliver.container

@@ -68,8 +68,6 @@ class GCSDeliver(ObjectLayout):
 class GCSSink(ObjectStoreSink):
     """Writes each batch as one create-only GCS object."""
 
-    scheme = "gs"
-
     def __init__(self, connector_id: str, deliver: Any):
         super().__init__(connector_id, deliver)
         self.bucket_name: str = deliver.bucket

@@ -114,8 +114,6 @@ def _beam_s3_options() -> tuple[str | None, str | None]:
 class S3Sink(ObjectStoreSink):
     """Writes each batch as one create-only S3 object."""
 
-    scheme = "s3"
-
     def __init__(self, connector_id: str, deliver: Any):
         super().__init__(connector_id, deliver)
         self.bucket: str = deliver.bucket

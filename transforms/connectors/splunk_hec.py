@@ -134,9 +134,11 @@ class SplunkSink(HttpApiSink):
         )
         if error is None:
             return len(body)
-        bad = _invalid_event_number(response.body) if response.status == 400 else None
+        bad, code = _invalid_event(response.body) if response.status == 400 else (None, None)
         if bad is None or not 0 <= bad < len(part.indices):
             raise error
+        if bad == 0 and code == INCORRECT_INDEX:
+            raise error  # every event of the request names the same (refused) index
         # HEC indexed the events before the bad one and did not look at the ones after.
         failures = [ItemFailure(bad, "", False, str(error), response.status)]
         failures += [
@@ -146,13 +148,21 @@ class SplunkSink(HttpApiSink):
         raise PartFailures(str(error), failures, delivered=bad, sent=len(body))
 
 
-def _invalid_event_number(body: bytes) -> int | None:
+INCORRECT_INDEX = 7
+"""HEC's code for an index the token may not write to."""
+
+
+def _invalid_event(body: bytes) -> tuple[int | None, int | None]:
+    """(``invalid-event-number``, ``code``) of an HEC error answer, when it has them."""
     try:
         answer = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return None
-    number = answer.get("invalid-event-number") if isinstance(answer, dict) else None
-    return number if isinstance(number, int) and not isinstance(number, bool) else None
+        return None, None
+    if not isinstance(answer, dict):
+        return None, None
+    number, code = answer.get("invalid-event-number"), answer.get("code")
+    valid = isinstance(number, int) and not isinstance(number, bool)
+    return (number if valid else None), (code if isinstance(code, int) else None)
 
 
 CONNECTOR_TYPES = {"splunk_hec": ConnectorSpec(SplunkDeliver, SplunkSink)}

@@ -168,3 +168,13 @@ class RetryRecord:
             last_status=data["last_status"],
             not_before_ms=int(data["not_before_ms"]),
         )
+
+
+class Chunk(list):  # type: ignore[type-arg,unused-ignore]
+    """A list of lines, events or records that travels through Beam as one element.
+
+    Behaves exactly like a list; its own type lets the pipeline give chunks a cheap coder
+    (see :mod:`transforms.coders`).
+    """
+
+    __slots__ = ()
