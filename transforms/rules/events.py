@@ -132,4 +132,9 @@ def to_epoch_ms(value: Any) -> int | None:
 def event_time_ms(event: dict[str, Any]) -> int | None:
     """Return ``event.timestamp`` as epoch milliseconds, or None if absent or unreadable."""
     body = event.get("event")
-    return to_epoch_ms(body.get("timestamp")) if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        return None
+    value = body.get("timestamp")
+    if type(value) is int:  # the common case, without the general checks
+        return value
+    return to_epoch_ms(value)

@@ -96,6 +96,19 @@ def _step(nodes: list[_Node], key: str) -> tuple[list[_Node], bool]:
 
 def _allow(obj: dict[str, Any], nodes: list[_Node]) -> dict[str, Any]:
     kept: dict[str, Any] = {}
+    if len(nodes) == 1 and not nodes[0].wild:
+        # Fast path (no wildcard here): visit the listed keys, not every key of the object.
+        for key, child in nodes[0].exact.items():
+            if key not in obj:
+                continue
+            value = obj[key]
+            if child.terminal:
+                kept[key] = value
+            elif isinstance(value, dict):
+                sub = _allow(value, [child])
+                if sub:
+                    kept[key] = sub
+        return {k: kept[k] for k in obj if k in kept} if len(kept) > 1 else kept
     for key, value in obj.items():
         nxt, whole = _step(nodes, key)
         if whole:
@@ -109,6 +122,21 @@ def _allow(obj: dict[str, Any], nodes: list[_Node]) -> dict[str, Any]:
 
 def _deny(obj: dict[str, Any], nodes: list[_Node]) -> dict[str, Any]:
     out: dict[str, Any] | None = None
+    if len(nodes) == 1 and not nodes[0].wild:
+        for key, child in nodes[0].exact.items():
+            if key not in obj:
+                continue
+            if child.terminal:
+                if out is None:
+                    out = dict(obj)
+                del out[key]
+            elif isinstance(obj[key], dict):
+                sub = _deny(obj[key], [child])
+                if sub is not obj[key]:
+                    if out is None:
+                        out = dict(obj)
+                    out[key] = sub
+        return obj if out is None else out
     for key, value in obj.items():
         nxt, whole = _step(nodes, key)
         if not nxt:

@@ -23,7 +23,7 @@ import hashlib
 import string
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 TIME_FIELDS = ("year", "month", "day", "hour", "minute")
 PLACEHOLDERS = (*TIME_FIELDS, "connector", "event_type")
@@ -48,10 +48,13 @@ def _time_parts(minute: int) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class PrefixTemplate:
-    """A compiled prefix template."""
+    """A compiled prefix template (rendered prefixes are cached per type and minute)."""
 
     text: str
     fields: frozenset[str]
+    _cache: dict[tuple[str, str, int | None], str] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def compile(cls, text: str) -> PrefixTemplate:
@@ -83,6 +86,17 @@ class PrefixTemplate:
         """Render the prefix for one event; raise :class:`PrefixError` if it cannot be."""
         if not self.fields:
             return self.text
+        minute = time_ms // 60000 if time_ms is not None else None
+        key = (connector, event_type, minute)
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self._render(connector, event_type, time_ms)
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            self._cache[key] = cached
+        return cached
+
+    def _render(self, connector: str, event_type: str, time_ms: int | None) -> str:
         values = {"connector": connector, "event_type": event_type}
         if self.fields & set(TIME_FIELDS):
             if time_ms is None:
