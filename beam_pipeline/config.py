@@ -23,7 +23,14 @@ from functools import cached_property
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from transforms.connectors import CONNECTORS
 from transforms.connectors.base import Batch, StrictModel
@@ -120,15 +127,31 @@ class GroupRules(_Strict):
         return paths
 
 
+class HashRules(_Strict):
+    """Identifiers replaced by a keyed hash (HMAC-SHA256, hex)."""
+
+    paths: list[str] = Field(min_length=1, description="Dotted paths from the event root.")
+    key: SecretStr = Field(description="The HMAC key, only as a ${env:NAME} reference.")
+    length: int = Field(default=64, ge=16, le=64, description="Hex characters kept (16-64).")
+
+
 class Filter(_Strict):
     """Which data points a connector may see."""
 
     metadata: GroupRules | None = Field(default=None, description="Rules for metadata.")
     fluxdata: GroupRules | None = Field(default=None, description="Rules for fluxdata.")
+    hash: HashRules | None = Field(default=None, description="Identifiers to hash.")
 
     def compile(self) -> FieldFilter:
         """The compiled filter used per event."""
-        return FieldFilter.compile(self.model_dump(exclude_none=True))
+        spec: dict[str, Any] = self.model_dump(exclude_none=True, exclude={"hash"})
+        if self.hash is not None:
+            spec["hash"] = {
+                "paths": self.hash.paths,
+                "key": self.hash.key.get_secret_value(),
+                "length": self.hash.length,
+            }
+        return FieldFilter.compile(spec)
 
 
 class Package(_Strict):
@@ -257,6 +280,27 @@ def _resolve_env(tree: Any, path: str, problems: list[str]) -> Any:
     return tree
 
 
+SECRET_FIELDS = (("filter", "hash", "key"),)
+"""Fields that must be given as ``${env:NAME}`` references, never inline."""
+
+
+def _secrets_by_reference(raw: dict[str, Any]) -> list[str]:
+    problems = []
+    connectors = raw.get("connectors")
+    for i, c in enumerate(connectors if isinstance(connectors, list) else []):
+        for path in SECRET_FIELDS:
+            node: Any = c
+            for key in path:
+                node = node.get(key) if isinstance(node, dict) else None
+            if node is not None and not (isinstance(node, str) and _ENV_REF.match(node)):
+                cid = c.get("id") if isinstance(c, dict) else None
+                problems.append(
+                    f"connectors[{i}](id={cid}).{'.'.join(path)}: a secret must be given by "
+                    "reference. Fix: write '${env:NAME}' and export NAME=<the key>."
+                )
+    return problems
+
+
 def _yaml_path(loc: tuple[Any, ...], raw: Any) -> str:
     out = ""
     node = raw
@@ -365,6 +409,7 @@ def parse_config(text: str, source: str = "<config>") -> DeliveryConfig:
             source, ["the file must be a YAML mapping with 'connectors' and 'dead_letter'"]
         )
     problems: list[str] = []
+    problems.extend(_secrets_by_reference(raw))
     resolved = _resolve_env(raw, "", problems)
     deliver_problems = _deliver_errors(resolved)
     try:

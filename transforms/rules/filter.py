@@ -19,6 +19,8 @@ Path semantics:
 * An empty ``allow`` list removes the whole group's content (the group becomes ``{}``);
   an allow list applied to a group that is not an object also yields ``{}``.
 * Fields outside ``metadata`` and ``fluxdata`` are never filtered.
+* ``hash: {paths: [metadata.user.id], key: ...}`` then replaces identifiers (paths from
+  the event root) with a keyed HMAC-SHA256 (see :class:`Hasher`).
 
 The output shares unchanged subtrees with the input (no deep copy); later stages must
 copy before they modify, which :mod:`transforms.rules.package` does.
@@ -27,10 +29,16 @@ copy before they modify, which :mod:`transforms.rules.package` does.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import hmac
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
+
+from transforms.rules.events import get_path
 
 GROUPS = ("metadata", "fluxdata")
 """The event groups a filter applies to."""
@@ -171,14 +179,49 @@ class GroupFilter:
 
 
 @dataclass(frozen=True)
+class Hasher:
+    """Replaces identifiers with a keyed hash, so a team can count them without seeing them.
+
+    ``HMAC-SHA256(key, value)`` as hex, truncated to ``length`` characters. Strings are
+    hashed as they are; other values as their compact JSON (``42`` -> ``"42"``). ``null``
+    and absent values stay as they are. The same key gives the same hash on every worker
+    and run; a different key gives unrelated hashes.
+    """
+
+    paths: tuple[tuple[str, ...], ...]
+    key: bytes = field(repr=False)
+    length: int = 64
+
+    def digest(self, value: Any) -> str:
+        """The keyed hash of one value."""
+        data = value.encode("utf-8") if isinstance(value, str) else orjson.dumps(value)
+        return hmac.new(self.key, data, hashlib.sha256).hexdigest()[: self.length]
+
+    def apply(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Return the event with every configured path hashed (copies only those paths)."""
+        from transforms.rules.package import set_path
+
+        for path in self.paths:
+            value = get_path(event, path, None)
+            if value is not None:
+                event = set_path(event, path, self.digest(value))
+        return event
+
+
+@dataclass(frozen=True)
 class FieldFilter:
-    """A connector's compiled filter over ``metadata`` and ``fluxdata``."""
+    """A connector's compiled filter over ``metadata`` and ``fluxdata``, then hashing."""
 
     groups: tuple[tuple[str, GroupFilter], ...]
+    hasher: Hasher | None = None
 
     @classmethod
-    def compile(cls, spec: Mapping[str, Mapping[str, list[str] | None] | None]) -> FieldFilter:
-        """Compile ``{group: {allow: [...], deny: [...]}}``; groups not named pass through."""
+    def compile(cls, spec: Mapping[str, Any]) -> FieldFilter:
+        """Compile ``{group: {allow: [...], deny: [...]}, hash: {...}}``.
+
+        Groups not named pass through. ``hash`` is ``{paths: [dotted paths from the event
+        root], key: str, length: int}``.
+        """
         groups = []
         for name in GROUPS:
             rules = spec.get(name)
@@ -195,19 +238,29 @@ class FieldFilter:
                     ),
                 )
             )
-        return cls(tuple(groups))
+        hasher = None
+        hash_spec = spec.get("hash")
+        if hash_spec:
+            hasher = Hasher(
+                tuple(tuple(p.split(".")) for p in hash_spec["paths"]),
+                hash_spec["key"].encode("utf-8"),
+                hash_spec.get("length", 64),
+            )
+        return cls(tuple(groups), hasher)
 
     @property
     def is_identity(self) -> bool:
         """True when the filter lets everything through (no copies needed)."""
-        return not self.groups
+        return not self.groups and self.hasher is None
 
     def apply(self, event: dict[str, Any]) -> dict[str, Any]:
         """Return the filtered event (a new top-level dict; the input is untouched)."""
-        if not self.groups:
-            return event
-        out = dict(event)
-        for name, group_filter in self.groups:
-            if name in out:
-                out[name] = group_filter.apply(out[name])
+        out = event
+        if self.groups:
+            out = dict(event)
+            for name, group_filter in self.groups:
+                if name in out:
+                    out[name] = group_filter.apply(out[name])
+        if self.hasher is not None:
+            out = self.hasher.apply(out)
         return out
