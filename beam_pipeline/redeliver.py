@@ -49,7 +49,13 @@ from transforms.deliver import RETRY, CutBatches, Deliver
 from transforms.filter import FilterFields
 from transforms.package import PackageRecords
 from transforms.parse import DEAD_LETTER, DEFAULT_CHUNK_LINES
-from transforms.retry import WriteDeadLetters, WriteRetries, dead_letter_name, write_retry_record
+from transforms.retry import (
+    WriteDeadLetters,
+    WriteRetries,
+    count_dead_letters,
+    dead_letter_name,
+    write_retry_record,
+)
 from transforms.rules.encode import encode_ndjson
 from transforms.rules.events import to_epoch_ms
 from transforms.rules.records import RetryRecord
@@ -103,7 +109,7 @@ class _Redeliver(beam.DoFn):
         if letters:
             target = join_path(self.config.dead_letter.path, dead_letter_name(letters))
             write_bytes(target, encode_ndjson([d.to_json_dict() for d in letters]))
-            Metrics.counter(ns, metrics.DEAD_LETTERED).inc(len(letters))
+            count_dead_letters(letters)
         if again is not None:
             write_retry_record(self._location, again)
             Metrics.counter(ns, metrics.RETRIED_DELAYED).inc(len(again.items))

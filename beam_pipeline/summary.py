@@ -6,7 +6,8 @@
 Per connector: ``in`` (what this run had to settle: events routed by ``run``, dead letters
 sent back by ``replay``, retry records found due by ``retry``), delivered, dead-lettered,
 retrying (handed to the delayed retry), writes (files, objects or requests) and bytes, and
-the conservation check ``in = delivered + retrying + dead-lettered``. The input line:
+the conservation check ``in = delivered + retrying + dead-lettered``; freshness (delivery
+time minus event time) p50/p95/p99 from a histogram; dead letters by reason. The input line:
 ``lines_read = events + invalid + blank_lines``.
 """
 
@@ -29,6 +30,8 @@ _COLUMNS = (
     ("retrying", "retrying"),
     ("writes", metrics.WRITES),
     ("bytes", metrics.BYTES),
+    ("fresh p50", "p50"),
+    ("fresh p99", "p99"),
 )
 
 
@@ -58,6 +61,7 @@ def summarize(counters: dict[tuple[str, str], int], config: DeliveryConfig) -> d
         "blank_lines": get(p, metrics.BLANK_LINES),
         "unmatched": get(p, metrics.UNMATCHED),
     }
+    inputs["invalid_reasons"] = reasons(counters, p)
     inputs["balanced"] = inputs["lines_read"] == (
         inputs["events"] + inputs["invalid"] + inputs["blank_lines"]
     )
@@ -71,6 +75,10 @@ def summarize(counters: dict[tuple[str, str], int], config: DeliveryConfig) -> d
         row["in"] = row[metrics.ROUTED] + row[metrics.REPLAYED] + row[metrics.RETRY_DUE]
         settled = row[metrics.DELIVERED] + row["retrying"] + row[metrics.DEAD_LETTERED]
         row["balanced"] = row["in"] == settled
+        row["freshness"] = freshness(
+            [get(ns, n) for n in metrics.FRESHNESS_COUNTERS], get(ns, metrics.FRESHNESS_UNKNOWN)
+        )
+        row["dead_letter_reasons"] = reasons(counters, ns)
         connectors.append(row)
     return {
         "version": SUMMARY_VERSION,
@@ -78,6 +86,50 @@ def summarize(counters: dict[tuple[str, str], int], config: DeliveryConfig) -> d
         "connectors": connectors,
         "balanced": inputs["balanced"] and all(r["balanced"] for r in connectors),
     }
+
+
+def reasons(counters: dict[tuple[str, str], int], namespace: str) -> dict[str, int]:
+    """Dead letters by reason in one namespace (``dead_lettered.<reason>`` counters)."""
+    prefix = metrics.dead_letter_reason_counter("")
+    return {
+        name[len(prefix) :]: value
+        for (ns, name), value in sorted(counters.items())
+        if ns == namespace and name.startswith(prefix) and value
+    }
+
+
+def freshness(buckets: list[int], unknown: int) -> dict[str, Any]:
+    """Freshness percentiles from the histogram: each is the upper bound of its bucket (ms).
+
+    ``None`` when nothing was delivered with a readable event time; a value past the
+    last bound (365 days) is reported as ``">365d"``.
+    """
+    total = sum(buckets)
+    out: dict[str, Any] = {"events": total, "unknown": unknown, "buckets": buckets}
+    for name, q in (("p50_ms", 0.50), ("p95_ms", 0.95), ("p99_ms", 0.99)):
+        out[name] = None
+        if not total:
+            continue
+        seen = 0
+        for n, count in enumerate(buckets):
+            seen += count
+            if seen >= q * total:
+                bounds = metrics.FRESHNESS_BOUNDS_MS
+                out[name] = bounds[n] if n < len(bounds) else ">365d"
+                break
+    return out
+
+
+def format_ms(value: Any) -> str:
+    """``1500`` -> ``<=1.5s``; bucket upper bounds read as "at most"."""
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if value >= size:
+            return f"<={value / size:g}{unit}"
+    return f"<={value}ms"
 
 
 def collect_summary(result: Any, config: DeliveryConfig) -> dict[str, Any]:
@@ -103,12 +155,22 @@ def format_summary(summary: dict[str, Any], seconds: float | None = None) -> str
     rows = [(*tuple(title for title, _ in _COLUMNS), "check")]
     for r in summary["connectors"]:
         check = "OK" if r["balanced"] else "MISMATCH: in != delivered + retrying + dead-lettered"
-        rows.append((*tuple(str(r[key]) for _, key in _COLUMNS), check))
+        cells = {**r, "p50": format_ms(r["freshness"]["p50_ms"])}
+        cells["p99"] = format_ms(r["freshness"]["p99_ms"])
+        rows.append((*tuple(str(cells[key]) for _, key in _COLUMNS), check))
     waiting = {r["id"]: r[metrics.RETRY_WAITING] for r in summary["connectors"]}
     widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
     lines.append("")
     for row in rows:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    failed = {r["id"]: r["dead_letter_reasons"] for r in summary["connectors"]}
+    failed["input"] = summary["input"]["invalid_reasons"]
+    if any(failed.values()):
+        lines.append("")
+        lines.append("dead letters by reason:")
+        for who, why in failed.items():
+            if why:
+                lines.append(f"  {who}: " + ", ".join(f"{k} {v}" for k, v in why.items()))
     if any(waiting.values()):
         lines.append("")
         lines.append(

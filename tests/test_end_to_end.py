@@ -213,6 +213,13 @@ def test_each_connector_gets_exactly_its_events(
         "invalid": N_INVALID - 2,
         "blank_lines": 2,
         "unmatched": 0,
+        "invalid_reasons": {
+            "bad_json": 2,
+            "no_event_type": 4,
+            "not_an_object": 2,
+            "not_utf8": 2,
+            "too_large": 2,
+        },
         "balanced": True,
     }
     assert summary["balanced"]

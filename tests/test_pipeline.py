@@ -99,6 +99,7 @@ def test_whole_graph_counts_add_up(tmp_path: Path) -> None:
         "invalid": 1,
         "blank_lines": 1,
         "unmatched": 1,
+        "invalid_reasons": {"not_utf8": 1},
         "balanced": True,
     }
     rows = {r["id"]: r for r in summary["connectors"]}
@@ -119,3 +120,37 @@ def test_whole_graph_counts_add_up(tmp_path: Path) -> None:
     ]
     batch_letter = next(d for d in letters if d["stage"] == "batch")
     assert batch_letter["event"]["event_id"] == "d" and "event time" in batch_letter["error"]
+
+
+def test_metrics_on_a_known_input(tmp_path: Path) -> None:
+    import time
+
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from transforms import metrics
+
+    config = parse_config(config_text(tmp_path))
+    now = int(time.time() * 1000)
+    fresh = [
+        make_event(f"f{i}", "error", ts=now - 1500, metadata={"geo": {"country_code": "US"}})
+        for i in range(3)
+    ]
+    old = make_event(
+        "old", "error", ts=now - 2 * 3_600_000, metadata={"geo": {"country_code": "FR"}}
+    )
+    lines = [orjson.dumps(e) for e in [*fresh, old]]
+    p = beam.Pipeline(runner=FnApiRunner())
+    build_delivery(p | beam.Create([("f", 0, lines)]), config)
+    result = p.run()
+    result.wait_until_finish()
+    summary = collect_summary(result, config)
+    rows = {r["id"]: r for r in summary["connectors"]}
+    errors = rows["errors"]["freshness"]
+    assert errors["events"] == 4 and errors["unknown"] == 0
+    assert errors["p50_ms"] == 2_000 and errors["p99_ms"] == 21_600_000  # 1.5 s and 2 h buckets
+    assert rows["us_only"]["freshness"]["p99_ms"] == 2_000
+    dists = result.metrics().query(MetricsFilter().with_name(metrics.BATCH_SIZE))["distributions"]
+    by_ns = {d.key.metric.namespace: d.committed for d in dists}
+    assert by_ns["connector.us_only"].max == 2 and by_ns["connector.us_only"].sum == 3
+    # errors is partitioned by {hour}: the fresh and the old events are two batches.
+    assert by_ns["connector.errors"].count == 2 and by_ns["connector.errors"].sum == 4

@@ -13,6 +13,8 @@ error, status and attempt count. Nothing is dropped.
 
 from __future__ import annotations
 
+import bisect
+import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -208,6 +210,8 @@ class _DeliverBatch(beam.DoFn):
         self.pools: dict[str, ThreadPoolExecutor] = {}
         self.limits: dict[str, int] = {}
         self.counters: dict[str, dict[str, Any]] = {}
+        self.freshness: dict[str, list[Any]] = {}
+        self.distributions: dict[str, dict[str, Any]] = {}
         for c in compile_connectors(self.config):
             sink = make_sink(c.id, c.type, c.deliver)
             sink.open()
@@ -218,7 +222,15 @@ class _DeliverBatch(beam.DoFn):
             self.limits[c.id] = c.deliver.concurrency
             self.pools[c.id] = ThreadPoolExecutor(c.deliver.concurrency, f"deliver-{c.id}")
             ns = metrics.connector_namespace(c.id)
-            self.counters[c.id] = {n: Metrics.counter(ns, n) for n in metrics.CONNECTOR_COUNTERS}
+            self.counters[c.id] = {
+                n: Metrics.counter(ns, n)
+                for n in (*metrics.CONNECTOR_COUNTERS, metrics.FRESHNESS_UNKNOWN)
+            }
+            self.freshness[c.id] = [Metrics.counter(ns, n) for n in metrics.FRESHNESS_COUNTERS]
+            self.distributions[c.id] = {
+                n: Metrics.distribution(ns, n)
+                for n in (metrics.BATCH_SIZE, metrics.DELIVERY_LATENCY_MS)
+            }
 
     def start_bundle(self) -> None:
         self.in_flight: dict[str, deque[tuple[Future[Outcome], DeliveryBatch, WindowedValue]]] = {
@@ -267,6 +279,7 @@ class _DeliverBatch(beam.DoFn):
         counters[metrics.WRITES].inc(outcome.writes)
         counters[metrics.BYTES].inc(outcome.bytes)
         if outcome.delivered:
+            self._observe(cid, batch, outcome)
             yield where.with_value(Delivered(cid, outcome.delivered, tuple(outcome.names)))
         if outcome.failed:
             schedule = self.schedules[cid]
@@ -276,6 +289,30 @@ class _DeliverBatch(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(RETRY, where.with_value(record))
             if letters:
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, where.with_value(letters))
+
+    def _observe(self, cid: str, batch: DeliveryBatch, outcome: Outcome) -> None:
+        """Freshness (delivery time - event time) of the delivered events, and batch size."""
+        failed = {id(item) for item, _, _ in outcome.failed}
+        now_ms = int(time.time() * 1000)
+        buckets = [0] * len(metrics.FRESHNESS_COUNTERS)
+        unknown = 0
+        latency = self.distributions[cid][metrics.DELIVERY_LATENCY_MS]
+        for item in batch.items:
+            if id(item) in failed:
+                continue
+            if item.time_ms is None:
+                unknown += 1
+                continue
+            age = max(now_ms - item.time_ms, 0)
+            buckets[bisect.bisect_left(metrics.FRESHNESS_BOUNDS_MS, age)] += 1
+            latency.update(age)
+        fresh = self.freshness[cid]
+        for n, count in enumerate(buckets):
+            if count:
+                fresh[n].inc(count)
+        if unknown:
+            self.counters[cid][metrics.FRESHNESS_UNKNOWN].inc(unknown)
+        self.distributions[cid][metrics.BATCH_SIZE].update(outcome.delivered)
 
     def teardown(self) -> None:
         for pool in getattr(self, "pools", {}).values():

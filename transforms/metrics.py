@@ -8,6 +8,9 @@ Pipeline-wide counters live in namespace ``telemetry``; per-connector counters i
     connector.<id>/dead_lettered  connector.<id>/writes  connector.<id>/bytes
     connector.<id>/retried_immediate  connector.<id>/retried_delayed  connector.<id>/replayed
 
+Plus per connector a freshness histogram (``freshness_le_<n>ms`` counters), the
+distributions ``batch_size`` and ``delivery_latency_ms``, and ``dead_lettered.<reason>``.
+
 ``retried_delayed`` counts events handed to the delayed retry (waiting in the retry
 location); ``replayed`` counts dead letters sent back by the ``replay`` command;
 ``retry_due`` and ``retry_waiting`` count events the ``retry`` command found due (and
@@ -54,3 +57,53 @@ CONNECTOR_COUNTERS = (
 def connector_namespace(connector_id: str) -> str:
     """The metrics namespace of one connector."""
     return f"connector.{connector_id}"
+
+
+FRESHNESS_BOUNDS_MS = (
+    100,
+    250,
+    500,
+    1_000,
+    2_000,
+    5_000,
+    10_000,
+    30_000,
+    60_000,
+    300_000,
+    900_000,
+    3_600_000,
+    21_600_000,
+    86_400_000,
+    604_800_000,
+    2_592_000_000,
+    7_776_000_000,
+    31_536_000_000,
+)
+"""Upper bounds of the freshness histogram buckets (ms); a last bucket holds the rest."""
+
+FRESHNESS_UNKNOWN = "freshness_unknown"
+"""Delivered events without a readable event time (no freshness)."""
+
+BATCH_SIZE = "batch_size"
+DELIVERY_LATENCY_MS = "delivery_latency_ms"
+"""Distributions per connector: events per batch, and delivery time minus event time."""
+
+
+def freshness_counter(bucket: int) -> str:
+    """The counter name of freshness bucket ``bucket`` (an index into the bounds, or past them)."""
+    if bucket < len(FRESHNESS_BOUNDS_MS):
+        return f"freshness_le_{FRESHNESS_BOUNDS_MS[bucket]}ms"
+    return "freshness_gt_365d"
+
+
+FRESHNESS_COUNTERS = tuple(freshness_counter(i) for i in range(len(FRESHNESS_BOUNDS_MS) + 1))
+"""Histogram of freshness (delivery time - event.timestamp) per connector, as counters.
+
+Beam distributions only keep min, max, mean and count; percentiles (p50/p95/p99 in the
+summary and report) come from these buckets.
+"""
+
+
+def dead_letter_reason_counter(reason: str) -> str:
+    """The counter of dead letters with this reason (per connector, or for input)."""
+    return f"dead_lettered.{reason}"

@@ -40,6 +40,22 @@ def dead_letter_name(letters: list[DeadLetter]) -> str:
     return f"{first.stage}/{first.connector or 'input'}-{batch_digest(keys)}.ndjson"
 
 
+def count_dead_letters(letters: list[DeadLetter]) -> None:
+    """Count dead letters per connector (``dead_lettered``) and per reason.
+
+    Input dead letters (no connector) are counted by reason under ``telemetry``; their
+    total is the ``invalid`` counter of the Parse stage.
+    """
+    by_reason: dict[tuple[str | None, str], int] = {}
+    for d in letters:
+        by_reason[(d.connector, d.reason)] = by_reason.get((d.connector, d.reason), 0) + 1
+    for (connector, reason), n in by_reason.items():
+        ns = metrics.connector_namespace(connector) if connector else metrics.PIPELINE
+        if connector:
+            Metrics.counter(ns, metrics.DEAD_LETTERED).inc(n)
+        Metrics.counter(ns, metrics.dead_letter_reason_counter(reason)).inc(n)
+
+
 class _WriteDeadLetters(beam.DoFn):
     def __init__(self, path: str):
         self.path = path
@@ -49,11 +65,7 @@ class _WriteDeadLetters(beam.DoFn):
             return
         target = join_path(self.path, dead_letter_name(letters))
         write_bytes(target, encode_ndjson([d.to_json_dict() for d in letters]))
-        connector = letters[0].connector
-        if connector is not None:
-            Metrics.counter(metrics.connector_namespace(connector), metrics.DEAD_LETTERED).inc(
-                len(letters)
-            )
+        count_dead_letters(letters)
         yield target
 
 
