@@ -8,6 +8,7 @@ Commands::
     dry-run   --config FILE --event JSON_OR_FILE
     retry     --config FILE [Beam options]   (process the retry location once; schedule it)
     replay    --config FILE --dead-letters PATH [--connector ID] [--since TIME] [Beam options]
+    report    --summary-json PATH [PATH ...] --out report.html
 
 ``run`` without ``--runner`` uses Beam's in-process FnApiRunner (the engine behind the
 DirectRunner), pinned explicitly so it needs no network and runs ``GroupIntoBatches``
@@ -258,12 +259,33 @@ def cmd_replay(argv: Sequence[str]) -> int:
     return _finish(pipeline, config, job.summary_json)
 
 
+def cmd_report(argv: Sequence[str]) -> int:
+    """Render summaries (from --summary-json) as a self-contained HTML page with plots."""
+    from beam_pipeline.report import write_report
+
+    parser = argparse.ArgumentParser(
+        prog="beam_pipeline report", description="Draw a delivery report from run summaries."
+    )
+    parser.add_argument(
+        "--summary-json", "--summary_json", nargs="+", required=True, help="Summary JSON file(s)."
+    )
+    parser.add_argument("--out", required=True, help="The HTML file to write.")
+    args = parser.parse_args(argv)
+    try:
+        write_report(args.summary_json, args.out)
+    except (OSError, ValueError, KeyError) as exc:
+        return _fail(f"cannot make the report: {type(exc).__name__}: {exc}")
+    print(f"wrote {args.out}")
+    return 0
+
+
 COMMANDS = {
     "run": cmd_run,
     "validate": cmd_validate,
     "dry-run": cmd_dry_run,
     "retry": cmd_retry,
     "replay": cmd_replay,
+    "report": cmd_report,
 }
 
 
