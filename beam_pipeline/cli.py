@@ -22,6 +22,7 @@ is invalid (``validate``); 2 bad usage or a config/input problem before the job 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ from typing import Any
 import orjson
 
 from beam_pipeline.config import ConfigError, DeliveryConfig, load_config
+from transforms.progress import PROGRESS, ProgressPrinter
 
 USAGE = __doc__
 
@@ -131,6 +133,7 @@ def _finish(
     config: DeliveryConfig,
     summary_json: str | None,
     run_for_s: float | None = None,
+    progress: bool = False,
 ) -> int:
     """Run a built pipeline, print the summary, write it as JSON if asked.
 
@@ -139,12 +142,13 @@ def _finish(
     from beam_pipeline.summary import collect_summary, format_summary
 
     started = time.monotonic()
-    result = pipeline.run()
-    if run_for_s is not None:
-        time.sleep(run_for_s)
-        result.cancel()
-    else:
-        result.wait_until_finish()
+    with ProgressPrinter() if progress else contextlib.nullcontext():
+        result = pipeline.run()
+        if run_for_s is not None:
+            time.sleep(run_for_s)
+            result.cancel()
+        else:
+            result.wait_until_finish()
     elapsed = time.monotonic() - started
     summary = collect_summary(result, config)
     summary["elapsed_s"] = round(elapsed, 3)
@@ -184,6 +188,7 @@ def cmd_run(argv: Sequence[str]) -> int:
         return _run_streaming(options, job, config)
     if not job.input:
         return _fail("--input is required: a path or glob of JSON-lines files (plain or .gz)")
+    files: dict[str, int] = {}
     for pattern in job.input:
         try:
             matched = FileSystems.match([pattern])[0].metadata_list
@@ -191,11 +196,23 @@ def cmd_run(argv: Sequence[str]) -> int:
             return _fail(f"--input {pattern!r} cannot be listed: {exc}")
         if not matched:
             return _fail(f"--input {pattern!r} matches no files")
+        files.update((m.path, m.size_in_bytes) for m in matched)
     if job.chunk_lines < 1:
         return _fail("--chunk-lines must be at least 1")
     pipeline = _pipeline(options)
     build_pipeline(pipeline, config, list(job.input), job.chunk_lines)
-    return _finish(pipeline, config, job.summary_json)
+    PROGRESS.reset(sum(files.values()), len(files))
+    return _finish(pipeline, config, job.summary_json, progress=_show_progress(options, job))
+
+
+def _show_progress(options: Any, job: Any) -> bool:
+    """Progress only on a terminal, when reading happens in this process (see progress.py)."""
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
+    if job.no_progress or not sys.stderr.isatty():
+        return False
+    local = options.view_as(StandardOptions).runner is None
+    return local and options.view_as(DirectOptions).direct_running_mode != "multi_processing"
 
 
 def _run_streaming(options: Any, job: Any, config: DeliveryConfig) -> int:

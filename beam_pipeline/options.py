@@ -86,6 +86,13 @@ class DeliveryOptions(PipelineOptions):
             help="replay: only dead letters that failed at or after this ISO-8601 time.",
         )
         parser.add_argument(
+            "--no_progress",
+            "--no-progress",
+            action="store_true",
+            default=False,
+            help="Do not draw backfill progress on the terminal.",
+        )
+        parser.add_argument(
             "--summary_json",
             "--summary-json",
             default=None,

@@ -95,3 +95,18 @@ def test_summary_schema_and_report(tmp_path: Path) -> None:
     # Two summaries are added up: archive delivered 5000 twice.
     assert "archive" in page.cells and "10000" in page.cells
     assert re.search(r"Conservation .*: OK", report.read_text())
+
+
+def test_progress_reaches_every_byte(tmp_path: Path) -> None:
+    from transforms.progress import PROGRESS
+
+    out = tmp_path / "out"
+    cfg = tmp_path / "delivery.yaml"
+    cfg.write_text((REPO / "examples" / "delivery.yaml").read_text().replace("./out/", f"{out}/"))
+    sample = REPO / "examples" / "events.jsonl.gz"
+    assert main(["run", "--config", str(cfg), "--input", str(sample), "--no-progress"]) == 0
+    line = PROGRESS.line()
+    size = sample.stat().st_size
+    assert PROGRESS.total_bytes == size and sum(PROGRESS.positions.values()) == size
+    assert PROGRESS.lines == 5006 and PROGRESS.finished == {str(sample)}
+    assert "(100%)" in line and "files 1/1" in line

@@ -20,6 +20,7 @@ from apache_beam.metrics import Metrics
 
 import transforms.coders  # noqa: F401  (registers the chunk coders)
 from transforms import metrics
+from transforms.progress import PROGRESS
 from transforms.rules.events import parse_line
 from transforms.rules.records import Chunk, DeadLetter
 
@@ -30,8 +31,11 @@ DEAD_LETTER = "dead_letter"
 """Tag of every stage's failure output (lists of :class:`DeadLetter`)."""
 
 
-def open_lines(path: str) -> Iterator[bytes]:
-    """Yield the lines of a JSON-lines file (plain or gzip, detected by content), no newline."""
+def open_lines(path: str, progress_every: int = 0) -> Iterator[bytes]:
+    """Yield the lines of a JSON-lines file (plain or gzip, detected by content), no newline.
+
+    With ``progress_every``, report the bytes read to :data:`PROGRESS` every that many lines.
+    """
     raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     try:
         head = raw.read(2)
@@ -39,8 +43,15 @@ def open_lines(path: str) -> Iterator[bytes]:
         stream: Any = raw
         if head == b"\x1f\x8b":
             stream = io.BufferedReader(gzip.GzipFile(fileobj=raw), buffer_size=1 << 20)
+        n = 0
         for line in stream:
             yield line.rstrip(b"\r\n")
+            n += 1
+            if progress_every and n == progress_every:
+                PROGRESS.advance(path, raw.tell(), n)
+                n = 0
+        if progress_every:
+            PROGRESS.advance(path, raw.tell(), n, done=True)
     finally:
         raw.close()
 
@@ -52,7 +63,7 @@ class _ReadChunks(beam.DoFn):
     def process(self, path: str) -> Iterator[tuple[str, int, Chunk]]:
         chunk = Chunk()
         index = 0
-        for line in open_lines(path):
+        for line in open_lines(path, progress_every=self.chunk_lines):
             chunk.append(line)
             if len(chunk) >= self.chunk_lines:
                 yield path, index, chunk
