@@ -74,6 +74,7 @@ def _plots(summary: dict[str, Any]) -> dict[str, str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     rows = summary["connectors"]
     names = [r["id"] for r in rows]
@@ -126,6 +127,7 @@ def _plots(summary: dict[str, Any]) -> dict[str, str]:
     if failures:
         ax.barh([f[0] for f in failures], [f[1] for f in failures], color=_BAD)
         ax.invert_yaxis()
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     else:
         ax.text(0.5, 0.5, "no dead letters", ha="center", va="center", color=_OK)
         ax.set_axis_off()
