@@ -52,6 +52,7 @@ CONNECTOR_TYPES = (
 )
 """Every connector type name the config accepts (a fixed contract)."""
 
+_DELIVER_REPORTED = "deliver section invalid (details reported separately)"
 _ENV_REF = re.compile(r"^\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}$")
 
 
@@ -199,7 +200,10 @@ class Connector(_Strict):
     route: Route = Field(default_factory=Route, description="Which events go here.")
     filter: Filter = Field(default_factory=Filter, description="Which fields they keep.")
     package: Package = Field(default_factory=Package, description="How they are reshaped.")
-    deliver: dict[str, Any] = Field(description="Where and how they are sent (per type).")
+    # The raw section holds resolved secrets: never printed; use deliver_config (SecretStr).
+    deliver: dict[str, Any] = Field(
+        description="Where and how they are sent (per type).", repr=False
+    )
     retry: Retry = Field(default_factory=Retry, description="Retry policy.")
 
     @model_validator(mode="after")
@@ -210,7 +214,11 @@ class Connector(_Strict):
                 f"connector type {self.type!r} is not implemented in this version yet; "
                 f"available: {', '.join(DELIVER_MODELS)}"
             )
-        model.model_validate(self.deliver)
+        try:
+            model.model_validate(self.deliver)
+        except ValidationError:
+            # Reported field by field (with full paths) by _deliver_errors.
+            raise ValueError(_DELIVER_REPORTED) from None
         return self
 
     @cached_property
@@ -424,6 +432,8 @@ def parse_config(text: str, source: str = "<config>") -> DeliveryConfig:
                 and loc[2] == "deliver"
                 and deliver_problems
             ):
+                continue
+            if _DELIVER_REPORTED in str(err.get("msg", "")):
                 continue
             problems.append(_describe(dict(err), raw, _deliver_keys(raw)))
         problems.extend(deliver_problems)

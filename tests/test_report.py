@@ -25,6 +25,7 @@ CONNECTOR_KEYS = {
     "replayed",
     "retry_due",
     "retry_waiting",
+    "already_present",
     "freshness",
     "dead_letter_reasons",
     "balanced",

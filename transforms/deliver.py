@@ -278,6 +278,7 @@ class _DeliverBatch(beam.DoFn):
         counters[metrics.DELIVERED].inc(outcome.delivered)
         counters[metrics.WRITES].inc(outcome.writes)
         counters[metrics.BYTES].inc(outcome.bytes)
+        counters[metrics.ALREADY_PRESENT].inc(outcome.already_present)
         if outcome.delivered:
             self._observe(cid, batch, outcome)
             yield where.with_value(Delivered(cid, outcome.delivered, tuple(outcome.names)))

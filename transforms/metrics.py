@@ -12,7 +12,9 @@ Plus per connector a freshness histogram (``freshness_le_<n>ms`` counters), the
 distributions ``batch_size`` and ``delivery_latency_ms``, and ``dead_lettered.<reason>``.
 
 ``retried_delayed`` counts events handed to the delayed retry (waiting in the retry
-location); ``replayed`` counts dead letters sent back by the ``replay`` command;
+location); ``already_present`` counts delivered events whose object a create-only write
+found already there (a retried or rerun batch, not a duplicate); ``replayed`` counts
+dead letters sent back by the ``replay`` command;
 ``retry_due`` and ``retry_waiting`` count events the ``retry`` command found due (and
 redelivered) or not yet due (left waiting).
 """
@@ -36,6 +38,7 @@ BYTES = "bytes"
 RETRIED_IMMEDIATE = "retried_immediate"
 RETRIED_DELAYED = "retried_delayed"
 REPLAYED = "replayed"
+ALREADY_PRESENT = "already_present"
 RETRY_DUE = "retry_due"
 RETRY_WAITING = "retry_waiting"
 
@@ -50,6 +53,7 @@ CONNECTOR_COUNTERS = (
     REPLAYED,
     RETRY_DUE,
     RETRY_WAITING,
+    ALREADY_PRESENT,
 )
 """Every counter each connector reports, in summary order."""
 

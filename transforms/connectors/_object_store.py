@@ -239,7 +239,10 @@ class ObjectStoreSink(Sink):
         if not created:
             _log.debug("%s already exists: counted as delivered", self.location(obj.name))
         return WriteResult(
-            name=self.location(obj.name), events=len(batch.items), bytes=len(obj.data)
+            name=self.location(obj.name),
+            events=len(batch.items),
+            bytes=len(obj.data),
+            existed=not created,
         )
 
     def close(self) -> None:

@@ -93,6 +93,8 @@ class WriteResult:
     name: str
     events: int
     bytes: int
+    existed: bool = False
+    """True when a create-only write found its object already there (a retried batch)."""
 
 
 class DeliveryError(Exception):

@@ -63,12 +63,14 @@ class Outcome:
     writes: int = 0
     bytes: int = 0
     retries: int = 0
+    already_present: int = 0
     names: list[str] = field(default_factory=list)
     failed: list[tuple[Packaged, DeliveryError, int]] = field(default_factory=list)
 
     def add(self, result: WriteResult) -> None:
         """Count one successful write."""
         self.delivered += result.events
+        self.already_present += result.events if result.existed else 0
         self.writes += 1
         self.bytes += result.bytes
         self.names.append(result.name)
