@@ -26,6 +26,7 @@ CONNECTOR_KEYS = {
     "retry_due",
     "retry_waiting",
     "already_present",
+    "possible_duplicates",
     "freshness",
     "dead_letter_reasons",
     "balanced",

@@ -279,6 +279,7 @@ class _DeliverBatch(beam.DoFn):
         counters[metrics.WRITES].inc(outcome.writes)
         counters[metrics.BYTES].inc(outcome.bytes)
         counters[metrics.ALREADY_PRESENT].inc(outcome.already_present)
+        counters[metrics.POSSIBLE_DUPLICATES].inc(outcome.possible_duplicates)
         if outcome.delivered:
             self._observe(cid, batch, outcome)
             yield where.with_value(Delivered(cid, outcome.delivered, tuple(outcome.names)))

@@ -14,7 +14,9 @@ distributions ``batch_size`` and ``delivery_latency_ms``, and ``dead_lettered.<r
 ``retried_delayed`` counts events handed to the delayed retry (waiting in the retry
 location); ``already_present`` counts delivered events whose object a create-only write
 found already there (a retried or rerun batch, not a duplicate); ``replayed`` counts
-dead letters sent back by the ``replay`` command;
+dead letters sent back by the ``replay`` command; ``possible_duplicates`` counts events
+delivered after an attempt whose outcome was unknown (a read timeout: the destination may
+have stored them already);
 ``retry_due`` and ``retry_waiting`` count events the ``retry`` command found due (and
 redelivered) or not yet due (left waiting).
 """
@@ -39,6 +41,7 @@ RETRIED_IMMEDIATE = "retried_immediate"
 RETRIED_DELAYED = "retried_delayed"
 REPLAYED = "replayed"
 ALREADY_PRESENT = "already_present"
+POSSIBLE_DUPLICATES = "possible_duplicates"
 RETRY_DUE = "retry_due"
 RETRY_WAITING = "retry_waiting"
 
@@ -54,6 +57,7 @@ CONNECTOR_COUNTERS = (
     RETRY_DUE,
     RETRY_WAITING,
     ALREADY_PRESENT,
+    POSSIBLE_DUPLICATES,
 )
 """Every counter each connector reports, in summary order."""
 

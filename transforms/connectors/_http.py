@@ -208,6 +208,7 @@ class HttpClient:
                 f"{where}: no response within {self.timeout[1]} s (read timeout; the request "
                 "may or may not have been processed)",
                 retryable=True,
+                outcome_unknown=True,
             ) from None
         except (
             requests.exceptions.ConnectionError,

@@ -105,6 +105,8 @@ class DeliveryError(Exception):
         retryable: True for transient failures (throttling, 5xx, timeouts, resets).
         status: the destination's status code, when there is one.
         retry_after_s: how long the destination asked us to wait, when it did.
+        outcome_unknown: True when the destination may have accepted the batch anyway (a
+            read timeout after the request was sent): resending it may duplicate events.
     """
 
     def __init__(
@@ -113,11 +115,13 @@ class DeliveryError(Exception):
         retryable: bool,
         status: int | None = None,
         retry_after_s: float | None = None,
+        outcome_unknown: bool = False,
     ):
         super().__init__(message)
         self.retryable = retryable
         self.status = status
         self.retry_after_s = retry_after_s
+        self.outcome_unknown = outcome_unknown
 
 
 class Sink:

@@ -64,6 +64,7 @@ class Outcome:
     bytes: int = 0
     retries: int = 0
     already_present: int = 0
+    possible_duplicates: int = 0
     names: list[str] = field(default_factory=list)
     failed: list[tuple[Packaged, DeliveryError, int]] = field(default_factory=list)
 
@@ -84,10 +85,12 @@ def deliver_with_retries(sink: Sink, batch: DeliveryBatch, policy: RetryPolicy) 
     outcome = Outcome()
     pending = batch
     attempt = 0
+    unknown: set[str] = set()  # events sent in an attempt whose outcome is unknown
     while pending.items:
         attempt += 1
         try:
             outcome.add(sink.write(pending))
+            outcome.possible_duplicates += sum(1 for i in pending.items if i.event_id in unknown)
             return outcome
         except PartialDeliveryError as exc:
             outcome.add(exc.delivered)
@@ -103,6 +106,8 @@ def deliver_with_retries(sink: Sink, batch: DeliveryBatch, policy: RetryPolicy) 
             pending = dataclasses.replace(pending, items=again)
             error_for_delay: DeliveryError = exc
         except DeliveryError as exc:
+            if exc.outcome_unknown:
+                unknown.update(i.event_id for i in pending.items)
             if not exc.retryable or attempt > policy.immediate:
                 outcome.failed.extend((item, exc, attempt) for item in pending.items)
                 return outcome
