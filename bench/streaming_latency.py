@@ -1,0 +1,176 @@
+"""Streaming latency: publish to Pub/Sub at a steady rate, measure publish-to-delivery time.
+
+    python bench/streaming_latency.py [--rate 200] [--seconds 60] [--runner-wait 20]
+
+Starts Google's Pub/Sub emulator and a local HTTP receiver, runs the streaming job on the
+DirectRunner (pinned, as ``run --streaming`` does) with two connectors:
+
+* ``realtime``: ``type: http`` to the local receiver, ``batch: {max_events: 500,
+  max_wait_s: 0.5}``;
+* ``bulk``: ``type: file`` (object-store style bulking), ``batch: {max_events: 1000,
+  max_wait_s: 30}``.
+
+Each event's ``event.timestamp`` is its publish time (ms). Latency = arrival time at the
+receiver (realtime) or the file's mtime (bulk) minus that. Prints p50/p95/p99/max per
+connector and how many events arrived. The DirectRunner is not a latency reference (see
+docs/beam-limits.md); this measures what it does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+EMULATOR = "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
+ARRIVALS: dict[str, float] = {}
+LOCK = threading.Lock()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Records the arrival time of each event in a JSON-array POST (the http connector)."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        now = time.time()
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        with LOCK:
+            for record in json.loads(body):
+                ARRIVALS.setdefault(record["event_id"], now)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def percentiles(values: list[float]) -> str:
+    if not values:
+        return "no events"
+    q = statistics.quantiles(values, n=100, method="inclusive")
+    return (
+        f"n={len(values)} p50={q[49]:.2f}s p95={q[94]:.2f}s p99={q[98]:.2f}s max={max(values):.2f}s"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rate", type=float, default=200.0, help="events per second")
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long to publish")
+    parser.add_argument("--runner-wait", type=float, default=40.0, help="drain time after")
+    args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+    port = free_port()
+    emulator = subprocess.Popen(
+        [EMULATOR, "--host=127.0.0.1", f"--port={port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{port}"
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    out = Path(tempfile.mkdtemp(prefix="latency-"))
+    try:
+        run(args, server.server_address[1], out)
+    finally:
+        server.shutdown()
+        emulator.kill()
+
+
+def run(args: argparse.Namespace, http_port: int, out: Path) -> None:
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+    from google.api_core.exceptions import GoogleAPICallError
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined]
+
+    from beam_pipeline.config import parse_config
+    from beam_pipeline.pipeline import build_streaming_pipeline
+
+    pub, sub = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            topic = pub.create_topic(name="projects/latency-bench/topics/events").name
+            break
+        except GoogleAPICallError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    subscription = sub.create_subscription(
+        name="projects/latency-bench/subscriptions/events", topic=topic
+    ).name
+    config = parse_config(
+        f"""
+connectors:
+  - id: realtime
+    type: http
+    deliver:
+      endpoint: "http://127.0.0.1:{http_port}/events"
+      batch: {{max_events: 500, max_wait_s: 0.5}}
+  - id: bulk
+    type: file
+    deliver: {{path: "{out}/bulk", format: ndjson, batch: {{max_events: 1000, max_wait_s: 30}}}}
+dead_letter: {{path: "{out}/dead_letter"}}
+"""
+    )
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    pipeline = beam.Pipeline(runner=BundleBasedDirectRunner(), options=options)
+    build_streaming_pipeline(pipeline, config, subscription=subscription)
+    result = pipeline.run()
+    published: dict[str, float] = {}
+    start = time.time()
+    n = 0
+    while time.time() - start < args.seconds:
+        due = start + n / args.rate
+        if due > time.time():
+            time.sleep(due - time.time())
+        now = time.time()
+        event_id = f"e{n}"
+        event = {"event_id": event_id, "event": {"type": "heartbeat", "timestamp": int(now * 1000)}}
+        pub.publish(topic, json.dumps(event).encode())
+        published[event_id] = now
+        n += 1
+    drain_end = time.time() + args.runner_wait
+    while time.time() < drain_end and len(ARRIVALS) < n:
+        time.sleep(0.5)
+    time.sleep(min(max(drain_end - time.time(), 0), 35))  # let the 30 s bulk flush
+    stopper = threading.Thread(target=result.cancel)
+    stopper.start()
+    while stopper.is_alive():
+        pub.publish(topic, b" ").result()
+        stopper.join(timeout=1)
+
+    realtime = [ARRIVALS[i] - published[i] for i in published if i in ARRIVALS]
+    bulk = []
+    for path in (out / "bulk").rglob("*.ndjson"):
+        mtime = path.stat().st_mtime
+        for line in path.read_text().splitlines():
+            event_id = json.loads(line)["event_id"]
+            bulk.append(mtime - published[event_id])
+    print(f"published {n} events at {args.rate:g}/s for {args.seconds:g} s (DirectRunner)")
+    print(f"realtime (http, max_wait_s 0.5): {percentiles(realtime)}")
+    print(f"bulk (file, max_wait_s 30):      {percentiles(bulk)}")
+
+
+if __name__ == "__main__":
+    main()
