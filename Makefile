@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 NODE_STAMP := node_modules/.installed-stamp
 
-.PHONY: install sample test lint node clean
+.PHONY: install sample test lint node flink-jobserver test-flink clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,8 +36,16 @@ $(NODE_STAMP): package.json $(wildcard package-lock.json)
 	npm ci --no-audit --no-fund 2>/dev/null || npm install --no-audit --no-fund
 	touch $(NODE_STAMP)
 
+## flink-jobserver: fetch (once) the Beam Flink job server jar into ~/.cache; print its path
+flink-jobserver: install
+	$(PY) scripts/fetch_flink_jobserver.py
+
+## test-flink: the Flink end-to-end tests only
+test-flink: node flink-jobserver
+	$(VENV)/bin/pytest tests/test_flink.py
+
 ## test: install, lint, then the whole test suite (starts every stand-in it needs)
-test: lint node
+test: lint node flink-jobserver
 	$(VENV)/bin/pytest
 
 clean:

@@ -139,6 +139,8 @@ def _finish(
 
     With ``run_for_s`` (streaming), stop the job after that many seconds.
     """
+    from apache_beam.runners.runner import PipelineState
+
     from beam_pipeline.summary import collect_summary, format_summary
 
     started = time.monotonic()
@@ -146,6 +148,9 @@ def _finish(
         result = pipeline.run()
         if run_for_s is not None:
             time.sleep(run_for_s)
+            if result.state == PipelineState.FAILED:
+                print("error: the streaming job failed; see the log above", file=sys.stderr)
+                return 1
             result.cancel()
         else:
             result.wait_until_finish()

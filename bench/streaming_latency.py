@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -83,6 +84,7 @@ def main() -> None:
         [EMULATOR, "--host=127.0.0.1", f"--port={port}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # the script starts a JVM: stop the whole group
     )
     os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{port}"
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -92,7 +94,7 @@ def main() -> None:
         run(args, server.server_address[1], out)
     finally:
         server.shutdown()
-        emulator.kill()
+        os.killpg(emulator.pid, signal.SIGKILL)
 
 
 def run(args: argparse.Namespace, http_port: int, out: Path) -> None:
@@ -100,7 +102,7 @@ def run(args: argparse.Namespace, http_port: int, out: Path) -> None:
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
     from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
     from google.api_core.exceptions import GoogleAPICallError
-    from google.cloud import pubsub_v1  # type: ignore[attr-defined]
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined,unused-ignore]
 
     from beam_pipeline.config import parse_config
     from beam_pipeline.pipeline import build_streaming_pipeline

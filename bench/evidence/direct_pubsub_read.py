@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -46,13 +47,14 @@ def main() -> None:
         [EMULATOR, "--host=127.0.0.1", f"--port={port}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # the script starts a JVM: stop the whole group
     )
     os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{port}"
     try:
         wait_port(port)
         run(args.messages, args.seconds)
     finally:
-        emulator.kill()
+        os.killpg(emulator.pid, signal.SIGKILL)
 
 
 def run(n: int, seconds: float) -> None:
@@ -63,9 +65,7 @@ def run(n: int, seconds: float) -> None:
 
     pub, sub = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
     topic = pub.create_topic(name="projects/evidence/topics/plain").name
-    plain = sub.create_subscription(
-        name="projects/evidence/subscriptions/plain", topic=topic
-    ).name
+    plain = sub.create_subscription(name="projects/evidence/subscriptions/plain", topic=topic).name
     for f in [pub.publish(topic, b"m%d" % i) for i in range(n)]:
         f.result()
     got = 0
@@ -85,7 +85,7 @@ def run(n: int, seconds: float) -> None:
         f.result()
     import tempfile
 
-    log = tempfile.NamedTemporaryFile(suffix=".log", delete=False).name
+    log = os.path.join(tempfile.mkdtemp(), "arrivals.log")
     start = time.time()
 
     def record(_: Any, log: str = log, start: float = start) -> None:

@@ -343,7 +343,7 @@ def _s3_store(server: Server) -> Store:
 
 def _gcs_store(server: Server) -> Store:
     from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage
+    from google.cloud import storage  # type: ignore[attr-defined,unused-ignore]
 
     env = {"STORAGE_EMULATOR_HOST": server.url, "GOOGLE_CLOUD_PROJECT": "test-project"}
     client = storage.Client(

@@ -1,0 +1,1 @@
+"""The Dataflow Flex Template: launcher (``main.py``), ``metadata.json`` and ``Dockerfile``."""
