@@ -202,7 +202,7 @@ class Connector(_Strict):
     package: Package = Field(default_factory=Package, description="How they are reshaped.")
     # The raw section holds resolved secrets: never printed; use deliver_config (SecretStr).
     deliver: dict[str, Any] = Field(
-        description="Where and how they are sent (per type).", repr=False
+        description="Where and how they are sent (per type).", repr=False, exclude=True
     )
     retry: Retry = Field(default_factory=Retry, description="Retry policy.")
 

@@ -27,6 +27,7 @@ CONNECTOR_KEYS = {
     "retry_waiting",
     "already_present",
     "possible_duplicates",
+    "spilled",
     "freshness",
     "dead_letter_reasons",
     "balanced",

@@ -40,7 +40,12 @@ def source(tmp_path: Path) -> tuple[Path, list[str]]:
 
 
 def write_config(
-    tmp: Path, receiver: Receiver, retry_topic: bool = True, immediate: int = 3
+    tmp: Path,
+    receiver: Receiver,
+    retry_topic: bool = True,
+    immediate: int = 3,
+    max_events: int = 50,
+    concurrency: int = 4,
 ) -> Path:
     retry = f'retry_topic: "{tmp}/retry"' if retry_topic else ""
     cfg = tmp / "delivery.yaml"
@@ -53,8 +58,8 @@ connectors:
       endpoint: "{receiver.url}{WEBHOOK_PATH}"
       headers: {{Authorization: '${{env:TEST_WEBHOOK_AUTH}}', X-Source: telemetry}}
       body: ndjson
-      batch: {{max_events: 50}}
-      concurrency: 4
+      batch: {{max_events: {max_events}}}
+      concurrency: {concurrency}
       timeouts: {{connect_s: 1, read_s: 1}}
     retry: {{immediate: {immediate}, delayed_schedule_s: [0.001, 0.001, 0.001, 0.001, 0.001, 0.1]}}
   - id: archive
@@ -233,3 +238,24 @@ def test_replay_after_an_outage_delivers_everything_once_unwrapped(
     again = [json.loads(x) for f in replay_dl.rglob("*.ndjson") for x in f.read_text().splitlines()]
     assert len(again) == N and all("stage" not in d["event"] for d in again)
     assert {d["event"]["event_id"] for d in again} == set(want)
+
+
+def test_a_stalled_connector_spills_to_the_retry_location_and_holds_nobody_back(
+    tmp_path: Path, webhook: Receiver, source: Any
+) -> None:
+    path, want = source
+    cfg = write_config(tmp_path, webhook, immediate=0, max_events=10, concurrency=1)
+    webhook.hang(seconds=30)  # every request hangs past the 1 s read timeout
+    rows = run("run", cfg, tmp_path, "--input", str(path))
+    hook = rows["hook"]
+    # 60 batches, one thread, 16 may wait: the rest were parked without an attempt.
+    assert hook["spilled"] > 0 and hook["delivered"] == 0
+    assert hook["retrying"] == N and hook["dead_lettered"] == 0
+    assert_archive_complete(tmp_path, want)
+    records = retry_records(tmp_path)
+    assert sum(len(r["items"]) for r in records) == N
+    assert any(r["attempts"] == 0 and "not keeping up" in r["last_error"] for r in records)
+    webhook.clear_faults()
+    rows = run("retry", cfg, tmp_path)
+    assert rows["hook"]["delivered"] == N and retry_records(tmp_path) == []
+    assert sorted(received_ids(webhook)) == sorted(want)

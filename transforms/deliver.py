@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -31,7 +30,13 @@ from transforms.connectors.base import DeliveryBatch, DeliveryError, Sink
 from transforms.parse import DEAD_LETTER
 from transforms.rules.naming import PrefixError, PrefixTemplate, stable_shard
 from transforms.rules.records import Chunk, DeadLetter, Packaged
-from transforms.rules.retry import Outcome, RetryPolicy, deliver_with_retries, settle_failures
+from transforms.rules.retry import (
+    Outcome,
+    RetryPolicy,
+    deliver_with_retries,
+    settle_failures,
+    spill_record,
+)
 
 RETRY = "retry"
 """Tag of Deliver's output of batches waiting for a delayed retry (:class:`RetryRecord`)."""
@@ -188,14 +193,27 @@ class Delivered(NamedTuple):
     names: tuple[str, ...]
 
 
+BACKLOG_PER_THREAD = 16
+"""Batches a connector may have waiting per delivery thread before it is "not keeping up"."""
+
+InFlight = tuple[Future[Outcome], DeliveryBatch, WindowedValue]
+"""A write in progress: its future, its batch, and the window its outputs belong to."""
+
+
 class _DeliverBatch(beam.DoFn):
     """Writes batches through each connector's sink, up to ``concurrency`` at once.
 
     Writes run on a thread pool per connector (created in ``setup``, like the sinks), so a
     slow destination occupies only its own threads. Results are emitted as they complete
     and ``finish_bundle`` waits for every write still in flight, so a bundle never
-    finishes (and its input is never acknowledged) before its batches are delivered or
-    dead-lettered. Metrics are counted on the DoFn's own thread, where Beam records them.
+    finishes (and its input is never acknowledged) before its batches are delivered,
+    waiting for a delayed retry, or dead-lettered. Metrics are counted on the DoFn's own
+    thread, where Beam records them.
+
+    Isolation: a connector may have ``concurrency * 16`` batches in flight. Beyond that it
+    is not keeping up (down, hanging until its timeouts): with a retry location, its new
+    batches go straight there (counted ``spilled``) and the other connectors continue at
+    full speed; without one, the stage waits for its writes (backpressure), never drops.
     """
 
     def __init__(self, config: DeliveryConfig):
@@ -208,7 +226,7 @@ class _DeliverBatch(beam.DoFn):
         self.delayed_enabled = self.config.retry_topic is not None
         self.redelivery = RetryPolicy(immediate=0)  # a delayed attempt is one attempt
         self.pools: dict[str, ThreadPoolExecutor] = {}
-        self.limits: dict[str, int] = {}
+        self.backlog: dict[str, int] = {}
         self.counters: dict[str, dict[str, Any]] = {}
         self.freshness: dict[str, list[Any]] = {}
         self.distributions: dict[str, dict[str, Any]] = {}
@@ -219,7 +237,7 @@ class _DeliverBatch(beam.DoFn):
             retry = self.config.connector(c.id).retry
             self.policies[c.id] = RetryPolicy(immediate=retry.immediate)
             self.schedules[c.id] = tuple(retry.delayed_schedule_s)
-            self.limits[c.id] = c.deliver.concurrency
+            self.backlog[c.id] = c.deliver.concurrency * BACKLOG_PER_THREAD
             self.pools[c.id] = ThreadPoolExecutor(c.deliver.concurrency, f"deliver-{c.id}")
             ns = metrics.connector_namespace(c.id)
             self.counters[c.id] = {
@@ -233,9 +251,7 @@ class _DeliverBatch(beam.DoFn):
             }
 
     def start_bundle(self) -> None:
-        self.in_flight: dict[str, deque[tuple[Future[Outcome], DeliveryBatch, WindowedValue]]] = {
-            cid: deque() for cid in self.sinks
-        }
+        self.in_flight: dict[str, list[InFlight]] = {cid: [] for cid in self.sinks}
 
     def process(
         self,
@@ -244,20 +260,40 @@ class _DeliverBatch(beam.DoFn):
         timestamp: Any = beam.DoFn.TimestampParam,
     ) -> Iterator[Any]:
         cid = batch.connector_id
+        where = WindowedValue(None, timestamp, (window,))
+        yield from self._complete_done()
         queue = self.in_flight[cid]
-        while len(queue) >= self.limits[cid]:
-            yield from self._complete(queue.popleft())
+        if len(queue) >= self.backlog[cid]:
+            if self.delayed_enabled and batch.retry is None:
+                # This connector is not keeping up: park the batch in the retry location
+                # instead of holding every other connector back (it is not lost).
+                record = spill_record(batch, f"{len(queue)} batches already in flight")
+                self.counters[cid][metrics.RETRIED_DELAYED].inc(len(batch.items))
+                self.counters[cid][metrics.SPILLED].inc(len(batch.items))
+                yield beam.pvalue.TaggedOutput(RETRY, where.with_value(record))
+                return
+            # No retry location: wait (backpressure) rather than drop, but for whichever
+            # write finishes first, emitting every finished one.
+            while len(queue) >= self.backlog[cid]:
+                wait([f for f, _, _ in queue], return_when=FIRST_COMPLETED)
+                yield from self._complete_done()
         policy = self.redelivery if batch.retry is not None else self.policies[cid]
         future = self.pools[cid].submit(deliver_with_retries, self.sinks[cid], batch, policy)
-        queue.append((future, batch, WindowedValue(None, timestamp, (window,))))
-        for other in self.in_flight.values():
-            while other and other[0][0].done():
-                yield from self._complete(other.popleft())
+        queue.append((future, batch, where))
+
+    def _complete_done(self) -> Iterator[Any]:
+        for cid, queue in self.in_flight.items():
+            if any(f.done() for f, _, _ in queue):
+                done = [e for e in queue if e[0].done()]
+                self.in_flight[cid] = [e for e in queue if not e[0].done()]
+                for entry in done:
+                    yield from self._complete(entry)
 
     def finish_bundle(self) -> Iterator[Any]:
         for queue in self.in_flight.values():
-            while queue:
-                yield from self._complete(queue.popleft())
+            for entry in queue:
+                yield from self._complete(entry)
+            queue.clear()
 
     def _complete(
         self, entry: tuple[Future[Outcome], DeliveryBatch, WindowedValue]

@@ -16,7 +16,8 @@ location); ``already_present`` counts delivered events whose object a create-onl
 found already there (a retried or rerun batch, not a duplicate); ``replayed`` counts
 dead letters sent back by the ``replay`` command; ``possible_duplicates`` counts events
 delivered after an attempt whose outcome was unknown (a read timeout: the destination may
-have stored them already);
+have stored them already); ``spilled`` counts events parked in the retry location
+without an attempt because their connector was not keeping up;
 ``retry_due`` and ``retry_waiting`` count events the ``retry`` command found due (and
 redelivered) or not yet due (left waiting).
 """
@@ -42,6 +43,7 @@ RETRIED_DELAYED = "retried_delayed"
 REPLAYED = "replayed"
 ALREADY_PRESENT = "already_present"
 POSSIBLE_DUPLICATES = "possible_duplicates"
+SPILLED = "spilled"
 RETRY_DUE = "retry_due"
 RETRY_WAITING = "retry_waiting"
 
@@ -58,6 +60,7 @@ CONNECTOR_COUNTERS = (
     RETRY_WAITING,
     ALREADY_PRESENT,
     POSSIBLE_DUPLICATES,
+    SPILLED,
 )
 """Every counter each connector reports, in summary order."""
 

@@ -291,16 +291,19 @@ class Receiver:
                 body_out = b'{"error":"rejected","request_headers":' + repr(quoted).encode() + b"}"
             reply = Reply(fault.status, body_out, fault.headers, reply.items)
             request.fault = f"status {fault.status}"
+        # Commit before answering, like the real service: once the client has the answer,
+        # what it reports is visible.
+        with self._lock:
+            if fault is None and reply.store is not None:
+                self.items.extend(reply.store())
+            elif fault is not None or not 200 <= reply.status < 300:
+                self.rejected.extend(reply.items)
+            request.status = reply.status
+            request.response = reply.body
         try:
             handler.reply(reply.status, reply.body, reply.headers)
         finally:
             with self._lock:
-                if fault is None and reply.store is not None:
-                    self.items.extend(reply.store())
-                elif fault is not None or not 200 <= reply.status < 300:
-                    self.rejected.extend(reply.items)
-                request.status = reply.status
-                request.response = reply.body
                 request.finished = time.monotonic()
                 self._lock.notify_all()
 

@@ -4,4 +4,4 @@ import pytest
 
 # Test modules import helpers from here and load the fixtures with ``pytest_plugins``:
 # registering first lets pytest rewrite their asserts without a warning.
-pytest.register_assert_rewrite("tests.standins.object_stores")
+pytest.register_assert_rewrite("tests.standins.object_stores", "tests.standins.pubsub")

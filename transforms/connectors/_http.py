@@ -216,7 +216,9 @@ class HttpClient:
             requests.exceptions.ContentDecodingError,
         ) as exc:
             raise DeliveryError(
-                f"{where}: connection failed: {self._reason(exc)}", retryable=True
+                f"{where}: connection failed: {self._reason(exc)}",
+                retryable=True,
+                outcome_unknown=not _never_sent(exc),
             ) from None
         except requests.exceptions.RequestException as exc:
             raise DeliveryError(
@@ -233,6 +235,20 @@ class HttpClient:
         found = _ERRNO.search(text)
         reason = found.group(0).strip() if found else f"{type(exc).__name__}: {text[:160]}"
         return redact(reason, self.secrets)
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """True when the request surely did not reach the server (no connection was made).
+
+    A reset or a broken response after a connection was made may come after the server
+    processed the request, so the outcome of those is unknown.
+    """
+    from urllib3.exceptions import NewConnectionError
+
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, NewConnectionError) or isinstance(
+        exc.args[0] if exc.args else None, NewConnectionError
+    )
 
 
 class HttpApiSink(Sink):

@@ -165,6 +165,7 @@ class PubSubSink(Sink):
             return DeliveryError(
                 f"pubsub {topic}: publish did not finish in time (outcome unknown)",
                 retryable=True,
+                outcome_unknown=True,
             )
         if isinstance(exc, gexc.GoogleAPICallError):
             status = int(exc.code) if exc.code is not None else None
@@ -173,6 +174,7 @@ class PubSubSink(Sink):
                 f"pubsub {topic}: {type(exc).__name__}: {str(exc.message)[:200]}",
                 retryable=retryable,
                 status=status,
+                outcome_unknown=isinstance(exc, gexc.DeadlineExceeded),
             )
         if isinstance(exc, gexc.RetryError):
             return DeliveryError(f"pubsub {topic}: {str(exc)[:200]}", retryable=True)

@@ -174,3 +174,23 @@ def settle_failures(
 def retry_record_name(batch: DeliveryBatch) -> str:
     """The stable storage name of a batch's retry record: ``<connector>/<digest>.json``."""
     return f"{batch.connector_id}/{batch_digest(i.event_id for i in batch.items)}.json"
+
+
+def spill_record(batch: DeliveryBatch, why: str, now_ms: int | None = None) -> RetryRecord:
+    """A batch parked in the retry location without an attempt, due at once.
+
+    Used when its connector is not keeping up, so that it does not hold back the others.
+    """
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    return RetryRecord(
+        connector=batch.connector_id,
+        prefix=batch.prefix,
+        items=list(batch.items),
+        name=retry_record_name(batch),
+        attempts=0,
+        delayed_attempts=0,
+        first_failed_at=iso_from_ms(now_ms),
+        last_error=f"not attempted: {batch.connector_id} is not keeping up ({why})",
+        last_status=None,
+        not_before_ms=now_ms,
+    )
