@@ -53,6 +53,11 @@ USER_AGENT = "telemetry-delivery/0.1"
 _ERRNO = re.compile(r"\[Errno -?\d+\] [^'\")\]]+")
 
 
+def compress(body: bytes, compression: str) -> bytes:
+    """Apply a connector's ``compression`` (``gzip`` or ``none``) to a request body."""
+    return gzip_body(body) if compression == "gzip" else body
+
+
 def gzip_body(data: bytes) -> bytes:
     """Compress a request body with gzip (no timestamp: equal bodies give equal bytes)."""
     return gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)

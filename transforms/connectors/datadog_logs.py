@@ -40,7 +40,7 @@ from transforms.connectors._api import (
     split_parts,
     too_large_failures,
 )
-from transforms.connectors._http import HttpApiSink, gzip_body, json_array
+from transforms.connectors._http import HttpApiSink, compress, json_array
 from transforms.connectors.base import ConnectorSpec, DeliveryBatch, WriteResult
 from transforms.rules.encode import dumps
 
@@ -96,8 +96,7 @@ class DatadogSink(HttpApiSink):
 
     def _send(self, part: Part) -> int:
         body = json_array(part.entries)
-        if self.deliver.compression == "gzip":
-            body = gzip_body(body)
+        body = compress(body, self.deliver.compression)
         self.client.send("POST", self.url, body, self.headers)
         return len(body)
 

@@ -51,7 +51,7 @@ from transforms.connectors._api import (
     split_parts,
     too_large_failures,
 )
-from transforms.connectors._http import HttpApiSink, gzip_body, ndjson
+from transforms.connectors._http import HttpApiSink, compress, ndjson
 from transforms.connectors.base import ConnectorSpec, DeliveryBatch, DeliveryError, WriteResult
 from transforms.rules.encode import dumps
 
@@ -153,8 +153,7 @@ class ElasticsearchSink(HttpApiSink):
 
     def _send(self, part: Part) -> int:
         body = ndjson(part.entries)
-        if self.deliver.compression == "gzip":
-            body = gzip_body(body)
+        body = compress(body, self.deliver.compression)
         response = self.client.send("POST", self.url, body, self.headers)
         where = self.client.where("POST", self.url)
         try:

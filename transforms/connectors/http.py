@@ -44,7 +44,7 @@ from transforms.connectors._api import (
     split_parts,
     too_large_failures,
 )
-from transforms.connectors._http import HttpApiSink, gzip_body, json_array, ndjson
+from transforms.connectors._http import HttpApiSink, compress, json_array, ndjson
 from transforms.connectors.base import ConnectorSpec, DeliveryBatch, WriteResult
 from transforms.rules.encode import dumps
 
@@ -125,8 +125,7 @@ class HttpSink(HttpApiSink):
     def _send(self, part: Part) -> int:
         d = self.deliver
         body = ndjson(part.entries) if d.body == "ndjson" else json_array(part.entries)
-        if d.compression == "gzip":
-            body = gzip_body(body)
+        body = compress(body, d.compression)
         self.client.send(d.method, d.endpoint, body, self.headers)
         return len(body)
 

@@ -43,7 +43,7 @@ from transforms.connectors._api import (
     send_parts,
     split_parts,
 )
-from transforms.connectors._http import HttpApiSink, gzip_body, json_array
+from transforms.connectors._http import HttpApiSink, compress, json_array
 from transforms.connectors.base import ConnectorSpec, DeliveryBatch, WriteResult
 from transforms.rules.encode import dumps
 from transforms.rules.package import flatten
@@ -134,8 +134,7 @@ class NewRelicSink(HttpApiSink):
 
     def _fit(self, part: Part, batch: DeliveryBatch, rejected: list[ItemFailure]) -> list[Part]:
         body = json_array(part.entries)
-        if self.deliver.compression == "gzip":
-            body = gzip_body(body)
+        body = compress(body, self.deliver.compression)
         if len(body) <= MAX_REQUEST_BYTES:
             return [Part(part.indices, part.entries, body)]
         if len(part.indices) == 1:

@@ -47,7 +47,7 @@ from transforms.connectors._api import (
     split_parts,
     too_large_failures,
 )
-from transforms.connectors._http import HttpApiSink, classify, gzip_body, ndjson
+from transforms.connectors._http import HttpApiSink, classify, compress, ndjson
 from transforms.connectors.base import ConnectorSpec, DeliveryBatch, WriteResult
 from transforms.rules.encode import dumps
 
@@ -125,8 +125,7 @@ class SplunkSink(HttpApiSink):
 
     def _send(self, part: Part) -> int:
         body = ndjson(part.entries)
-        if self.deliver.compression == "gzip":
-            body = gzip_body(body)
+        body = compress(body, self.deliver.compression)
         response = self.client.request("POST", self.url, body, self.headers)
         where = self.client.where("POST", self.url)
         error = classify(
