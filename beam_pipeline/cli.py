@@ -204,6 +204,11 @@ def cmd_run(argv: Sequence[str]) -> int:
         files.update((m.path, m.size_in_bytes) for m in matched)
     if job.chunk_lines < 1:
         return _fail("--chunk-lines must be at least 1")
+    if config.retry_on_pubsub:
+        return _fail(
+            "retry_topic is a Pub/Sub topic, which only a streaming job reads back; "
+            "for a batch run use a directory, gs:// or s3:// location"
+        )
     pipeline = _pipeline(options)
     build_pipeline(pipeline, config, list(job.input), job.chunk_lines)
     PROGRESS.reset(sum(files.values()), len(files))
@@ -254,6 +259,8 @@ def cmd_retry(argv: Sequence[str]) -> int:
         return 2
     if config.retry_topic is None:
         return _fail(f"{job.config} has no retry_topic: there is nothing to retry")
+    if config.retry_on_pubsub:
+        return _fail("retry_topic is a Pub/Sub topic: the streaming job retries by itself")
     pipeline = _pipeline(options)
     build_retry(pipeline, config)
     return _finish(pipeline, config, job.summary_json)

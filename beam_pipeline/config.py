@@ -242,7 +242,32 @@ class DeliveryConfig(_Strict):
 
     connectors: list[Connector] = Field(min_length=1, description="The destinations.")
     dead_letter: DeadLetter = Field(description="Dead-letter location.")
-    retry_topic: str | None = Field(default=None, description="Where delayed retries wait.")
+    retry_topic: str | None = Field(
+        default=None,
+        description="Where delayed retries wait: a directory, gs://, s3:// (batch or "
+        "streaming), or a Pub/Sub topic projects/P/topics/T (streaming).",
+    )
+    retry_subscription: str | None = Field(
+        default=None,
+        description="Streaming with a Pub/Sub retry_topic: the subscription the job reads "
+        "retry records back from (projects/P/subscriptions/S).",
+    )
+
+    @property
+    def retry_on_pubsub(self) -> bool:
+        """True when delayed retries travel through a Pub/Sub topic (streaming)."""
+        return bool(self.retry_topic and self.retry_topic.startswith("projects/"))
+
+    @model_validator(mode="after")
+    def _retry_pubsub(self) -> DeliveryConfig:
+        if self.retry_on_pubsub and not self.retry_subscription:
+            raise ValueError(
+                "retry_topic is a Pub/Sub topic: also give retry_subscription "
+                "(projects/P/subscriptions/S, subscribed to it) so the job reads retries back"
+            )
+        if self.retry_subscription and not self.retry_on_pubsub:
+            raise ValueError("retry_subscription needs retry_topic to be a Pub/Sub topic")
+        return self
 
     @model_validator(mode="after")
     def _unique_ids(self) -> DeliveryConfig:

@@ -3,6 +3,8 @@
 The graph, with the stable labels that show in the Dataflow and Flink UIs::
 
     Read -> Parse -> Route -> Filter -> Package -> Batch -> Deliver --retry--> DelayedRetries
+                                                            ^                    |
+                                  Retries (streaming, Pub/Sub: hold until due) --+
               |                            |         |         |
               +------------- dead_letter --+---------+---------+--> DeadLetters
 
@@ -28,7 +30,7 @@ from transforms.parse import (
     ReadEventChunks,
     ReadPubSubChunks,
 )
-from transforms.retry import WriteDeadLetters, WriteRetries
+from transforms.retry import PublishRetries, ReadRetries, WriteDeadLetters, WriteRetries
 from transforms.route import RouteEvents
 
 
@@ -62,19 +64,29 @@ def build_delivery(
     else:
         cut = packaged.records | "Batch" >> CutBatches(config)
         ready, unbatchable = cut.batches, cut[DEAD_LETTER]
+    extra_failures = []
+    if streaming and config.retry_on_pubsub:
+        assert config.retry_subscription is not None
+        held = chunks.pipeline | "Retries" >> ReadRetries(config.retry_subscription)
+        ready = (ready, held.due) | "FreshAndDue" >> beam.Flatten()
+        extra_failures.append(held.invalid)
     delivered = ready | "Deliver" >> Deliver(config)
     failures = (
         parsed[DEAD_LETTER],
         packaged[DEAD_LETTER],
         unbatchable,
         delivered[DEAD_LETTER],
+        *extra_failures,
     ) | "CollectFailures" >> beam.Flatten()
     limits = config.dead_letter.batch
     dead = failures | "DeadLetters" >> WriteDeadLetters(
         config.dead_letter.path, streaming, clock, limits.max_events, limits.max_wait_s
     )
     out = {"written": delivered.written, "dead_letters": dead}
-    if config.retry_topic is not None:
+    if config.retry_on_pubsub:
+        assert config.retry_topic is not None
+        out["retries"] = delivered[RETRY] | "DelayedRetries" >> PublishRetries(config.retry_topic)
+    elif config.retry_topic is not None:
         out["retries"] = delivered[RETRY] | "DelayedRetries" >> WriteRetries(config.retry_topic)
     return out
 

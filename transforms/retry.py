@@ -24,13 +24,17 @@ from typing import Any
 
 import apache_beam as beam
 import orjson
+from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
 
 from transforms import metrics
+from transforms.connectors.base import DeliveryBatch
 from transforms.connectors.file import join_path, write_bytes
 from transforms.rules.encode import encode_ndjson
 from transforms.rules.naming import batch_digest
-from transforms.rules.records import DeadLetter, RetryRecord
+from transforms.rules.records import Chunk, DeadLetter, RetryRecord
 
 
 def dead_letter_name(letters: list[DeadLetter]) -> str:
@@ -143,3 +147,114 @@ class WriteRetries(beam.PTransform):
 
     def expand(self, records: Any) -> Any:
         return records | beam.ParDo(_WriteRetries(self.location))
+
+
+def _encode_record(record: RetryRecord) -> bytes:
+    return orjson.dumps(record.to_json_dict())
+
+
+class PublishRetries(beam.PTransform):
+    """Streaming: publish retry records to the Pub/Sub retry topic (one message per batch)."""
+
+    def __init__(self, topic: str):
+        super().__init__()
+        self.topic = topic
+
+    def expand(self, records: Any) -> Any:
+        from apache_beam.io.gcp.pubsub import WriteToPubSub
+
+        return (
+            records
+            | "Encode" >> beam.Map(_encode_record).with_output_types(bytes)
+            | "Publish" >> WriteToPubSub(self.topic)
+        )
+
+
+_RECORDS = BagStateSpec("records", PickleCoder())
+_DUE = TimerSpec("due", TimeDomain.REAL_TIME)
+_RECORDS_STATE = beam.DoFn.StateParam(_RECORDS)
+_DUE_TIMER = beam.DoFn.TimerParam(_DUE)
+_FIRED = beam.DoFn.TimestampParam
+
+
+class _HoldUntilDue(beam.DoFn):
+    """Keeps each retry record in state until its ``not_before``, then releases it.
+
+    Bag state and a processing-time timer per record name, so a waiting record survives
+    worker restarts on runners with durable state (Dataflow, Flink). The timer fires at
+    the earliest ``not_before`` held; a time already past fires at once.
+    """
+
+    def process(
+        self,
+        element: tuple[str, bytes],
+        records: Any = _RECORDS_STATE,
+        due: Any = _DUE_TIMER,
+    ) -> Iterator[Any]:
+        _, data = element
+        if not data.strip():
+            return  # a blank keep-alive message (see docs/beam-limits.md), not a record
+        try:
+            record = RetryRecord.from_json_dict(orjson.loads(data))
+        except (ValueError, KeyError, TypeError) as exc:
+            letter = DeadLetter.for_input(
+                "bad_retry_record", f"unreadable retry record: {exc}", data
+            )
+            letter.stage = "retry"
+            yield beam.pvalue.TaggedOutput("invalid", [letter])
+            return
+        records.add(record)
+        due.set(min(r.not_before_ms for r in records.read()) / 1000)
+
+    @on_timer(_DUE)
+    def release(
+        self,
+        records: Any = _RECORDS_STATE,
+        due: Any = _DUE_TIMER,
+        fired: Any = _FIRED,
+    ) -> Iterator[DeliveryBatch]:
+        now_ms = int(fired.micros // 1000)
+        waiting = []
+        for record in records.read():
+            if record.not_before_ms <= now_ms:
+                yield DeliveryBatch(
+                    record.connector, record.prefix, Chunk(record.items), retry=record
+                )
+            else:
+                waiting.append(record)
+        records.clear()
+        for record in waiting:
+            records.add(record)
+        if waiting:
+            due.set(min(r.not_before_ms for r in waiting) / 1000)
+
+
+def _key_record(data: bytes) -> tuple[str, bytes]:
+    try:
+        return str(orjson.loads(data).get("name", "")), data
+    except orjson.JSONDecodeError:
+        return "", data
+
+
+class ReadRetries(beam.PTransform):
+    """Streaming: read retry records back and hold each until due, as :class:`DeliveryBatch`.
+
+    Output: batches that carry their :class:`RetryRecord` (``retry``), ready for Deliver,
+    which makes one attempt each and settles them (delivered, next delayed retry, or dead
+    letter). Tagged ``invalid``: unreadable messages, as dead letters.
+    """
+
+    def __init__(self, subscription: str):
+        super().__init__()
+        self.subscription = subscription
+
+    def expand(self, pbegin: Any) -> Any:
+        from apache_beam.io.gcp.pubsub import ReadFromPubSub
+
+        return (
+            pbegin
+            | "ReadRetryTopic" >> ReadFromPubSub(subscription=self.subscription)
+            | "KeyByName"
+            >> beam.Map(_key_record).with_output_types(beam.typehints.Tuple[str, bytes])
+            | "HoldUntilDue" >> beam.ParDo(_HoldUntilDue()).with_outputs("invalid", main="due")
+        )

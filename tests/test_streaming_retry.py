@@ -1,0 +1,121 @@
+"""Streaming delayed retries through a Pub/Sub retry topic (Google's emulator), end to end.
+
+The job publishes batches that failed to the retry topic, reads them back from the retry
+subscription, holds each in state until its ``not_before`` (processing-time timer), and
+redelivers it; exhausted records become dead letters. Time is compressed through
+``retry.delayed_schedule_s``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+
+from beam_pipeline.config import parse_config
+from beam_pipeline.pipeline import build_streaming_pipeline
+from tests.conftest import make_event
+from tests.receivers.base import Receiver
+from tests.receivers.credentials import WEBHOOK_PATH, make_api
+from tests.standins.pubsub import PubSubEmulator
+from tests.test_streaming_pubsub import Ticker, stop_streaming_job
+
+pytest_plugins = ["tests.standins.pubsub", "tests.receivers.fixtures"]
+
+N = 20
+
+
+def config(tmp: Path, receiver: Receiver, topic: str, subscription: str) -> Any:
+    return parse_config(
+        f"""
+connectors:
+  - id: hook
+    type: http
+    deliver:
+      endpoint: "{receiver.url}{WEBHOOK_PATH}"
+      headers: {{Authorization: '${{env:TEST_WEBHOOK_AUTH}}', X-Source: telemetry}}
+      body: ndjson
+      batch: {{max_events: 5, max_wait_s: 0.3}}
+      timeouts: {{connect_s: 1, read_s: 1}}
+    retry: {{immediate: 0, delayed_schedule_s: [0.5, 0.5, 0.5, 0.5, 0.5, 0.5]}}
+dead_letter: {{path: "{tmp}/dead_letter", batch: {{max_wait_s: 0.5}}}}
+retry_topic: {topic}
+retry_subscription: {subscription}
+"""
+    )
+
+
+def dead_letters(tmp: Path) -> list[dict[str, Any]]:
+    return [
+        json.loads(x)
+        for f in (tmp / "dead_letter").rglob("*.ndjson")
+        for x in f.read_text().splitlines()
+    ]
+
+
+def wait_for(predicate: Any, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("recovers", [True, False])
+def test_retry_topic_loop(
+    recovers: bool,
+    tmp_path: Path,
+    pubsub_env: PubSubEmulator,
+    start_receiver: Any,
+    secret_env: dict[str, str],
+) -> None:
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined,unused-ignore]
+
+    receiver = start_receiver(make_api("http"))
+    events_topic = pubsub_env.create_topic("events")
+    events_sub = pubsub_env.create_subscription(events_topic)
+    retry_topic = pubsub_env.create_topic("retries")
+    retry_sub = pubsub_env.create_subscription(retry_topic)
+    receiver.fail(times=None, status=503)
+
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    pipeline = beam.Pipeline(runner=BundleBasedDirectRunner(), options=options)
+    build_streaming_pipeline(
+        pipeline, config(tmp_path, receiver, retry_topic, retry_sub), subscription=events_sub
+    )
+    publisher = pubsub_v1.PublisherClient()
+    want = sorted(f"r{i}" for i in range(N))
+    result = pipeline.run()
+    try:
+        with Ticker(publisher, events_topic), Ticker(publisher, retry_topic):
+            for event_id in want:
+                data = json.dumps(make_event(event_id=event_id)).encode()
+                publisher.publish(events_topic, data).result(timeout=30)
+            # Every batch failed once and went round the retry topic at least once more.
+            wait_for(lambda: len(receiver.snapshot()[0]) >= 2 * (N // 5))
+            if recovers:
+                receiver.clear_faults()
+                wait_for(lambda: len(receiver.snapshot()[1]) >= N)
+            else:
+                wait_for(lambda: len(dead_letters(tmp_path)) >= N)
+    finally:
+        stop_streaming_job(result, publisher, events_topic)
+    got = sorted(r["event_id"] for r in receiver.snapshot()[1])
+    if recovers:
+        assert got == want, "every event delivered exactly once after the outage"
+        assert dead_letters(tmp_path) == []
+    else:
+        letters = dead_letters(tmp_path)
+        assert got == []
+        assert sorted(d["event_id"] for d in letters) == want
+        # The first attempt plus 6 delayed ones (no immediate retries configured).
+        assert {(d["reason"], d["status"], d["attempts"]) for d in letters} == {
+            ("retries_exhausted", 503, 7)
+        }
+        assert len(receiver.snapshot()[0]) == 7 * (N // 5)
