@@ -204,9 +204,9 @@ def cmd_run(argv: Sequence[str]) -> int:
         files.update((m.path, m.size_in_bytes) for m in matched)
     if job.chunk_lines < 1:
         return _fail("--chunk-lines must be at least 1")
-    if config.retry_on_pubsub:
+    if config.retry_on_pubsub or config.dead_letter.topic:
         return _fail(
-            "retry_topic is a Pub/Sub topic, which only a streaming job reads back; "
+            "retry_topic or dead_letter is a Pub/Sub topic, which only a streaming run uses; "
             "for a batch run use a directory, gs:// or s3:// location"
         )
     pipeline = _pipeline(options)
@@ -261,6 +261,8 @@ def cmd_retry(argv: Sequence[str]) -> int:
         return _fail(f"{job.config} has no retry_topic: there is nothing to retry")
     if config.retry_on_pubsub:
         return _fail("retry_topic is a Pub/Sub topic: the streaming job retries by itself")
+    if config.dead_letter.topic:
+        return _fail("retry needs dead_letter.path (a directory) for what it gives up on")
     pipeline = _pipeline(options)
     build_retry(pipeline, config)
     return _finish(pipeline, config, job.summary_json)
@@ -276,6 +278,8 @@ def cmd_replay(argv: Sequence[str]) -> int:
         return 2
     if not job.dead_letters:
         return _fail("--dead-letters is required: a dead-letter directory, file or glob")
+    if config.dead_letter.topic:
+        return _fail("replay writes new dead letters to dead_letter.path: set a directory")
     since_ms = None
     if job.since:
         since_ms = to_epoch_ms(job.since)

@@ -230,11 +230,34 @@ class Connector(_Strict):
 class DeadLetter(_Strict):
     """Where undeliverable and invalid events go."""
 
-    path: str = Field(description="Directory (local, gs://, s3://) for dead-letter NDJSON files.")
+    path: str | None = Field(
+        default=None, description="Directory (local, gs://, s3://) for dead-letter NDJSON files."
+    )
+    topic: str | None = Field(
+        default=None,
+        pattern=r"^projects/[^/]+/topics/[^/]{3,}$",
+        description="Streaming: a Pub/Sub topic instead, one message per dead letter.",
+    )
     batch: Batch = Field(
         default_factory=Batch,
         description="Streaming: dead letters per file at most, and longest wait before writing.",
     )
+
+    @model_validator(mode="after")
+    def _one_place(self) -> DeadLetter:
+        if (self.path is None) == (self.topic is None):
+            raise ValueError("give exactly one of path (a directory) or topic (Pub/Sub)")
+        return self
+
+    @property
+    def location(self) -> str:
+        """The directory dead-letter files go to (not set when they go to a topic)."""
+        if self.path is None:
+            raise ValueError(
+                "dead_letter is a Pub/Sub topic, which only a streaming run writes; "
+                "this command needs dead_letter.path"
+            )
+        return self.path
 
 
 class DeliveryConfig(_Strict):

@@ -30,7 +30,13 @@ from transforms.parse import (
     ReadEventChunks,
     ReadPubSubChunks,
 )
-from transforms.retry import PublishRetries, ReadRetries, WriteDeadLetters, WriteRetries
+from transforms.retry import (
+    PublishDeadLetters,
+    PublishRetries,
+    ReadRetries,
+    WriteDeadLetters,
+    WriteRetries,
+)
 from transforms.route import RouteEvents
 
 
@@ -79,9 +85,12 @@ def build_delivery(
         *extra_failures,
     ) | "CollectFailures" >> beam.Flatten()
     limits = config.dead_letter.batch
-    dead = failures | "DeadLetters" >> WriteDeadLetters(
-        config.dead_letter.path, streaming, clock, limits.max_events, limits.max_wait_s
-    )
+    if config.dead_letter.topic is not None:
+        dead = failures | "DeadLetters" >> PublishDeadLetters(config.dead_letter.topic)
+    else:
+        dead = failures | "DeadLetters" >> WriteDeadLetters(
+            config.dead_letter.location, streaming, clock, limits.max_events, limits.max_wait_s
+        )
     out = {"written": delivered.written, "dead_letters": dead}
     if config.retry_on_pubsub:
         assert config.retry_topic is not None

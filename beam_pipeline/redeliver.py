@@ -107,7 +107,7 @@ class _Redeliver(beam.DoFn):
         schedule = self.config.connector(record.connector).retry.delayed_schedule_s
         again, letters = settle_failures(batch, outcome, schedule, True, now_ms)
         if letters:
-            target = join_path(self.config.dead_letter.path, dead_letter_name(letters))
+            target = join_path(self.config.dead_letter.location, dead_letter_name(letters))
             write_bytes(target, encode_ndjson([d.to_json_dict() for d in letters]))
             count_dead_letters(letters)
         if again is not None:
@@ -219,7 +219,7 @@ def build_replay(
         delivered[DEAD_LETTER],
     ) | "CollectFailures" >> beam.Flatten()
     out = {"written": delivered.written}
-    out["dead_letters"] = failures | "DeadLetters" >> WriteDeadLetters(config.dead_letter.path)
+    out["dead_letters"] = failures | "DeadLetters" >> WriteDeadLetters(config.dead_letter.location)
     if config.retry_topic is not None:
         out["retries"] = delivered[RETRY] | "DelayedRetries" >> WriteRetries(config.retry_topic)
     return out

@@ -119,3 +119,43 @@ def test_retry_topic_loop(
             ("retries_exhausted", 503, 7)
         }
         assert len(receiver.snapshot()[0]) == 7 * (N // 5)
+
+
+def test_dead_letters_to_a_pubsub_topic(tmp_path: Path, pubsub_env: PubSubEmulator) -> None:
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined,unused-ignore]
+
+    events_topic = pubsub_env.create_topic("events")
+    events_sub = pubsub_env.create_subscription(events_topic)
+    dl_topic = pubsub_env.create_topic("dead")
+    dl_sub = pubsub_env.create_subscription(dl_topic)
+    cfg = parse_config(
+        f"""
+connectors:
+  - id: files
+    type: file
+    deliver: {{path: "{tmp_path}/files", prefix: "{{hour}}/", batch: {{max_wait_s: 0.3}}}}
+dead_letter: {{topic: {dl_topic}}}
+"""
+    )
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    pipeline = beam.Pipeline(runner=BundleBasedDirectRunner(), options=options)
+    build_streaming_pipeline(pipeline, cfg, subscription=events_sub)
+    publisher = pubsub_v1.PublisherClient()
+    result = pipeline.run()
+    try:
+        with Ticker(publisher, events_topic):
+            publisher.publish(events_topic, b"{not json").result(timeout=30)
+            no_time = make_event(event_id="no-time", ts=None)
+            publisher.publish(events_topic, json.dumps(no_time).encode()).result(timeout=30)
+            messages = pubsub_env.pull(dl_sub, expected=2, timeout=60)
+    finally:
+        stop_streaming_job(result, publisher, events_topic)
+    letters = sorted(
+        (json.loads(m.message.data if hasattr(m, "message") else m.data) for m in messages),
+        key=lambda d: d["stage"],
+    )
+    assert [(d["stage"], d["reason"], d["connector"]) for d in letters] == [
+        ("batch", "prefix_unrenderable", "files"),
+        ("parse", "bad_json", None),
+    ]

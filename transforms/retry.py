@@ -258,3 +258,26 @@ class ReadRetries(beam.PTransform):
             >> beam.Map(_key_record).with_output_types(beam.typehints.Tuple[str, bytes])
             | "HoldUntilDue" >> beam.ParDo(_HoldUntilDue()).with_outputs("invalid", main="due")
         )
+
+
+def _letters_to_messages(letters: list[DeadLetter]) -> Iterator[bytes]:
+    count_dead_letters(letters)
+    for letter in letters:
+        yield orjson.dumps(letter.to_json_dict())
+
+
+class PublishDeadLetters(beam.PTransform):
+    """Streaming: publish each dead letter (the same JSON record) to a Pub/Sub topic."""
+
+    def __init__(self, topic: str):
+        super().__init__()
+        self.topic = topic
+
+    def expand(self, letters: Any) -> Any:
+        from apache_beam.io.gcp.pubsub import WriteToPubSub
+
+        return (
+            letters
+            | "Encode" >> beam.FlatMap(_letters_to_messages).with_output_types(bytes)
+            | "Publish" >> WriteToPubSub(self.topic)
+        )
