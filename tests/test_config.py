@@ -72,7 +72,7 @@ dead_letter: {}
     assert "deliver.fromat: unknown key" in found and "did you mean 'format'" in found
     assert "unknown placeholder" in found
     assert "connectors[1](id=two).type" in found
-    assert "dead_letter.path: required" in found
+    assert "dead_letter: give exactly one of path (a directory) or topic" in found
 
 
 def test_unset_secret_is_an_error_and_set_secret_resolves(monkeypatch: pytest.MonkeyPatch) -> None:
