@@ -259,3 +259,15 @@ def test_a_stalled_connector_spills_to_the_retry_location_and_holds_nobody_back(
     rows = run("retry", cfg, tmp_path)
     assert rows["hook"]["delivered"] == N and retry_records(tmp_path) == []
     assert sorted(received_ids(webhook)) == sorted(want)
+
+
+def test_without_a_retry_location_a_slow_connector_applies_backpressure_and_loses_nothing(
+    tmp_path: Path, webhook: Receiver, source: Any
+) -> None:
+    path, want = source
+    cfg = write_config(tmp_path, webhook, retry_topic=False, max_events=10, concurrency=1)
+    webhook.slow(0.05)  # 60 batches through one thread: the 16-batch backlog fills up
+    rows = run("run", cfg, tmp_path, "--input", str(path))
+    assert rows["hook"]["delivered"] == N and rows["hook"]["spilled"] == 0
+    assert sorted(received_ids(webhook)) == sorted(want)
+    assert_archive_complete(tmp_path, want)

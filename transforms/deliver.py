@@ -282,10 +282,11 @@ class _DeliverBatch(beam.DoFn):
         queue.append((future, batch, where))
 
     def _complete_done(self) -> Iterator[Any]:
-        for cid, queue in self.in_flight.items():
+        for queue in self.in_flight.values():
             if any(f.done() for f, _, _ in queue):
                 done = [e for e in queue if e[0].done()]
-                self.in_flight[cid] = [e for e in queue if not e[0].done()]
+                # In place: process() holds a reference to this connector's list.
+                queue[:] = [e for e in queue if not e[0].done()]
                 for entry in done:
                     yield from self._complete(entry)
 
