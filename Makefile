@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 NODE_STAMP := node_modules/.installed-stamp
 
-.PHONY: install sample test lint node flink-jobserver test-flink clean
+.PHONY: install sample test lint node flink-jobserver test-flink bench clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ test-flink: node flink-jobserver
 ## test: install, lint, then the whole test suite (starts every stand-in it needs)
 test: lint node flink-jobserver
 	$(VENV)/bin/pytest
+
+## bench: the backfill benchmark (long: 100k and 1M events x 1/5/20 connectors); writes bench/RESULTS.md
+bench: install
+	$(PY) bench/run.py
 
 clean:
 	rm -rf out build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache node_modules

@@ -1,0 +1,237 @@
+r"""The plain-Python bound: the job's own rules in one single-process loop, no Beam.
+
+    python bench/bound.py --config delivery.yaml --input 'events*.jsonl.gz' \\
+        [--chunk-lines 5000] [--summary-json bound.json]
+
+This is the baseline every benchmark figure is a ratio against (see the design's
+"Measuring"). It applies exactly the functions the pipeline applies, in one loop:
+
+1. read each input file (plain or gzip, detected by content) in chunks of
+   ``chunk_lines`` raw lines, the job's deterministic chunk boundaries;
+2. :func:`~transforms.rules.events.parse_line` each non-blank line;
+3. per connector, :meth:`RouteRule.matches`, :meth:`FieldFilter.apply`,
+   :meth:`Packager.apply` on every event of the chunk;
+4. cut the chunk's records the way ``CutBatches`` does: grouped by rendered prefix in input
+   order, every ``batch.max_events``;
+5. write each batch with the connector's own sink (:class:`FileSink.write`:
+   :func:`encode_batch` and the content-derived :func:`object_name`).
+
+So it writes the same files, byte for byte, as ``python -m beam_pipeline run`` with the
+same ``--chunk-lines`` (``tests/test_bench_regression.py`` checks it). Invalid lines,
+package failures and unrenderable prefixes are counted, not written: the benchmark
+corpora have none. Batches are written one at a time on the calling thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import gzip
+import io
+import json
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from beam_pipeline.config import CompiledConnector, compile_connectors, load_config  # noqa: E402
+from transforms.connectors import make_sink  # noqa: E402
+from transforms.connectors.base import DeliveryBatch, Sink  # noqa: E402
+from transforms.rules.events import event_time_ms, parse_line  # noqa: E402
+from transforms.rules.naming import PrefixError, PrefixTemplate  # noqa: E402
+from transforms.rules.records import DeadLetter, Packaged  # noqa: E402
+
+DEFAULT_CHUNK_LINES = 5000
+"""The job's default ``--chunk-lines`` (``transforms.parse``, not imported: it imports Beam)."""
+
+
+@dataclass
+class ConnectorCounts:
+    """What the bound did for one connector."""
+
+    routed: int = 0
+    delivered: int = 0
+    writes: int = 0
+    bytes: int = 0
+    failed: int = 0
+
+
+@dataclass
+class BoundResult:
+    """Counts of one bound run, comparable with the job's summary."""
+
+    lines_read: int = 0
+    events: int = 0
+    invalid: int = 0
+    blank_lines: int = 0
+    unmatched: int = 0
+    elapsed_s: float = 0.0
+    connectors: dict[str, ConnectorCounts] = field(default_factory=dict)
+
+
+def read_lines(path: str) -> Iterator[bytes]:
+    """Yield a JSON-lines file's lines without newline, as ``transforms.parse.open_lines``."""
+    with open(path, "rb") as raw:
+        stream: Any = raw
+        if raw.read(2) == b"\x1f\x8b":
+            raw.seek(0)
+            stream = io.BufferedReader(gzip.GzipFile(fileobj=raw), buffer_size=1 << 20)
+        else:
+            raw.seek(0)
+        for line in stream:
+            yield line.rstrip(b"\r\n")
+
+
+def read_chunks(path: str, chunk_lines: int) -> Iterator[list[bytes]]:
+    """Yield a file's lines in chunks of ``chunk_lines`` (the last one may be shorter)."""
+    chunk: list[bytes] = []
+    for line in read_lines(path):
+        chunk.append(line)
+        if len(chunk) >= chunk_lines:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class Bound:
+    """The loop's state: compiled rules, one open sink and the batch layout per connector."""
+
+    def __init__(self, connectors: Sequence[CompiledConnector]):
+        self.connectors = list(connectors)
+        self.sinks: dict[str, Sink] = {}
+        self.layout: dict[str, tuple[PrefixTemplate, int]] = {}
+        self.result = BoundResult(connectors={c.id: ConnectorCounts() for c in connectors})
+        for c in self.connectors:
+            sink = make_sink(c.id, c.type, c.deliver)
+            sink.open()
+            self.sinks[c.id] = sink
+            prefix = PrefixTemplate.compile(getattr(c.deliver, "prefix", ""))
+            self.layout[c.id] = (prefix, c.deliver.batch.max_events)
+
+    def close(self) -> None:
+        """Close every sink."""
+        for sink in self.sinks.values():
+            sink.close()
+
+    def run_chunk(self, lines: list[bytes]) -> None:
+        """Parse, route, filter, package, cut and write one chunk of raw lines."""
+        res = self.result
+        res.lines_read += len(lines)
+        events: list[dict[str, Any]] = []
+        for line in lines:
+            if not line.strip():
+                res.blank_lines += 1
+                continue
+            parsed = parse_line(line)
+            if isinstance(parsed, DeadLetter):
+                res.invalid += 1
+            else:
+                events.append(parsed)
+        res.events += len(events)
+        matched = [False] * len(events)
+        for c in self.connectors:
+            counts = res.connectors[c.id]
+            matches, filter_apply, package = c.route.matches, c.filter.apply, c.packager.apply
+            items: list[Packaged] = []
+            for i, event in enumerate(events):
+                if not matches(event):
+                    continue
+                matched[i] = True
+                counts.routed += 1
+                filtered = filter_apply(event)
+                try:
+                    record = package(filtered)
+                except Exception:  # the job dead-letters it (stage: package)
+                    counts.failed += 1
+                    continue
+                items.append(
+                    Packaged(
+                        event["event_id"],
+                        event_time_ms(event),
+                        event["event"]["type"],
+                        record,
+                        event,
+                    )
+                )
+            if items:
+                self._cut_and_write(c.id, items, counts)
+        res.unmatched += matched.count(False)
+
+    def _cut_and_write(self, cid: str, items: list[Packaged], counts: ConnectorCounts) -> None:
+        prefix, max_events = self.layout[cid]
+        by_prefix: dict[str, list[Packaged]] = {}
+        if prefix.is_constant:
+            by_prefix[prefix.text] = items
+        else:
+            for item in items:
+                try:
+                    key = prefix.render(cid, item.event_type, item.time_ms)
+                except PrefixError:  # the job dead-letters it (stage: batch)
+                    counts.failed += 1
+                    continue
+                by_prefix.setdefault(key, []).append(item)
+        sink = self.sinks[cid]
+        for key, group in by_prefix.items():
+            for start in range(0, len(group), max_events):
+                written = sink.write(DeliveryBatch(cid, key, group[start : start + max_events]))
+                counts.delivered += written.events
+                counts.writes += 1
+                counts.bytes += written.bytes
+
+
+def expand_inputs(patterns: Sequence[str]) -> list[str]:
+    """Local paths matched by the patterns (globs), without duplicates, sorted.
+
+    Raises:
+        FileNotFoundError: naming a pattern that matches nothing.
+    """
+    found: set[str] = set()
+    for pattern in patterns:
+        matched = glob.glob(pattern)
+        if not matched:
+            raise FileNotFoundError(f"--input {pattern!r} matches no files")
+        found.update(matched)
+    return sorted(found)
+
+
+def run_bound(
+    config_path: str, inputs: Sequence[str], chunk_lines: int = DEFAULT_CHUNK_LINES
+) -> BoundResult:
+    """Run the bound over ``inputs`` (globs) with the connectors of ``config_path``."""
+    started = time.perf_counter()
+    bound = Bound(compile_connectors(load_config(config_path)))
+    try:
+        for path in expand_inputs(inputs):
+            for chunk in read_chunks(path, chunk_lines):
+                bound.run_chunk(chunk)
+    finally:
+        bound.close()
+    bound.result.elapsed_s = time.perf_counter() - started
+    return bound.result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--input", action="append", required=True)
+    parser.add_argument("--chunk-lines", type=int, default=DEFAULT_CHUNK_LINES)
+    parser.add_argument("--summary-json", default=None)
+    args = parser.parse_args(argv)
+    result = run_bound(args.config, args.input, args.chunk_lines)
+    text = json.dumps(asdict(result), indent=2)
+    if args.summary_json:
+        Path(args.summary_json).write_text(text, encoding="utf-8")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
