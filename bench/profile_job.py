@@ -15,8 +15,7 @@ a system call per profiled call, so cheap, frequent calls look dearer than they 
 the shares to rank, not the seconds (a sampling profiler such as py-spy has no such
 bias; see bench/RESULTS.md for both).
 
-Prints the top functions by own time and by cumulative time, and a breakdown of own time
-by area (Beam runner, our rules, encoding, JSON, I/O); writes the merged stats to
+Prints the top functions by own time and by cumulative time; writes the merged stats to
 ``--out`` for ``python -m pstats`` or snakeviz.
 """
 
@@ -38,29 +37,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.corpus import bench_config, ensure_corpus  # noqa: E402
-
-AREAS = (
-    ("beam runner/SDK", ("apache_beam",)),
-    (
-        "our Beam wrappers (transforms/*.py)",
-        (
-            "transforms/parse",
-            "transforms/route",
-            "transforms/filter",
-            "transforms/package",
-            "transforms/deliver",
-            "transforms/coders",
-            "transforms/retry",
-            "beam_pipeline/live",
-        ),
-    ),
-    ("rules: events/route/filter/package/naming", ("transforms/rules/",)),
-    ("file sink + encode", ("transforms/connectors/", "encode.py")),
-    (
-        "orjson / zlib / gzip / io builtins",
-        ("orjson", "zlib", "gzip", "_io", "method 'write'", "method 'read"),
-    ),
-)
 
 
 class ThreadProfiles:
@@ -96,17 +72,6 @@ class ThreadProfiles:
             except TypeError:  # a thread that never ran a profiled call
                 continue
         return merged
-
-
-def by_area(stats: pstats.Stats) -> list[tuple[str, float]]:
-    """Own time summed per area (first matching area wins; the rest is 'other')."""
-    totals: dict[str, float] = {}
-    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
-    for (filename, _, name), (_, _, tottime, _, _) in raw.items():
-        where = f"{filename} {name}"
-        area = next((a for a, keys in AREAS if any(k in where for k in keys)), "other")
-        totals[area] = totals.get(area, 0.0) + tottime
-    return sorted(totals.items(), key=lambda kv: -kv[1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,10 +110,6 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{what}: {args.events:,} events x {args.connectors} connectors, "
         f"{elapsed:.1f} s under the profiler, {len(profiles.profiles)} thread profile(s)"
     )
-    total = sum(t for _, t in by_area(stats))
-    print("\nown time by area:")
-    for area, seconds in by_area(stats):
-        print(f"  {area:<45} {seconds:7.2f} s  {100 * seconds / total:5.1f}%")
     if args.out:
         stats.dump_stats(args.out)
     stats.sort_stats("tottime").print_stats(args.top)

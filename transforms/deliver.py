@@ -283,10 +283,14 @@ class _DeliverBatch(beam.DoFn):
 
     def _complete_done(self) -> Iterator[Any]:
         for queue in self.in_flight.values():
-            if any(f.done() for f, _, _ in queue):
-                done = [e for e in queue if e[0].done()]
-                # In place: process() holds a reference to this connector's list.
-                queue[:] = [e for e in queue if not e[0].done()]
+            # One pass (a write may finish between two checks), edited in place (process()
+            # holds a reference to this connector's list).
+            done: list[InFlight] = []
+            pending: list[InFlight] = []
+            for entry in queue:
+                (done if entry[0].done() else pending).append(entry)
+            if done:
+                queue[:] = pending
                 for entry in done:
                     yield from self._complete(entry)
 
