@@ -171,7 +171,11 @@ class ObjectStoreSink(Sink):
         raise NotImplementedError
 
     def disconnect(self) -> None:
-        """Release the client (default: nothing to do)."""
+        """Release the client: by default close ``self.client`` (S3, GCS) if there is one."""
+        client = getattr(self, "client", None)
+        if client is not None:
+            client.close()
+            self.client = None
 
     # -- shared behaviour ------------------------------------------------------------------
 

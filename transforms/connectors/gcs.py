@@ -151,11 +151,5 @@ class GCSSink(ObjectStoreSink):
             return self.error(obj, f"{type(exc).__name__}: {exc}", retryable=False)
         return None
 
-    def disconnect(self) -> None:
-        """Close the client's HTTP session."""
-        if self.client is not None:
-            self.client.close()
-            self.client = None
-
 
 CONNECTOR_TYPES = {"gcs": ConnectorSpec(GCSDeliver, GCSSink)}

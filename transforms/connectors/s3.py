@@ -195,12 +195,6 @@ class S3Sink(ObjectStoreSink):
             return self.error(obj, f"{type(exc).__name__}: {exc}", retryable=False)
         return None
 
-    def disconnect(self) -> None:
-        """Close the client's connection pool."""
-        if self.client is not None:
-            self.client.close()
-            self.client = None
-
 
 def _code(exc: Any) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
