@@ -31,6 +31,7 @@ from transforms.parse import (
     ReadPubSubChunks,
 )
 from transforms.retry import (
+    HoldRetries,
     PublishDeadLetters,
     PublishRetries,
     ReadRetries,
@@ -46,6 +47,7 @@ def build_delivery(
     streaming: bool = False,
     clock: Any = None,
     rules: LiveRules | None = None,
+    retry_messages: Any = None,
 ) -> dict[str, Any]:
     """Wire Parse -> ... -> Deliver onto a PCollection of raw line chunks.
 
@@ -54,6 +56,8 @@ def build_delivery(
     ``clock`` is passed to every ``GroupIntoBatches`` (TestStream tests need a fake one).
     ``rules`` (default: the config's, fixed) lets Route, Filter and Package follow a
     config that changes while the job runs (see :mod:`beam_pipeline.live`).
+    ``retry_messages`` (streaming with a Pub/Sub retry topic) replaces the read of
+    ``retry_subscription`` with a PCollection of the same messages (TestStream tests).
 
     Returns the ``written`` (one :class:`~transforms.deliver.Delivered` per batch),
     ``dead_letters`` (paths of dead-letter files) and, with a ``retry_topic``, ``retries``
@@ -73,7 +77,10 @@ def build_delivery(
     extra_failures = []
     if streaming and config.retry_on_pubsub:
         assert config.retry_subscription is not None
-        held = chunks.pipeline | "Retries" >> ReadRetries(config.retry_subscription)
+        if retry_messages is not None:
+            held = retry_messages | "Retries" >> HoldRetries()
+        else:
+            held = chunks.pipeline | "Retries" >> ReadRetries(config.retry_subscription)
         ready = (ready, held.due) | "FreshAndDue" >> beam.Flatten()
         extra_failures.append(held.invalid)
     delivered = ready | "Deliver" >> Deliver(config)

@@ -191,20 +191,20 @@ class _HoldUntilDue(beam.DoFn):
         records: Any = _RECORDS_STATE,
         due: Any = _DUE_TIMER,
     ) -> Iterator[Any]:
+        # No early ``return`` in this generator: Beam warns about any (apache/beam#22969).
         _, data = element
-        if not data.strip():
-            return  # a blank keep-alive message (see docs/beam-limits.md), not a record
-        try:
-            record = RetryRecord.from_json_dict(orjson.loads(data))
-        except (ValueError, KeyError, TypeError) as exc:
-            letter = DeadLetter.for_input(
-                "bad_retry_record", f"unreadable retry record: {exc}", data
-            )
-            letter.stage = "retry"
-            yield beam.pvalue.TaggedOutput("invalid", [letter])
-            return
-        records.add(record)
-        due.set(min(r.not_before_ms for r in records.read()) / 1000)
+        if data.strip():  # blank: a keep-alive message (see docs/beam-limits.md)
+            try:
+                record = RetryRecord.from_json_dict(orjson.loads(data))
+            except (ValueError, KeyError, TypeError) as exc:
+                letter = DeadLetter.for_input(
+                    "bad_retry_record", f"unreadable retry record: {exc}", data
+                )
+                letter.stage = "retry"
+                yield beam.pvalue.TaggedOutput("invalid", [letter])
+            else:
+                records.add(record)
+                due.set(min(r.not_before_ms for r in records.read()) / 1000)
 
     @on_timer(_DUE)
     def release(
@@ -236,13 +236,32 @@ def _key_record(data: bytes) -> tuple[str, bytes]:
         return "", data
 
 
-class ReadRetries(beam.PTransform):
-    """Streaming: read retry records back and hold each until due, as :class:`DeliveryBatch`.
+class HoldRetries(beam.PTransform):
+    """Streaming: hold retry-topic messages (encoded retry records) until each is due.
 
-    Output: batches that carry their :class:`RetryRecord` (``retry``), ready for Deliver,
-    which makes one attempt each and settles them (delivered, next delayed retry, or dead
-    letter). Tagged ``invalid``: unreadable messages, as dead letters.
+    Input: the messages' bytes. Output ``due``: one :class:`DeliveryBatch` per record, at
+    its ``not_before`` (a processing-time timer), carrying the record (``retry``) so that
+    Deliver makes one attempt and settles it (delivered, next delayed retry, or dead
+    letter). Tagged ``invalid``: unreadable messages, as dead letters. Blank messages
+    (keep-alives) are ignored.
     """
+
+    def expand(self, messages: Any) -> Any:
+        return _hold_until_due(messages)
+
+
+def _hold_until_due(messages: Any) -> Any:
+    # Applied directly (not as a nested composite) so the steps keep their labels,
+    # ``Retries/KeyByName`` and ``Retries/HoldUntilDue``, inside ReadRetries.
+    return (
+        messages
+        | "KeyByName" >> beam.Map(_key_record).with_output_types(beam.typehints.Tuple[str, bytes])
+        | "HoldUntilDue" >> beam.ParDo(_HoldUntilDue()).with_outputs("invalid", main="due")
+    )
+
+
+class ReadRetries(beam.PTransform):
+    """Streaming: read the retry subscription and :class:`HoldRetries` until due."""
 
     def __init__(self, subscription: str):
         super().__init__()
@@ -251,12 +270,8 @@ class ReadRetries(beam.PTransform):
     def expand(self, pbegin: Any) -> Any:
         from apache_beam.io.gcp.pubsub import ReadFromPubSub
 
-        return (
-            pbegin
-            | "ReadRetryTopic" >> ReadFromPubSub(subscription=self.subscription)
-            | "KeyByName"
-            >> beam.Map(_key_record).with_output_types(beam.typehints.Tuple[str, bytes])
-            | "HoldUntilDue" >> beam.ParDo(_HoldUntilDue()).with_outputs("invalid", main="due")
+        return _hold_until_due(
+            pbegin | "ReadRetryTopic" >> ReadFromPubSub(subscription=self.subscription)
         )
 
 

@@ -49,7 +49,7 @@ class Request:
     path: str
     headers: dict[str, str]  # lower-case names
     body: bytes  # as received (compressed if it was)
-    started: float
+    started: float  # time.time() at arrival (comparable with the job's own timestamps)
     status: int | None = None
     response: bytes = b""
     items: list[Any] = field(default_factory=list)
@@ -264,7 +264,7 @@ class Receiver:
             handler.reply(411, b'{"error":"Length Required"}', {})
             return
         body = handler.rfile.read(int(length))
-        request = Request(handler.command, handler.path, headers, body, time.monotonic())
+        request = Request(handler.command, handler.path, headers, body, time.time())
         request.peer = handler.client_address
         with self._lock:
             self.requests.append(request)
@@ -280,7 +280,7 @@ class Receiver:
             self._release.wait(fault.seconds)
             handler.close_connection = True
             with self._lock:
-                request.finished = time.monotonic()
+                request.finished = time.time()
                 self.rejected.extend(reply.items)
                 self._lock.notify_all()
             return
@@ -304,7 +304,7 @@ class Receiver:
             handler.reply(reply.status, reply.body, reply.headers)
         finally:
             with self._lock:
-                request.finished = time.monotonic()
+                request.finished = time.time()
                 self._lock.notify_all()
 
 
