@@ -213,10 +213,49 @@ def cmd_run(argv: Sequence[str]) -> int:
             "retry_topic or dead_letter is a Pub/Sub topic, which only a streaming run uses; "
             "for a batch run use a directory, gs:// or s3:// location"
         )
+    _use_every_core(options, argv, files)
     pipeline = _pipeline(options)
     build_pipeline(pipeline, config, list(job.input), job.chunk_lines)
     PROGRESS.reset(sum(files.values()), len(files))
     return _finish(pipeline, config, job.summary_json, progress=_show_progress(options, job))
+
+
+AUTO_WORKERS_MIN_BYTES = 8 * 1024 * 1024
+"""Input size from which a local batch run uses a worker process per core (and file)."""
+
+_WORKER_FLAGS = ("--runner", "--direct_num_workers", "--direct_running_mode")
+
+
+def _use_every_core(options: Any, argv: Sequence[str], files: dict[str, int]) -> bool:
+    """Run a large local backfill on every core: one worker process per core and file.
+
+    Applies when no ``--runner``, ``--direct_num_workers`` or ``--direct_running_mode`` is
+    given, the input has at least 2 files and more than :data:`AUTO_WORKERS_MIN_BYTES`.
+    Workers read whole files (gzip cannot be split), so there are ``min(cores, files)``
+    of them. Each takes ~3 s to start (it imports Beam), which is why small inputs stay
+    in one process. Measured at 1M events: 1.2-1.3x the single-process throughput of the
+    plain-Python bound instead of ~0.8x (bench/RESULTS.md). Prints what it chose on
+    stderr; the flags above always win.
+    """
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    given = {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
+    cores = os.cpu_count() or 1
+    size = sum(files.values())
+    if given.intersection(_WORKER_FLAGS) or len(files) < 2 or cores < 2:
+        return False
+    if size <= AUTO_WORKERS_MIN_BYTES:
+        return False
+    workers = min(cores, len(files))
+    direct = options.view_as(DirectOptions)
+    direct.direct_num_workers = workers
+    direct.direct_running_mode = "multi_processing"
+    print(
+        f"using {workers} worker processes for {len(files)} input files "
+        f"({size / 2**20:.0f} MiB); --direct_num_workers 1 runs in this process",
+        file=sys.stderr,
+    )
+    return True
 
 
 def _show_progress(options: Any, job: Any) -> bool:

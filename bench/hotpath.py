@@ -1,6 +1,6 @@
 """Micro-benchmarks behind the hot-path suggestions in bench/RESULTS.md.
 
-    python bench/hotpath.py [--events 20000] [--cases filter encode gzip route gc]
+    python bench/hotpath.py [--events 20000] [--cases encode gzip route gc]
 
 Each case times a function of the project against a candidate replacement written here,
 on the benchmark's own events and connectors (bench/corpus.py, 5 connectors), and checks
@@ -11,27 +11,23 @@ machine's other load.
 
 Cases:
 
-* ``filter``: :meth:`FieldFilter.apply` of every connector, with ``_step`` (a wildcard
-  trie step: a regex match per key per event) memoized per (trie nodes, key).
 * ``encode``: ``encode_batch(..., "ndjson")`` against one ``orjson.dumps`` per record with
   ``OPT_APPEND_NEWLINE`` and a single U+2028/U+2029 check on the joined bytes.
 * ``gzip``: ``gzip.compress`` of an ndjson batch at level 6 (now) against 1 and 3.
 * ``route``: every connector's :meth:`RouteRule.matches` over every event of a chunk,
   against bucketing the chunk's events by type once and testing only the types a
   connector lists (same events, same order).
-* ``member``: an ``in`` condition over strings (``metadata.geo.country_code in [US, CA,
-  MX]``) as compiled now (a generator of ``_same`` calls per event) against a frozenset
-  lookup when every choice is a string (same answers: a non-string never equals one).
-* ``iso``: ``format_time(ms, "iso8601")`` (a datetime and strftime per event) against the
-  same text with the seconds part cached per second.
 * ``gc``: the whole job in-process (child process) on ``--gc-events``, timing the cyclic
   garbage collector per generation, as is and with ``gc.freeze()`` after the imports.
+
+The ``filter``, ``member`` and ``iso`` candidates of earlier sessions are now the
+project's code; ``bench/rules_ab.py`` compares the rules of two source trees stage by
+stage (and checks they produce the same output).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import gzip
 import json
 import os
@@ -41,7 +37,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +49,10 @@ if str(ROOT) not in sys.path:
 from beam_pipeline.config import compile_connectors, load_config  # noqa: E402
 from bench.bound import read_lines  # noqa: E402
 from bench.corpus import bench_config, ensure_corpus  # noqa: E402
-from transforms.rules import filter as filter_rules  # noqa: E402
 from transforms.rules.encode import encode_batch  # noqa: E402
-from transforms.rules.events import get_path, parse_line, split_path  # noqa: E402
-from transforms.rules.package import format_time  # noqa: E402
-from transforms.rules.route import compile_condition  # noqa: E402
+from transforms.rules.events import parse_line  # noqa: E402
 
-CASES = ("filter", "encode", "gzip", "route", "member", "iso", "gc")
+CASES = ("encode", "gzip", "route", "gc")
 
 
 def best_of(fn: Callable[[], Any], runs: int = 5) -> tuple[float, Any]:
@@ -79,37 +71,6 @@ def report(case: str, what: str, now_s: float, new_s: float, per: int, note: str
         f"| {case} | {what} | {now_s * 1e6 / per:.2f} | {new_s * 1e6 / per:.2f} "
         f"| {1 - new_s / now_s:+.0%} | {note} |"
     )
-
-
-def case_filter(events: list[dict[str, Any]], connectors: list[Any]) -> list[str]:
-    rows = []
-    original = filter_rules._step
-    memo: dict[tuple[tuple[int, ...], str], Any] = {}
-
-    def memo_step(nodes: list[Any], key: str) -> Any:
-        index = (tuple(map(id, nodes)), key)
-        hit = memo.get(index)
-        if hit is None:
-            hit = memo[index] = original(nodes, key)
-        return hit
-
-    for c in connectors:
-        if c.filter.is_identity:
-            continue
-        apply = c.filter.apply
-
-        def run(apply: Callable[[dict[str, Any]], Any] = apply) -> list[Any]:
-            return [apply(e) for e in events]
-
-        now_s, expected = best_of(run)
-        filter_rules._step = memo_step
-        try:
-            new_s, got = best_of(run)
-        finally:
-            filter_rules._step = original
-        assert got == expected, f"memoized filter differs for {c.id}"
-        rows.append(report("filter", c.id, now_s, new_s, len(events)))
-    return rows
 
 
 def _ndjson_candidate(records: list[Any]) -> bytes:
@@ -174,39 +135,6 @@ def case_route(events: list[dict[str, Any]], connectors: list[Any]) -> list[str]
     new_s, got = best_of(new)
     assert got == expected, "bucketed routing differs"
     return [report("route", f"{len(connectors)} connectors", now_s, new_s, len(events))]
-
-
-def case_member(events: list[dict[str, Any]]) -> list[str]:
-    choices = ["US", "CA", "MX"]
-    now = compile_condition("metadata.geo.country_code", "in", choices)
-    path, allowed = split_path("metadata.geo.country_code"), frozenset(choices)
-
-    def new(e: dict[str, Any]) -> bool:
-        got = get_path(e, path)
-        return isinstance(got, str) and got in allowed
-
-    now_s, expected = best_of(lambda: [now(e) for e in events])
-    new_s, got = best_of(lambda: [new(e) for e in events])
-    assert got == expected, "frozenset membership differs"
-    return [report("member", "country in [US, CA, MX]", now_s, new_s, len(events))]
-
-
-@functools.lru_cache(maxsize=4096)
-def _iso_second(second: int) -> str:
-    stamp = datetime.fromtimestamp(second, tz=timezone.utc)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.")
-
-
-def case_iso(events: list[dict[str, Any]]) -> list[str]:
-    stamps = [e["event"]["timestamp"] for e in events]
-
-    def new(ms: int) -> str:
-        return _iso_second(ms // 1000) + f"{ms % 1000:03d}Z"
-
-    now_s, expected = best_of(lambda: [format_time(ms, "iso8601") for ms in stamps])
-    new_s, got = best_of(lambda: [new(ms) for ms in stamps])
-    assert got == expected, "cached ISO text differs"
-    return [report("iso", "format_time iso8601", now_s, new_s, len(events))]
 
 
 _GC_CHILD = r"""
@@ -280,18 +208,12 @@ def main(argv: list[str] | None = None) -> int:
             "|---|---|---:|---:|---:|---|"
         )
         for case in args.cases:
-            if case == "filter":
-                rows = case_filter(events, connectors)
-            elif case == "encode":
+            if case == "encode":
                 rows = case_encode(records)
             elif case == "gzip":
                 rows = case_gzip(records)
             elif case == "route":
                 rows = case_route(events, connectors)
-            elif case == "member":
-                rows = case_member(events)
-            elif case == "iso":
-                rows = case_iso(events)
             else:
                 rows = case_gc(args.gc_events, work)
             print("\n".join(rows), flush=True)

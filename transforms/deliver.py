@@ -14,9 +14,11 @@ error, status and attempt count. Nothing is dropped.
 from __future__ import annotations
 
 import bisect
+import collections
+import queue
 import time
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -251,7 +253,11 @@ class _DeliverBatch(beam.DoFn):
             }
 
     def start_bundle(self) -> None:
-        self.in_flight: dict[str, list[InFlight]] = {cid: [] for cid in self.sinks}
+        # Writes report completion themselves (a done-callback puts the entry here), so
+        # finding finished writes costs O(finished), not a scan of everything in flight.
+        # One queue per bundle: a write can only ever complete into its own bundle.
+        self.finished: queue.SimpleQueue[InFlight] = queue.SimpleQueue()
+        self.in_flight: dict[str, int] = dict.fromkeys(self.sinks, 0)
 
     def process(
         self,
@@ -262,49 +268,43 @@ class _DeliverBatch(beam.DoFn):
         cid = batch.connector_id
         where = WindowedValue(None, timestamp, (window,))
         yield from self._complete_done()
-        queue = self.in_flight[cid]
-        if len(queue) >= self.backlog[cid]:
+        if self.in_flight[cid] >= self.backlog[cid]:
             if self.delayed_enabled and batch.retry is None:
                 # This connector is not keeping up: park the batch in the retry location
                 # instead of holding every other connector back (it is not lost).
-                record = spill_record(batch, f"{len(queue)} batches already in flight")
+                record = spill_record(batch, f"{self.in_flight[cid]} batches already in flight")
                 self.counters[cid][metrics.RETRIED_DELAYED].inc(len(batch.items))
                 self.counters[cid][metrics.SPILLED].inc(len(batch.items))
                 yield beam.pvalue.TaggedOutput(RETRY, where.with_value(record))
                 return
             # No retry location: wait (backpressure) rather than drop, but for whichever
-            # write finishes first, emitting every finished one.
-            while len(queue) >= self.backlog[cid]:
-                wait([f for f, _, _ in queue], return_when=FIRST_COMPLETED)
+            # write finishes first (of any connector), emitting every finished one.
+            while self.in_flight[cid] >= self.backlog[cid]:
+                yield from self._complete(self.finished.get())
                 yield from self._complete_done()
         policy = self.redelivery if batch.retry is not None else self.policies[cid]
         future = self.pools[cid].submit(deliver_with_retries, self.sinks[cid], batch, policy)
-        queue.append((future, batch, where))
+        self.in_flight[cid] += 1
+        entry: InFlight = (future, batch, where)
+        finished = self.finished
+        future.add_done_callback(lambda _: finished.put(entry))
 
     def _complete_done(self) -> Iterator[Any]:
-        for queue in self.in_flight.values():
-            # One pass (a write may finish between two checks), edited in place (process()
-            # holds a reference to this connector's list).
-            done: list[InFlight] = []
-            pending: list[InFlight] = []
-            for entry in queue:
-                (done if entry[0].done() else pending).append(entry)
-            if done:
-                queue[:] = pending
-                for entry in done:
-                    yield from self._complete(entry)
+        """Complete every write that has finished, without waiting for any."""
+        finished = self.finished
+        while not finished.empty():
+            yield from self._complete(finished.get())
 
     def finish_bundle(self) -> Iterator[Any]:
-        for queue in self.in_flight.values():
-            for entry in queue:
-                yield from self._complete(entry)
-            queue.clear()
+        while any(self.in_flight.values()):
+            yield from self._complete(self.finished.get())
 
     def _complete(
         self, entry: tuple[Future[Outcome], DeliveryBatch, WindowedValue]
     ) -> Iterator[Any]:
         future, batch, where = entry
         cid = batch.connector_id
+        self.in_flight[cid] -= 1
         counters = self.counters[cid]
         try:
             outcome = future.result()
@@ -334,25 +334,36 @@ class _DeliverBatch(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, where.with_value(letters))
 
     def _observe(self, cid: str, batch: DeliveryBatch, outcome: Outcome) -> None:
-        """Freshness (delivery time - event time) of the delivered events, and batch size."""
-        failed = {id(item) for item, _, _ in outcome.failed}
+        """Freshness (delivery time - event time) of the delivered events, and batch size.
+
+        Per batch, not per event: the ages are sorted once and each histogram bucket is
+        counted with two bisections of the sorted list.
+        """
+        items: Any = batch.items
+        if outcome.failed:
+            failed = {id(item) for item, _, _ in outcome.failed}
+            items = [item for item in items if id(item) not in failed]
+        times = [item.time_ms for item in items]
         now_ms = int(time.time() * 1000)
-        buckets = [0] * len(metrics.FRESHNESS_COUNTERS)
-        unknown = 0
-        latency = self.distributions[cid][metrics.DELIVERY_LATENCY_MS]
-        for item in batch.items:
-            if id(item) in failed:
-                continue
-            if item.time_ms is None:
-                unknown += 1
-                continue
-            age = max(now_ms - item.time_ms, 0)
-            buckets[bisect.bisect_left(metrics.FRESHNESS_BOUNDS_MS, age)] += 1
-            latency.update(age)
-        fresh = self.freshness[cid]
-        for n, count in enumerate(buckets):
-            if count:
-                fresh[n].inc(count)
+        ages = sorted([now_ms - t for t in times if t is not None])
+        unknown = len(times) - len(ages)
+        if ages:
+            if ages[0] < 0:  # an event time in the future counts as age 0
+                ages = [age if age > 0 else 0 for age in ages]
+            fresh = self.freshness[cid]
+            below = 0
+            for n, bound in enumerate(metrics.FRESHNESS_BOUNDS_MS):
+                upto = bisect.bisect_right(ages, bound, below)
+                if upto > below:
+                    fresh[n].inc(upto - below)
+                    below = upto
+                if below == len(ages):
+                    break
+            else:
+                fresh[-1].inc(len(ages) - below)
+            collections.deque(
+                map(self.distributions[cid][metrics.DELIVERY_LATENCY_MS].update, ages), 0
+            )
         if unknown:
             self.counters[cid][metrics.FRESHNESS_UNKNOWN].inc(unknown)
         self.distributions[cid][metrics.BATCH_SIZE].update(outcome.delivered)

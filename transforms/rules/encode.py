@@ -35,7 +35,10 @@ FORMATS = {"ndjson": ".ndjson", "ndjson.gz": ".ndjson.gz", "json_array": ".json"
 """Each format and the file extension it is written with."""
 
 GZIP_LEVEL = 6
-"""gzip compression level (the gzip tool's default; a good size/CPU balance)."""
+"""Default gzip compression level (the gzip tool's default; a good size/CPU balance).
+
+A ``file`` connector can set its own (``deliver.gzip_level``, 1-9): level 1 compresses
+in about 40% of level 6's CPU and writes files about 1.8x larger (bench/RESULTS.md)."""
 
 AVRO_SCHEMA: dict[str, Any] = {
     "type": "record",
@@ -69,17 +72,21 @@ def encode_ndjson(records: Sequence[Any]) -> bytes:
 
 
 def encode_batch(
-    items: Sequence[Packaged] | Sequence[dict[str, Any]], fmt: str, schema_name: str = ""
+    items: Sequence[Packaged] | Sequence[dict[str, Any]],
+    fmt: str,
+    schema_name: str = "",
+    gzip_level: int = GZIP_LEVEL,
 ) -> bytes:
     """Encode a batch in ``fmt`` (see the module docstring).
 
     ``items`` are :class:`Packaged` values (all formats) or bare records (JSON formats).
+    ``gzip_level`` (1-9) applies to ``ndjson.gz``.
     """
     records = [i.record if isinstance(i, Packaged) else i for i in items]
     if fmt == "ndjson":
         return encode_ndjson(records)
     if fmt == "ndjson.gz":
-        return gzip.compress(encode_ndjson(records), compresslevel=GZIP_LEVEL, mtime=0)
+        return gzip.compress(encode_ndjson(records), compresslevel=gzip_level, mtime=0)
     if fmt == "json_array":
         return b"[" + b",".join(dumps(r) for r in records) + b"]"
     if fmt == "avro":

@@ -46,7 +46,7 @@ GROUPS = ("metadata", "fluxdata")
 _WILDCARD = re.compile(r"[*?\[]")
 
 
-@dataclass
+@dataclass(eq=False)
 class _Node:
     """A trie of path patterns; ``terminal`` marks the end of a pattern (keep/drop here)."""
 
@@ -54,6 +54,8 @@ class _Node:
     wild: list[tuple[re.Pattern[str], _Node]] = field(default_factory=list)
     wild_text: dict[str, _Node] = field(default_factory=dict)
     terminal: bool = False
+    state: _State = field(init=False, repr=False)
+    """This node alone as a walk state (set by :func:`compile_patterns`)."""
 
     def child(self, segment: str) -> _Node:
         if _WILDCARD.search(segment):
@@ -63,6 +65,47 @@ class _Node:
                 self.wild.append((re.compile(fnmatch.translate(segment)), node))
             return node
         return self.exact.setdefault(segment, _Node())
+
+
+MAX_MEMO_KEYS = 4096
+"""Keys remembered per walk state. Event keys come from a small fixed set; past this many
+(inputs whose keys are data), further keys are matched each time instead of remembered."""
+
+
+class _State:
+    """The trie nodes one object's keys are matched against, with each key's step memoized.
+
+    With wildcards a key can reach several nodes, and finding them means a regex match per
+    pattern. The result depends only on (state, key), and event keys repeat from event to
+    event, so each is computed once per state (a lazily built automaton).
+    """
+
+    __slots__ = ("children", "nodes", "steps")
+
+    def __init__(self, nodes: tuple[_Node, ...]):
+        self.nodes = nodes
+        self.children: tuple[tuple[str, bool, _State], ...] | None = None
+        """Set when this is one node without wildcards: its ``(key, terminal, state)``."""
+        if len(nodes) == 1 and not nodes[0].wild:
+            self.children = tuple(
+                (key, child.terminal, child.state) for key, child in nodes[0].exact.items()
+            )
+        self.steps: dict[str, tuple[_State | None, bool]] = {}
+
+    def step(self, key: str) -> tuple[_State | None, bool]:
+        """The state reached by ``key`` (None: no pattern continues), and whether one ends."""
+        hit = self.steps.get(key)
+        if hit is None:
+            out, whole = _step(self.nodes, key)
+            nxt = None
+            if len(out) == 1:
+                nxt = out[0].state
+            elif out:
+                nxt = _State(tuple(out))
+            hit = (nxt, whole)
+            if len(self.steps) < MAX_MEMO_KEYS:
+                self.steps[key] = hit
+        return hit
 
 
 def normalize_pattern(pattern: str) -> list[str]:
@@ -78,6 +121,15 @@ def normalize_pattern(pattern: str) -> list[str]:
     return segments
 
 
+def _seal(node: _Node) -> None:
+    """Give every node of a finished trie its walk state (children first)."""
+    for child in node.exact.values():
+        _seal(child)
+    for _, child in node.wild:
+        _seal(child)
+    node.state = _State((node,))
+
+
 def compile_patterns(patterns: Iterable[str]) -> _Node:
     """Build the trie for a list of paths (see the module docstring for the syntax)."""
     root = _Node()
@@ -86,10 +138,11 @@ def compile_patterns(patterns: Iterable[str]) -> _Node:
         for segment in normalize_pattern(pattern):
             node = node.child(segment)
         node.terminal = True
+    _seal(root)
     return root
 
 
-def _step(nodes: list[_Node], key: str) -> tuple[list[_Node], bool]:
+def _step(nodes: Iterable[_Node], key: str) -> tuple[list[_Node], bool]:
     """The trie nodes reached from ``nodes`` by ``key``, and whether any ends there."""
     out: list[_Node] = []
     for node in nodes:
@@ -102,58 +155,60 @@ def _step(nodes: list[_Node], key: str) -> tuple[list[_Node], bool]:
     return out, any(n.terminal for n in out)
 
 
-def _allow(obj: dict[str, Any], nodes: list[_Node]) -> dict[str, Any]:
+def _allow(obj: dict[str, Any], state: _State) -> dict[str, Any]:
     kept: dict[str, Any] = {}
-    if len(nodes) == 1 and not nodes[0].wild:
-        # Fast path (no wildcard here): visit the listed keys, not every key of the object.
-        for key, child in nodes[0].exact.items():
+    children = state.children
+    if children is not None:
+        # No wildcard here: visit the listed keys, not every key of the object.
+        for key, terminal, child in children:
             if key not in obj:
                 continue
             value = obj[key]
-            if child.terminal:
+            if terminal:
                 kept[key] = value
             elif isinstance(value, dict):
-                sub = _allow(value, [child])
+                sub = _allow(value, child)
                 if sub:
                     kept[key] = sub
         return {k: kept[k] for k in obj if k in kept} if len(kept) > 1 else kept
+    steps = state.steps
     for key, value in obj.items():
-        nxt, whole = _step(nodes, key)
+        nxt, whole = steps.get(key) or state.step(key)
         if whole:
             kept[key] = value
-        elif nxt and isinstance(value, dict):
+        elif nxt is not None and isinstance(value, dict):
             sub = _allow(value, nxt)
             if sub:
                 kept[key] = sub
     return kept
 
 
-def _deny(obj: dict[str, Any], nodes: list[_Node]) -> dict[str, Any]:
+def _deny(obj: dict[str, Any], state: _State) -> dict[str, Any]:
     out: dict[str, Any] | None = None
-    if len(nodes) == 1 and not nodes[0].wild:
-        for key, child in nodes[0].exact.items():
+    children = state.children
+    if children is not None:
+        for key, terminal, child in children:
             if key not in obj:
                 continue
-            if child.terminal:
+            if terminal:
                 if out is None:
                     out = dict(obj)
                 del out[key]
             elif isinstance(obj[key], dict):
-                sub = _deny(obj[key], [child])
+                sub = _deny(obj[key], child)
                 if sub is not obj[key]:
                     if out is None:
                         out = dict(obj)
                     out[key] = sub
         return obj if out is None else out
+    steps = state.steps
     for key, value in obj.items():
-        nxt, whole = _step(nodes, key)
-        if not nxt:
-            continue
+        nxt, whole = steps.get(key) or state.step(key)
         if whole:
             if out is None:
                 out = dict(obj)
             del out[key]
-        elif isinstance(value, dict):
+        elif nxt is not None and isinstance(value, dict):
             sub = _deny(value, nxt)
             if sub is not value:
                 if out is None:
@@ -172,9 +227,9 @@ class GroupFilter:
     def apply(self, group: Any) -> Any:
         """Filter one group's value (normally an object)."""
         if self.allow is not None:
-            group = _allow(group, [self.allow]) if isinstance(group, dict) else {}
+            group = _allow(group, self.allow.state) if isinstance(group, dict) else {}
         if self.deny is not None and isinstance(group, dict):
-            group = _deny(group, [self.deny])
+            group = _deny(group, self.deny.state)
         return group
 
 

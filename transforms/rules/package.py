@@ -26,7 +26,9 @@ Plain Python, no Beam import.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import resources
@@ -34,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from transforms.rules.events import MISSING, get_path, split_path, to_epoch_ms
+from transforms.rules.events import MISSING, get_path, path_getter, split_path, to_epoch_ms
 
 TIME_FORMATS = ("iso8601", "epoch_ms", "epoch_s")
 """Values accepted by a template field's ``format``."""
@@ -88,8 +90,13 @@ def format_time(value: Any, fmt: str) -> Any:
         return ms
     if fmt == "epoch_s":
         return ms / 1000
-    stamp = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return _iso_second(ms // 1000) + f"{ms % 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_second(second: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS.`` of a second (UTC); events of a batch share few seconds."""
+    return datetime.fromtimestamp(second, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
 
 
 def flatten(obj: dict[str, Any], sep: str, prefix: str = "") -> dict[str, Any]:
@@ -98,13 +105,22 @@ def flatten(obj: dict[str, Any], sep: str, prefix: str = "") -> dict[str, Any]:
     Lists are kept as values; an empty object has no leaves, so it disappears.
     """
     out: dict[str, Any] = {}
+    _flatten_into(out, obj, sep, prefix)
+    return out
+
+
+def _flatten_into(out: dict[str, Any], obj: dict[str, Any], sep: str, prefix: str) -> None:
+    # One output dict for every level (no dict per nested object, then a merge): the same
+    # keys, values and order, since keys land in the order a depth-first walk meets them.
     for key, value in obj.items():
         name = f"{prefix}{sep}{key}" if prefix else key
         if isinstance(value, dict):
-            out.update(flatten(value, sep, name))
+            _flatten_into(out, value, sep, name)
         else:
             out[name] = value
-    return out
+
+
+Getter = Callable[[dict[str, Any]], Any]
 
 
 @dataclass(frozen=True)
@@ -123,6 +139,31 @@ class _Field:
             return self.default
         return format_time(got, self.fmt) if self.fmt else got
 
+    def getter(self) -> Getter:
+        """:meth:`value` compiled into one function of the record (the path read once)."""
+        if self.source is None:
+            const = self.const
+            return lambda record: const
+        default, fmt = self.default, self.fmt
+        if not self.source:
+            return lambda record: format_time(record, fmt) if fmt else record
+        get = path_getter(self.source)
+        if fmt:
+
+            def formatted(record: dict[str, Any]) -> Any:
+                got = get(record)
+                return default if got is MISSING else format_time(got, fmt)
+
+            return formatted
+        if default is MISSING:
+            return get
+
+        def with_default(record: dict[str, Any]) -> Any:
+            got = get(record)
+            return default if got is MISSING else got
+
+        return with_default
+
 
 @dataclass(frozen=True)
 class Template:
@@ -131,6 +172,29 @@ class Template:
     name: str
     fields: tuple[_Field, ...]
     flatten_sep: str | None
+    plan: tuple[tuple[tuple[str, ...] | None, Getter], ...] = dataclasses.field(
+        init=False, repr=False, compare=False
+    )
+    """Each field's target and compiled getter."""
+    flat_plan: tuple[tuple[str, Getter], ...] | None = dataclasses.field(
+        init=False, repr=False, compare=False
+    )
+    """For a flattening template whose targets are distinct top-level keys (no spread):
+    flatten each value straight into the output, which gives the same record as building
+    it and flattening it after."""
+
+    def __post_init__(self) -> None:
+        plan = tuple((f.target, f.getter()) for f in self.fields)
+        object.__setattr__(self, "plan", plan)
+        targets = [f.target for f in self.fields]
+        flat = (
+            self.flatten_sep is not None
+            and all(t is not None and len(t) == 1 for t in targets)
+            and len(set(targets)) == len(targets)
+        )
+        object.__setattr__(
+            self, "flat_plan", tuple((t[0], get) for t, get in plan if t) if flat else None
+        )
 
     @classmethod
     def compile(cls, spec: Any, name: str = "inline") -> Template:
@@ -154,17 +218,29 @@ class Template:
     def apply(self, record: dict[str, Any]) -> dict[str, Any]:
         """Build the destination record from a (filtered, mapped, renamed) event."""
         out: dict[str, Any] = {}
-        for f in self.fields:
-            value = f.value(record)
+        if self.flat_plan is not None:
+            sep = self.flatten_sep
+            assert sep is not None
+            for name, get in self.flat_plan:
+                value = get(record)
+                if value is MISSING:
+                    continue
+                if isinstance(value, dict):
+                    _flatten_into(out, value, sep, name)
+                else:
+                    out[name] = value
+            return out
+        for target, get in self.plan:
+            value = get(record)
             if value is MISSING:
                 continue
-            if f.target is None:
+            if target is None:
                 if isinstance(value, dict):
                     out.update(value)
-            elif len(f.target) == 1:
-                out[f.target[0]] = value
+            elif len(target) == 1:
+                out[target[0]] = value
             else:
-                out = set_path(out, f.target, value)
+                out = set_path(out, target, value)
         return flatten(out, self.flatten_sep) if self.flatten_sep else out
 
 
@@ -215,6 +291,14 @@ class Packager:
     values: tuple[tuple[tuple[str, ...], dict[Any, Any]], ...]
     renames: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]
     template: Template | None
+    value_plan: tuple[tuple[tuple[str, ...], Getter, dict[Any, Any]], ...] = dataclasses.field(
+        init=False, repr=False, compare=False
+    )
+    """``values`` with each path compiled into a getter."""
+
+    def __post_init__(self) -> None:
+        plan = tuple((path, path_getter(path), mapping) for path, mapping in self.values)
+        object.__setattr__(self, "value_plan", plan)
 
     @classmethod
     def compile(
@@ -240,8 +324,8 @@ class Packager:
     def apply(self, event: dict[str, Any]) -> dict[str, Any]:
         """Package one filtered event; the input is never modified."""
         record = event
-        for path, mapping in self.values:
-            got = get_path(record, path)
+        for path, get, mapping in self.value_plan:
+            got = get(record)
             if got is MISSING or isinstance(got, (dict, list)):
                 continue
             try:
@@ -251,6 +335,12 @@ class Packager:
             if isinstance(got, bool) != isinstance(new, bool) or new != got:
                 record = set_path(record, path, new)
         for src, dst in self.renames:
+            if len(src) == 1 and len(dst) == 1:
+                # Top-level to top-level: one copy instead of pop_path's and set_path's.
+                if src[0] in record:
+                    record = dict(record)
+                    record[dst[0]] = record.pop(src[0])
+                continue
             record, value = pop_path(record, src)
             if value is not MISSING:
                 record = set_path(record, dst, value)

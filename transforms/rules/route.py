@@ -26,6 +26,7 @@ Semantics (fixed by the config contract):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import re
@@ -33,7 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from transforms.rules.events import MISSING, get_path, split_path
+from transforms.rules.events import MISSING, path_getter, split_path
 
 OPS = ("eq", "ne", "in", "not_in", "exists", "gt", "gte", "lt", "lte", "regex")
 """The condition operators, as written in ``route.when[].op``."""
@@ -60,23 +61,30 @@ def compile_condition(field: str, op: str, value: Any) -> Predicate:
             regex that does not compile. Config validation calls this, so a bad rule is
             reported before the pipeline starts.
     """
-    path = split_path(field)
+    get = path_getter(split_path(field))
     if op == "exists":
         if not isinstance(value, bool):
             raise ValueError(f"op 'exists' needs value true or false, got {value!r}")
         want = value
-        return lambda e: (get_path(e, path) is not MISSING) == want
+        return lambda e: (get(e) is not MISSING) == want
     if op in ("in", "not_in"):
         if not isinstance(value, list):
             raise ValueError(f"op {op!r} needs a list value, got {value!r}")
         choices = list(value)
+        if choices and all(isinstance(c, str) for c in choices):
+            # Strings only: a set lookup gives the same answers (only a string equals a
+            # string; MISSING and booleans are not strings) without a call per choice.
+            strings = frozenset(choices)
+            if op == "in":
+                return lambda e: isinstance(got := get(e), str) and got in strings
+            return lambda e: not (isinstance(got := get(e), str) and got in strings)
         if op == "in":
-            return lambda e: _member(get_path(e, path), choices)
-        return lambda e: not _member(get_path(e, path), choices)
+            return lambda e: _member(get(e), choices)
+        return lambda e: not _member(get(e), choices)
     if op == "eq":
-        return lambda e: _same(get_path(e, path), value)
+        return lambda e: _same(get(e), value)
     if op == "ne":
-        return lambda e: not _same(get_path(e, path), value)
+        return lambda e: not _same(get(e), value)
     if op in ("gt", "gte", "lt", "lte"):
         if not _is_number(value):
             raise ValueError(f"op {op!r} needs a number value, got {value!r}")
@@ -88,7 +96,7 @@ def compile_condition(field: str, op: str, value: Any) -> Predicate:
         }[op]
 
         def numeric(e: dict[str, Any]) -> bool:
-            got = get_path(e, path)
+            got = get(e)
             return _is_number(got) and compare(got)
 
         return numeric
@@ -101,7 +109,7 @@ def compile_condition(field: str, op: str, value: Any) -> Predicate:
             raise ValueError(f"regex {value!r} does not compile: {exc}") from exc
 
         def search(e: dict[str, Any]) -> bool:
-            got = get_path(e, path)
+            got = get(e)
             return isinstance(got, str) and pattern.search(got) is not None
 
         return search
@@ -129,6 +137,15 @@ class RouteRule:
     exclude_events: frozenset[str]
     conditions: tuple[tuple[str, Predicate], ...]
     sample_sessions: float
+    types: frozenset[str] | None = dataclasses.field(init=False, repr=False, compare=False)
+    """The event types that may match (``events`` minus ``exclude_events``); None: any
+    type not excluded."""
+    predicates: tuple[Predicate, ...] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        types = self.events - self.exclude_events if self.events else None
+        object.__setattr__(self, "types", types)
+        object.__setattr__(self, "predicates", tuple(p for _, p in self.conditions))
 
     @classmethod
     def compile(
@@ -168,9 +185,13 @@ class RouteRule:
     def matches(self, event: dict[str, Any]) -> bool:
         """True if the event routes to this connector (``explain`` without the words)."""
         etype = event["event"]["type"]
-        if etype in self.exclude_events or (self.events and etype not in self.events):
+        types = self.types
+        if types is not None:
+            if etype not in types:
+                return False
+        elif etype in self.exclude_events:
             return False
-        for _, predicate in self.conditions:
+        for predicate in self.predicates:
             if not predicate(event):
                 return False
         if self.sample_sessions < 1.0:

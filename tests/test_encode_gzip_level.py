@@ -1,0 +1,58 @@
+"""``deliver.gzip_level`` of file connectors: validated 1-9, default 6, same content."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from beam_pipeline.config import ConfigError, parse_config
+from tests.conftest import make_event
+from transforms.connectors import make_sink
+from transforms.connectors.base import DeliveryBatch
+from transforms.rules.encode import GZIP_LEVEL, encode_batch, encode_ndjson
+from transforms.rules.events import event_time_ms
+from transforms.rules.records import Packaged
+
+
+def items(n: int = 300) -> list[Packaged]:
+    events = [make_event(event_id=f"e{i}", session_id=f"s{i % 7}") for i in range(n)]
+    return [Packaged(e["event_id"], event_time_ms(e), "heartbeat", e, e) for e in events]
+
+
+def config(tmp_path: Path, level: str) -> str:
+    return f"""
+connectors:
+  - id: archive
+    type: file
+    deliver: {{path: {tmp_path}, format: ndjson.gz{level}}}
+dead_letter: {{path: {tmp_path / "dlq"}}}
+"""
+
+
+def test_default_level_is_six_and_bytes_are_unchanged(tmp_path: Path) -> None:
+    batch = items()
+    data = encode_batch(batch, "ndjson.gz")
+    assert GZIP_LEVEL == 6
+    assert data == gzip.compress(encode_ndjson([i.record for i in batch]), 6, mtime=0)
+    deliver = parse_config(config(tmp_path, "")).connectors[0].deliver_config
+    assert deliver.gzip_level == 6
+
+
+def test_a_level_changes_size_not_content(tmp_path: Path) -> None:
+    batch = items()
+    fast, default = encode_batch(batch, "ndjson.gz", gzip_level=1), encode_batch(batch, "ndjson.gz")
+    assert gzip.decompress(fast) == gzip.decompress(default)
+    assert len(fast) > len(default)
+    deliver = parse_config(config(tmp_path, ", gzip_level: 1")).connectors[0].deliver_config
+    sink = make_sink("archive", "file", deliver)
+    sink.open()
+    written = sink.write(DeliveryBatch("archive", "", batch))
+    assert Path(written.name).read_bytes() == fast
+
+
+@pytest.mark.parametrize("bad", ["0", "10", "fast"])
+def test_levels_outside_one_to_nine_are_refused(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(ConfigError, match="gzip_level"):
+        parse_config(config(tmp_path, f", gzip_level: {bad}"))
