@@ -1,4 +1,4 @@
-"""``deliver.gzip_level`` of file connectors: validated 1-9, default 6, same content."""
+"""``deliver.gzip_level`` of file and object-store connectors: 1-9, default 6, same content."""
 
 from __future__ import annotations
 
@@ -56,3 +56,29 @@ def test_a_level_changes_size_not_content(tmp_path: Path) -> None:
 def test_levels_outside_one_to_nine_are_refused(tmp_path: Path, bad: str) -> None:
     with pytest.raises(ConfigError, match="gzip_level"):
         parse_config(config(tmp_path, f", gzip_level: {bad}"))
+
+
+@pytest.mark.parametrize(
+    ("kind", "where"),
+    [
+        ("s3", "bucket: telemetry"),
+        ("gcs", "bucket: telemetry"),
+        ("azure_blob", "container: telemetry, connection_string: '${env:TEST_AZURE_CONN}'"),
+    ],
+)
+def test_object_stores_take_the_level_too(
+    tmp_path: Path, kind: str, where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_AZURE_CONN", "UseDevelopmentStorage=true")
+    batch = items()
+    cfg = f"""
+connectors:
+  - id: store
+    type: {kind}
+    deliver: {{{where}, format: ndjson.gz, gzip_level: 1}}
+dead_letter: {{path: {tmp_path / "dlq"}}}
+"""
+    deliver = parse_config(cfg).connectors[0].deliver_config
+    assert deliver.gzip_level == 1
+    stored = make_sink("store", kind, deliver).encode(DeliveryBatch("store", "", batch))
+    assert stored.data == encode_batch(batch, "ndjson.gz", gzip_level=1)

@@ -147,6 +147,7 @@ class ObjectStoreSink(Sink):
         self.format: str = deliver.format
         self.extension = FORMATS[deliver.format]
         self.content_type = CONTENT_TYPES[deliver.format]
+        self.gzip_level: int = deliver.gzip_level
         self.secrets: tuple[str, ...] = ()
         self._connected = False
         self._connect_error: DeliveryError | None = None
@@ -218,7 +219,11 @@ class ObjectStoreSink(Sink):
         name = object_name(
             batch.prefix, self.connector_id, (i.event_id for i in batch.items), self.extension
         )
-        return StoredObject(name, encode_batch(batch.items, self.format), self.content_type)
+        return StoredObject(
+            name,
+            encode_batch(batch.items, self.format, gzip_level=self.gzip_level),
+            self.content_type,
+        )
 
     def write(self, batch: DeliveryBatch) -> WriteResult:
         """Put the batch's object create-only; an object already there counts as delivered."""

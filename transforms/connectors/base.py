@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from transforms.rules.encode import FORMATS
+from transforms.rules.encode import FORMATS, GZIP_LEVEL
 from transforms.rules.naming import PrefixTemplate
 from transforms.rules.records import Packaged
 
@@ -66,6 +66,13 @@ class ObjectLayout(DeliverConfig):
     )
     format: Literal["ndjson", "ndjson.gz", "json_array", "avro"] = Field(
         default="ndjson.gz", description="Encoding: " + ", ".join(FORMATS) + "."
+    )
+    gzip_level: int = Field(
+        default=GZIP_LEVEL,
+        ge=1,
+        le=9,
+        description="gzip level of ndjson.gz files and objects, 1 (fastest) to 9 (smallest). "
+        "Level 1 takes ~40% of the default 6's CPU for ~1.8x larger files.",
     )
 
     @field_validator("prefix")

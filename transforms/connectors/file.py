@@ -32,7 +32,7 @@ from transforms.connectors.base import (
     Sink,
     WriteResult,
 )
-from transforms.rules.encode import FORMATS, GZIP_LEVEL, encode_batch
+from transforms.rules.encode import FORMATS, encode_batch
 from transforms.rules.naming import object_name
 
 
@@ -75,13 +75,6 @@ class FileDeliver(ObjectLayout):
     )
     format: Literal["ndjson", "ndjson.gz", "json_array", "avro"] = Field(
         default="ndjson", description="File format: " + ", ".join(FORMATS) + "."
-    )
-    gzip_level: int = Field(
-        default=GZIP_LEVEL,
-        ge=1,
-        le=9,
-        description="gzip level of ndjson.gz files, 1 (fastest) to 9 (smallest). Level 1 "
-        "takes ~40% of the default 6's CPU for ~1.8x larger files.",
     )
 
 
