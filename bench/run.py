@@ -9,9 +9,11 @@ For every (events, connectors) configuration it runs, each in its own child proc
 * ``bound``: ``bench/bound.py`` (one plain loop over the job's own rules, no Beam);
 * ``job``: ``python -m beam_pipeline run --config ... --input corpus.jsonl.gz --no-progress``
   (the default configuration: Beam's in-process FnApiRunner);
-* ``job 2w``: the same with ``--direct_num_workers 2 --direct_running_mode
-  multi_processing`` over the corpus split into ``--parts`` files (4): two worker
-  processes, each reading whole files.
+* ``job files``: the same default command over the corpus split into ``--parts`` files
+  (4): with several input files larger than 8 MB in all, ``run`` starts a worker process
+  per core (each reading whole files) by itself;
+* ``job 2w`` (on request): ``--direct_num_workers 2 --direct_running_mode
+  multi_processing`` given explicitly, over the split corpus.
 
 Repetitions interleave the variants (rotating their order), so all of them see the same
 background load; figures are medians, and ratios are taken between medians of the same
@@ -71,7 +73,9 @@ END = "<!-- bench/run.py: generated section ends -->"
 REGRESSION = {"events": 30_000, "connectors": 5}
 """The configuration of the CI regression check (and of ``--quick``)."""
 
-VARIANTS = ("bound", "job", "job 2w")
+VARIANTS = ("bound", "job", "job files", "job 2w")
+DEFAULT_VARIANTS = ("bound", "job", "job files")
+SPLIT_VARIANTS = ("job files", "job 2w")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _SUBREAPER = False
 
@@ -314,6 +318,8 @@ def run_variant(
         argv = [*bound_argv(config, single), "--summary-json", str(summary)]
     elif variant == "job":
         argv = [*job_argv(config, single), "--summary-json", str(summary)]
+    elif variant == "job files":
+        argv = [*job_argv(config, parts), "--summary-json", str(summary)]
     else:
         argv = [*job_argv(config, parts, workers), "--summary-json", str(summary)]
     load1 = os.getloadavg()[0]
@@ -362,7 +368,7 @@ def check(runs: list[Run]) -> None:
     for r in ok:
         if r.delivered != ref.delivered:
             raise RuntimeError(f"{r.variant} delivered {r.delivered}, the bound {ref.delivered}")
-        same_input = r.variant != "job 2w"
+        same_input = r.variant not in SPLIT_VARIANTS
         if same_input and (r.writes, r.bytes) != (ref.writes, ref.bytes):
             raise RuntimeError(
                 f"{r.variant} wrote {r.writes} files / {r.bytes} bytes, "
@@ -409,7 +415,7 @@ def bench_config_rows(
     ``cache`` is the corpus cache directory (default: see :func:`bench.corpus.cache_dir`).
     """
     single = ensure_corpus(events, seed, folder=cache)
-    split = ensure_corpus(events, seed, parts, cache) if "job 2w" in variants else []
+    split = ensure_corpus(events, seed, parts, cache) if set(SPLIT_VARIANTS) & set(variants) else []
     per: dict[str, list[Run]] = {v: [] for v in variants}
     for rep in range(repeat):
         order = list(variants[rep % len(variants) :]) + list(variants[: rep % len(variants)])
@@ -545,8 +551,9 @@ def report(
         "their load; ratios compare runs interleaved in this one command.",
         "",
         f"Corpus: `examples.generate_events.generate(N, seed={args.seed})`, gzip JSON lines; "
-        f"configs: `bench/corpus.py` (1, 5, 20 file connectors); `job 2w` reads the corpus "
-        f"split into {args.parts} files with {args.workers} worker processes. Medians of "
+        f"configs: `bench/corpus.py` (1, 5, 20 file connectors); `job files` runs the "
+        f"default command on the corpus split into {args.parts} files (it picks its worker "
+        f"processes itself), `job 2w` asks for {args.workers}. Medians of "
         f"{args.repeat} interleaved repetition(s). `run s` is the run's own elapsed time "
         "(without interpreter start-up and imports); `wall s` is spawn to exit; events/s "
         "count input events over wall time; ratios are bound wall / job wall (events/s) and "
@@ -629,7 +636,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--connectors", type=int, nargs="+", default=[1, 5, 20])
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=VARIANTS)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--parts", type=int, default=4, help="files of the split corpus")
     parser.add_argument("--workers", type=int, default=2, help="processes of `job 2w`")
