@@ -30,12 +30,15 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from beam_pipeline.config import ConfigError, DeliveryConfig, load_config
 from transforms.progress import PROGRESS, ProgressPrinter
+
+if TYPE_CHECKING:
+    from transforms.pubsub_read import PubSubReading
 
 USAGE = __doc__
 
@@ -280,6 +283,9 @@ def _run_streaming(options: Any, job: Any, config: DeliveryConfig) -> int:
     if job.config_refresh_s is not None and job.config_refresh_s <= 0:
         return _fail("--config-refresh-s must be positive")
     options.view_as(StandardOptions).streaming = True
+    reading = _pubsub_reading(options, job)
+    if reading.portable and job.topic:
+        return _fail("the portable Pub/Sub reader reads a --subscription; create one on the topic")
     pipeline = _pipeline(options)
     build_streaming_pipeline(
         pipeline,
@@ -289,8 +295,42 @@ def _run_streaming(options: Any, job: Any, config: DeliveryConfig) -> int:
         job.timestamp_attribute,
         config_source=job.config,
         config_refresh_s=job.config_refresh_s,
+        reading=reading,
     )
-    return _finish(pipeline, config, job.summary_json, job.run_for_s)
+    # The portable reader stops by itself at run_for_s and the job drains and finishes;
+    # Beam's reader never stops, so that job is cancelled after run_for_s.
+    return _finish(pipeline, config, job.summary_json, None if reading.portable else job.run_for_s)
+
+
+PORTABLE_RUNNERS = ("FlinkRunner", "PortableRunner", "PrismRunner")
+"""Runners that get the portable Pub/Sub reader by default (no native ReadFromPubSub)."""
+
+
+def _pubsub_reading(options: Any, job: Any) -> PubSubReading:
+    """How to read Pub/Sub, from ``--pubsub-reader``, ``--pubsub-ack`` and the runner."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    from beam_pipeline.options import FlinkCheckpointOptions
+    from transforms.pubsub_read import PubSubReading
+
+    runner = options.view_as(StandardOptions).runner
+    name = runner if isinstance(runner, str) else type(runner).__name__ if runner else ""
+    portable = job.pubsub_reader == "portable" or (
+        job.pubsub_reader == "auto" and name.rsplit(".", 1)[-1] in PORTABLE_RUNNERS
+    )
+    checkpointing = bool(options.view_as(FlinkCheckpointOptions).checkpointing_interval)
+    ack = job.pubsub_ack
+    if ack == "auto":
+        ack = "finalize" if checkpointing or name.endswith("PrismRunner") else "immediate"
+    if portable and ack == "immediate":
+        print(
+            "note: Pub/Sub messages are acked as soon as they are read (--pubsub-ack "
+            "immediate): a crash can lose those still in the job. With Flink, set "
+            "--checkpointing_interval to ack after each checkpoint instead.",
+            file=sys.stderr,
+        )
+    stop_at = time.time() + job.run_for_s if portable and job.run_for_s else None
+    return PubSubReading(portable=portable, ack=ack, stop_at=stop_at)
 
 
 def cmd_retry(argv: Sequence[str]) -> int:

@@ -30,7 +30,9 @@ from transforms.parse import (
     ReadEventChunks,
     ReadPubSubChunks,
 )
+from transforms.pubsub_read import PubSubReading
 from transforms.retry import (
+    REQUEUE,
     HoldRetries,
     PublishDeadLetters,
     PublishRetries,
@@ -48,6 +50,7 @@ def build_delivery(
     clock: Any = None,
     rules: LiveRules | None = None,
     retry_messages: Any = None,
+    reading: PubSubReading | None = None,
 ) -> dict[str, Any]:
     """Wire Parse -> ... -> Deliver onto a PCollection of raw line chunks.
 
@@ -58,6 +61,7 @@ def build_delivery(
     config that changes while the job runs (see :mod:`beam_pipeline.live`).
     ``retry_messages`` (streaming with a Pub/Sub retry topic) replaces the read of
     ``retry_subscription`` with a PCollection of the same messages (TestStream tests).
+    ``reading`` says how subscriptions are read (see :mod:`transforms.pubsub_read`).
 
     Returns the ``written`` (one :class:`~transforms.deliver.Delivered` per batch),
     ``dead_letters`` (paths of dead-letter files) and, with a ``retry_topic``, ``retries``
@@ -75,14 +79,16 @@ def build_delivery(
         cut = packaged.records | "Batch" >> CutBatches(config)
         ready, unbatchable = cut.batches, cut[DEAD_LETTER]
     extra_failures = []
+    requeued = []
     if streaming and config.retry_on_pubsub:
         assert config.retry_subscription is not None
         if retry_messages is not None:
             held = retry_messages | "Retries" >> HoldRetries()
         else:
-            held = chunks.pipeline | "Retries" >> ReadRetries(config.retry_subscription)
+            held = chunks.pipeline | "Retries" >> ReadRetries(config.retry_subscription, reading)
         ready = (ready, held.due) | "FreshAndDue" >> beam.Flatten()
         extra_failures.append(held.invalid)
+        requeued.append(held[REQUEUE])
     delivered = ready | "Deliver" >> Deliver(config)
     failures = (
         parsed[DEAD_LETTER],
@@ -101,7 +107,9 @@ def build_delivery(
     out = {"written": delivered.written, "dead_letters": dead}
     if config.retry_on_pubsub:
         assert config.retry_topic is not None
-        out["retries"] = delivered[RETRY] | "DelayedRetries" >> PublishRetries(config.retry_topic)
+        # Records still waiting when the input ends go back to the topic, unchanged.
+        waiting = (delivered[RETRY], *requeued) | "WaitingRetries" >> beam.Flatten()
+        out["retries"] = waiting | "DelayedRetries" >> PublishRetries(config.retry_topic)
     elif config.retry_topic is not None:
         out["retries"] = delivered[RETRY] | "DelayedRetries" >> WriteRetries(config.retry_topic)
     return out
@@ -127,6 +135,7 @@ def build_streaming_pipeline(
     clock: Any = None,
     config_source: str | None = None,
     config_refresh_s: float | None = None,
+    reading: PubSubReading | None = None,
 ) -> dict[str, Any]:
     """Build the streaming job on ``p``: read Pub/Sub and deliver per ``config``.
 
@@ -135,5 +144,7 @@ def build_streaming_pipeline(
     ``config_source`` that often and applied without a restart.
     """
     rules = LiveRules(config, config_source, config_refresh_s) if config_refresh_s else None
-    chunks = p | "Read" >> ReadPubSubChunks(subscription, topic, timestamp_attribute)
-    return build_delivery(chunks, config, streaming=True, clock=clock, rules=rules)
+    chunks = p | "Read" >> ReadPubSubChunks(
+        subscription, topic, timestamp_attribute, reading=reading
+    )
+    return build_delivery(chunks, config, streaming=True, clock=clock, rules=rules, reading=reading)

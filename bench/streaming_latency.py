@@ -1,9 +1,12 @@
 """Streaming latency: publish to Pub/Sub at a steady rate, measure publish-to-delivery time.
 
     python bench/streaming_latency.py [--rate 200] [--seconds 60] [--runner-wait 20]
+    python bench/streaming_latency.py --runner flink [--rate 200] [--seconds 60]
 
 Starts Google's Pub/Sub emulator and a local HTTP receiver, runs the streaming job on the
-DirectRunner (pinned, as ``run --streaming`` does) with two connectors:
+DirectRunner (pinned, as ``run --streaming`` does) or on Flink's embedded cluster (the job
+server from scripts/fetch_flink_jobserver.py, LOOPBACK, the portable Pub/Sub reader with
+immediate acks) with two connectors:
 
 * ``realtime``: ``type: http`` to the local receiver, ``batch: {max_events: 500,
   max_wait_s: 0.5}``;
@@ -13,7 +16,10 @@ DirectRunner (pinned, as ``run --streaming`` does) with two connectors:
 Each event's ``event.timestamp`` is its publish time (ms). Latency = arrival time at the
 receiver (realtime) or the file's mtime (bulk) minus that. Prints p50/p95/p99/max per
 connector and how many events arrived. The DirectRunner is not a latency reference (see
-docs/beam-limits.md); this measures what it does.
+docs/beam-limits.md); this measures what it does. On Flink, publishing starts once a
+warm-up event has reached the receiver (the job server and cluster take ~10-20 s to start),
+and the reader stops ``--runner-wait`` seconds after the last publish; the job then drains
+and finishes by itself.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parents[1]
+FLINK_STARTUP_BUDGET_S = 90.0
 EMULATOR = "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
 ARRIVALS: dict[str, float] = {}
 LOCK = threading.Lock()
@@ -76,6 +84,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="events per second")
     parser.add_argument("--seconds", type=float, default=60.0, help="how long to publish")
     parser.add_argument("--runner-wait", type=float, default=40.0, help="drain time after")
+    parser.add_argument("--runner", choices=("direct", "flink"), default="direct")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -106,6 +115,7 @@ def run(args: argparse.Namespace, http_port: int, out: Path) -> None:
 
     from beam_pipeline.config import parse_config
     from beam_pipeline.pipeline import build_streaming_pipeline
+    from transforms.pubsub_read import PubSubReading
 
     pub, sub = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
     deadline = time.monotonic() + 60
@@ -134,11 +144,44 @@ connectors:
 dead_letter: {{path: "{out}/dead_letter"}}
 """
     )
-    options = PipelineOptions()
-    options.view_as(StandardOptions).streaming = True
-    pipeline = beam.Pipeline(runner=BundleBasedDirectRunner(), options=options)
-    build_streaming_pipeline(pipeline, config, subscription=subscription)
+    if args.runner == "flink":
+        jar = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "fetch_flink_jobserver.py")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()[-1]
+        options = PipelineOptions(
+            [
+                "--runner=FlinkRunner",
+                "--flink_master=[local]",
+                f"--flink_job_server_jar={jar}",
+                "--environment_type=LOOPBACK",
+                "--parallelism=1",
+                "--streaming",
+            ]
+        )
+        # The reader must stop by itself (cancelling drops buffered batches): after a
+        # start-up budget, the publishing and the drain.
+        stop_at = time.time() + FLINK_STARTUP_BUDGET_S + args.seconds + args.runner_wait + 35
+        reading = PubSubReading(portable=True, ack="immediate", stop_at=stop_at)
+        pipeline = beam.Pipeline(options=options)
+    else:
+        options = PipelineOptions()
+        options.view_as(StandardOptions).streaming = True
+        reading = PubSubReading()
+        pipeline = beam.Pipeline(runner=BundleBasedDirectRunner(), options=options)
+    build_streaming_pipeline(pipeline, config, subscription=subscription, reading=reading)
     result = pipeline.run()
+    if args.runner == "flink":
+        warm, started = 0, time.monotonic()
+        while not any(i.startswith("w") for i in ARRIVALS):
+            if time.monotonic() - started > FLINK_STARTUP_BUDGET_S:
+                raise SystemExit("the Flink job did not deliver a warm-up event in time")
+            event = {"event_id": f"w{warm}", "event": {"type": "heartbeat", "timestamp": 0}}
+            pub.publish(topic, json.dumps(event).encode())
+            warm += 1
+            time.sleep(0.5)
     published: dict[str, float] = {}
     start = time.time()
     n = 0
@@ -153,14 +196,17 @@ dead_letter: {{path: "{out}/dead_letter"}}
         published[event_id] = now
         n += 1
     drain_end = time.time() + args.runner_wait
-    while time.time() < drain_end and len(ARRIVALS) < n:
+    while time.time() < drain_end and len(published.keys() & ARRIVALS.keys()) < n:
         time.sleep(0.5)
     time.sleep(min(max(drain_end - time.time(), 0), 35))  # let the 30 s bulk flush
-    stopper = threading.Thread(target=result.cancel)
-    stopper.start()
-    while stopper.is_alive():
-        pub.publish(topic, b" ").result()
-        stopper.join(timeout=1)
+    if args.runner == "flink":
+        result.wait_until_finish()
+    else:
+        stopper = threading.Thread(target=result.cancel)
+        stopper.start()
+        while stopper.is_alive():
+            pub.publish(topic, b" ").result()
+            stopper.join(timeout=1)
 
     realtime = [ARRIVALS[i] - published[i] for i in published if i in ARRIVALS]
     bulk = []
@@ -168,8 +214,10 @@ dead_letter: {{path: "{out}/dead_letter"}}
         mtime = path.stat().st_mtime
         for line in path.read_text().splitlines():
             event_id = json.loads(line)["event_id"]
-            bulk.append(mtime - published[event_id])
-    print(f"published {n} events at {args.rate:g}/s for {args.seconds:g} s (DirectRunner)")
+            if event_id in published:  # not a warm-up event
+                bulk.append(mtime - published[event_id])
+    runner = "Flink, portable reader" if args.runner == "flink" else "DirectRunner"
+    print(f"published {n} events at {args.rate:g}/s for {args.seconds:g} s ({runner})")
     print(f"realtime (http, max_wait_s 0.5): {percentiles(realtime)}")
     print(f"bulk (file, max_wait_s 30):      {percentiles(bulk)}")
 

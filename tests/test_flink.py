@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,11 @@ from beam_pipeline.config import parse_config
 from beam_pipeline.pipeline import build_delivery
 from examples.generate_events import generate
 from tests.standins.object_stores import Server, Store, make_store
+from tests.standins.pubsub import PubSubEmulator
 from tests.test_end_to_end import canonical, config, oracle, read_records
 from transforms.rules.records import Chunk
 
-pytest_plugins = ["tests.standins.object_stores"]
+pytest_plugins = ["tests.standins.object_stores", "tests.standins.pubsub"]
 
 ROOT = Path(__file__).resolve().parents[1]
 FETCH = ROOT / "scripts" / "fetch_flink_jobserver.py"
@@ -250,6 +252,64 @@ def test_streaming_graph_on_flink_with_a_bounded_source(
         for line in f.read_text().splitlines()
     ]
     assert len(letters) == N_INVALID - 2 and all(d["stage"] == "parse" for d in letters)
+
+
+def test_streaming_job_on_flink_reads_pubsub(
+    tmp_path: Path,
+    corpus: tuple[Path, list[dict[str, Any]]],
+    flink_job_server_jar: str,
+    pubsub_env: PubSubEmulator,
+) -> None:
+    """``run --streaming --subscription S --runner FlinkRunner``: the user's command on Flink.
+
+    The portable Pub/Sub reader (transforms/pubsub_read.py, chosen automatically for the
+    FlinkRunner) reads Google's emulator; ``--run-for-s`` makes it stop reading, after
+    which Flink drains the job and it finishes by itself. Every message was published
+    before the start, so all of them must be delivered exactly as the oracle says.
+    """
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined,unused-ignore]
+
+    source, events = corpus
+    lines = [x for x in gzip.decompress(source.read_bytes()).split(b"\n") if x.strip()]
+    topic = pubsub_env.create_topic("events")
+    subscription = pubsub_env.create_subscription(topic, ack_deadline_s=10)
+    publisher = pubsub_v1.PublisherClient()
+    for future in [publisher.publish(topic, line) for line in lines]:
+        future.result(timeout=60)
+    path = tmp_path / "delivery.yaml"
+    path.write_text(config(tmp_path / "out"))
+    summary_path = tmp_path / "summary.json"
+    code = main(
+        [
+            "run",
+            "--config",
+            str(path),
+            "--streaming",
+            "--subscription",
+            subscription,
+            "--run-for-s",
+            "60",
+            "--summary-json",
+            str(summary_path),
+            *flink_flags(flink_job_server_jar),
+        ]
+    )
+    summary = json.loads(summary_path.read_text())
+    assert code == 0, summary
+    for cid, want in oracle(events).items():
+        got, sizes, _ = read_records(tmp_path / "out" / cid)
+        assert canonical(got) == canonical(want), cid
+        assert max(sizes) <= FILE_LIMITS[cid], cid
+    letters = [
+        json.loads(line)
+        for f in (tmp_path / "out" / "dead_letter").rglob("*.ndjson")
+        for line in f.read_text().splitlines()
+    ]
+    assert len(letters) == len(lines) - len(events)
+    assert all(d["stage"] == "parse" for d in letters)
+    # Every message acked: past the ack deadline an unacked one would be delivered again.
+    time.sleep(11)
+    assert pubsub_env.pull(subscription, expected=0, timeout=2) == [], "every message acked"
 
 
 def test_fetch_script_reuses_the_cached_jar_without_maven(

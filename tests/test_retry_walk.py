@@ -13,9 +13,9 @@ through the default schedule (5, 10, 15, 20, 30 and 40 minutes).
 Timing checked for every attempt:
 - immediate retries: the receiver's arrival times are at least the backoff apart;
 - delayed retry k: the hold does not release the record a moment before ``not_before``
-  (a run that stops 1 ms early makes no request), releases it at ``not_before`` (a run
-  that reaches it makes exactly one), and the next record is due ``schedule[k]`` after
-  that attempt.
+  (a run that stops 1 ms early makes no request, and gives the record back to the retry
+  topic unchanged as its input ends), releases it at ``not_before`` (a run that reaches
+  it makes exactly one), and the next record is due ``schedule[k]`` after that attempt.
 """
 
 from __future__ import annotations
@@ -136,9 +136,12 @@ def test_one_record_through_all_attempts_to_the_dead_letter(
         due_s = record["not_before_ms"] / 1000
         assert -0.001 <= due_s - wait_s - sent[-1] < 5, (step, due_s - sent[-1])
 
-        # A run that stops 1 ms before the record is due makes no attempt ...
+        # A run that stops 1 ms before the record is due makes no attempt, and gives the
+        # record back to the retry topic unchanged when its input ends ...
         run_step(cfg, [], data, until_s=due_s - 0.001)
         assert len(requests_to(receiver)) == len(sent), f"delayed retry {step + 1} too early"
+        given_back = pubsub_env.pull(subscription, expected=1)
+        assert [json.loads(m.data) for m in given_back] == [record]
         # ... and one that reaches the due time makes exactly one.
         run_step(cfg, [], data, until_s=due_s)
         sent = requests_to(receiver)

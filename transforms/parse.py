@@ -22,6 +22,7 @@ from apache_beam.metrics import Metrics
 import transforms.coders  # noqa: F401  (registers the chunk coders)
 from transforms import metrics
 from transforms.progress import PROGRESS
+from transforms.pubsub_read import PubSubReading
 from transforms.rules.events import parse_line
 from transforms.rules.records import Chunk, DeadLetter
 
@@ -180,7 +181,8 @@ class ReadPubSubChunks(beam.PTransform):
     of up to ``max_chunk`` *within a bundle* (``BatchElements``), which never waits for
     more messages, so chunking adds no latency.
 
-    Elements are ``("pubsub", 0, [data, ...], [attributes, ...])``.
+    Elements are ``("pubsub", 0, [data, ...], [attributes, ...])``. ``reading`` picks
+    Beam's reader or the portable one (:mod:`transforms.pubsub_read`).
     """
 
     def __init__(
@@ -189,6 +191,7 @@ class ReadPubSubChunks(beam.PTransform):
         topic: str | None = None,
         timestamp_attribute: str | None = None,
         max_chunk: int = 500,
+        reading: PubSubReading | None = None,
     ):
         super().__init__()
         if (subscription is None) == (topic is None):
@@ -197,19 +200,13 @@ class ReadPubSubChunks(beam.PTransform):
         self.topic = topic
         self.timestamp_attribute = timestamp_attribute
         self.max_chunk = max_chunk
+        self.reading = reading or PubSubReading()
 
     def expand(self, pbegin: Any) -> Any:
-        from apache_beam.io.gcp.pubsub import ReadFromPubSub
-
         return (
             pbegin
             | "ReadPubSub"
-            >> ReadFromPubSub(
-                topic=self.topic,
-                subscription=self.subscription,
-                with_attributes=True,
-                timestamp_attribute=self.timestamp_attribute,
-            )
+            >> self.reading.read(self.subscription, self.topic, self.timestamp_attribute)
             | "Gather" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.max_chunk)
             | "Chunks" >> beam.ParDo(_MessagesToChunk())
         )

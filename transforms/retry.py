@@ -32,6 +32,7 @@ from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
 from transforms import metrics
 from transforms.connectors.base import DeliveryBatch
 from transforms.connectors.file import join_path, write_bytes
+from transforms.pubsub_read import PubSubReading
 from transforms.rules.encode import encode_ndjson
 from transforms.rules.naming import batch_digest
 from transforms.rules.records import Chunk, DeadLetter, RetryRecord
@@ -172,9 +173,13 @@ class PublishRetries(beam.PTransform):
 
 _RECORDS = BagStateSpec("records", PickleCoder())
 _DUE = TimerSpec("due", TimeDomain.REAL_TIME)
+_END = TimerSpec("end_of_input", TimeDomain.WATERMARK)
 _RECORDS_STATE = beam.DoFn.StateParam(_RECORDS)
 _DUE_TIMER = beam.DoFn.TimerParam(_DUE)
+_END_TIMER = beam.DoFn.TimerParam(_END)
 _FIRED = beam.DoFn.TimestampParam
+REQUEUE = "requeue"
+"""Tag of retry records given back to the retry topic, unchanged, when the input ends."""
 
 
 class _HoldUntilDue(beam.DoFn):
@@ -183,6 +188,12 @@ class _HoldUntilDue(beam.DoFn):
     Bag state and a processing-time timer per record name, so a waiting record survives
     worker restarts on runners with durable state (Dataflow, Flink). The timer fires at
     the earliest ``not_before`` held; a time already past fires at once.
+
+    When the input ends (the watermark passes the end of the window: a drained job, a
+    bounded test), records still waiting are emitted unchanged under ``requeue``, for the
+    retry topic, and their timer is cleared: a waiting record is never dropped, and a
+    pending processing-time timer does not keep a finished Flink job running (Flink waits
+    for it forever, see docs/flink.md).
     """
 
     def process(
@@ -190,6 +201,8 @@ class _HoldUntilDue(beam.DoFn):
         element: tuple[str, bytes],
         records: Any = _RECORDS_STATE,
         due: Any = _DUE_TIMER,
+        end: Any = _END_TIMER,
+        window: Any = beam.DoFn.WindowParam,
     ) -> Iterator[Any]:
         # No early ``return`` in this generator: Beam warns about any (apache/beam#22969).
         _, data = element
@@ -205,6 +218,7 @@ class _HoldUntilDue(beam.DoFn):
             else:
                 records.add(record)
                 due.set(min(r.not_before_ms for r in records.read()) / 1000)
+                end.set(window.end)
 
     @on_timer(_DUE)
     def release(
@@ -228,6 +242,17 @@ class _HoldUntilDue(beam.DoFn):
         if waiting:
             due.set(min(r.not_before_ms for r in waiting) / 1000)
 
+    @on_timer(_END)
+    def give_back(
+        self,
+        records: Any = _RECORDS_STATE,
+        due: Any = _DUE_TIMER,
+    ) -> Iterator[Any]:
+        for record in records.read():
+            yield beam.pvalue.TaggedOutput(REQUEUE, record)
+        records.clear()
+        due.clear()
+
 
 def _key_record(data: bytes) -> tuple[str, bytes]:
     try:
@@ -242,8 +267,9 @@ class HoldRetries(beam.PTransform):
     Input: the messages' bytes. Output ``due``: one :class:`DeliveryBatch` per record, at
     its ``not_before`` (a processing-time timer), carrying the record (``retry``) so that
     Deliver makes one attempt and settles it (delivered, next delayed retry, or dead
-    letter). Tagged ``invalid``: unreadable messages, as dead letters. Blank messages
-    (keep-alives) are ignored.
+    letter). Tagged ``invalid``: unreadable messages, as dead letters; ``requeue``: records
+    still waiting when the input ends, to publish back. Blank messages (keep-alives) are
+    ignored.
     """
 
     def expand(self, messages: Any) -> Any:
@@ -256,22 +282,23 @@ def _hold_until_due(messages: Any) -> Any:
     return (
         messages
         | "KeyByName" >> beam.Map(_key_record).with_output_types(beam.typehints.Tuple[str, bytes])
-        | "HoldUntilDue" >> beam.ParDo(_HoldUntilDue()).with_outputs("invalid", main="due")
+        | "HoldUntilDue" >> beam.ParDo(_HoldUntilDue()).with_outputs("invalid", REQUEUE, main="due")
     )
 
 
 class ReadRetries(beam.PTransform):
     """Streaming: read the retry subscription and :class:`HoldRetries` until due."""
 
-    def __init__(self, subscription: str):
+    def __init__(self, subscription: str, reading: PubSubReading | None = None):
         super().__init__()
         self.subscription = subscription
+        self.reading = reading or PubSubReading()
 
     def expand(self, pbegin: Any) -> Any:
-        from apache_beam.io.gcp.pubsub import ReadFromPubSub
-
         return _hold_until_due(
-            pbegin | "ReadRetryTopic" >> ReadFromPubSub(subscription=self.subscription)
+            pbegin
+            | "ReadRetryTopic" >> self.reading.read(self.subscription)
+            | "Data" >> beam.Map(lambda m: m.data).with_output_types(bytes)
         )
 
 

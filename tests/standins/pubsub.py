@@ -123,11 +123,12 @@ class PubSubEmulator:
         self._client("publisher").create_topic(request={"name": path}, timeout=10)
         return path
 
-    def create_subscription(self, topic: str) -> str:
+    def create_subscription(self, topic: str, ack_deadline_s: int = 60) -> str:
         """Create a pull subscription on ``topic``; return its full path."""
         path = f"projects/{self.project}/subscriptions/sub-{uuid.uuid4().hex[:8]}"
         self._client("subscriber").create_subscription(
-            request={"name": path, "topic": topic, "ack_deadline_seconds": 60}, timeout=10
+            request={"name": path, "topic": topic, "ack_deadline_seconds": ack_deadline_s},
+            timeout=10,
         )
         return path
 
