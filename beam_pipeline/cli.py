@@ -310,7 +310,7 @@ def _pubsub_reading(options: Any, job: Any) -> PubSubReading:
     """How to read Pub/Sub, from ``--pubsub-reader``, ``--pubsub-ack`` and the runner."""
     from apache_beam.options.pipeline_options import StandardOptions
 
-    from beam_pipeline.options import FlinkCheckpointOptions
+    from beam_pipeline.options import FlinkStreamingOptions
     from transforms.pubsub_read import PubSubReading
 
     runner = options.view_as(StandardOptions).runner
@@ -318,7 +318,7 @@ def _pubsub_reading(options: Any, job: Any) -> PubSubReading:
     portable = job.pubsub_reader == "portable" or (
         job.pubsub_reader == "auto" and name.rsplit(".", 1)[-1] in PORTABLE_RUNNERS
     )
-    checkpointing = bool(options.view_as(FlinkCheckpointOptions).checkpointing_interval)
+    checkpointing = bool(options.view_as(FlinkStreamingOptions).checkpointing_interval)
     ack = job.pubsub_ack
     if ack == "auto":
         ack = "finalize" if checkpointing or name.endswith("PrismRunner") else "immediate"

@@ -119,11 +119,12 @@ class DeliveryOptions(PipelineOptions):
         )
 
 
-class FlinkCheckpointOptions(PipelineOptions):
+class FlinkStreamingOptions(PipelineOptions):
     """Flink options that Beam Python does not declare, so that they reach the job server.
 
     Beam's Python FlinkRunner passes only declared options to the Flink job server; an
     undeclared ``--checkpointing_interval`` is dropped without a word (docs/flink.md).
+    Names are Java's ``FlinkPipelineOptions`` in snake_case.
     """
 
     @classmethod
@@ -134,4 +135,16 @@ class FlinkCheckpointOptions(PipelineOptions):
             default=None,
             help="Flink: checkpoint every N ms (Java FlinkPipelineOptions.checkpointingInterval)."
             " Needed for --pubsub-ack finalize and for state that survives failures.",
+        )
+        parser.add_argument(
+            "--max_bundle_time_millis",
+            type=int,
+            default=None,
+            help="Flink: close a bundle after this many ms (Flink's default: 1000).",
+        )
+        parser.add_argument(
+            "--max_bundle_size",
+            type=int,
+            default=None,
+            help="Flink: close a bundle after this many elements (Flink's default: 1000).",
         )

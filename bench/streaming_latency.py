@@ -85,6 +85,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long to publish")
     parser.add_argument("--runner-wait", type=float, default=40.0, help="drain time after")
     parser.add_argument("--runner", choices=("direct", "flink"), default="direct")
+    parser.add_argument(
+        "--flink-option",
+        action="append",
+        default=[],
+        help="extra pipeline option of the Flink run, e.g. "
+        "--flink-option=--max_bundle_time_millis=100",
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -113,6 +120,7 @@ def run(args: argparse.Namespace, http_port: int, out: Path) -> None:
     from google.api_core.exceptions import GoogleAPICallError
     from google.cloud import pubsub_v1  # type: ignore[attr-defined,unused-ignore]
 
+    import beam_pipeline.options  # noqa: F401  (declares the Flink options it passes on)
     from beam_pipeline.config import parse_config
     from beam_pipeline.pipeline import build_streaming_pipeline
     from transforms.pubsub_read import PubSubReading
@@ -159,6 +167,7 @@ dead_letter: {{path: "{out}/dead_letter"}}
                 "--environment_type=LOOPBACK",
                 "--parallelism=1",
                 "--streaming",
+                *args.flink_option,
             ]
         )
         # The reader must stop by itself (cancelling drops buffered batches): after a
@@ -216,7 +225,9 @@ dead_letter: {{path: "{out}/dead_letter"}}
             event_id = json.loads(line)["event_id"]
             if event_id in published:  # not a warm-up event
                 bulk.append(mtime - published[event_id])
-    runner = "Flink, portable reader" if args.runner == "flink" else "DirectRunner"
+    runner = "DirectRunner"
+    if args.runner == "flink":
+        runner = " ".join(["Flink, portable reader", *args.flink_option])
     print(f"published {n} events at {args.rate:g}/s for {args.seconds:g} s ({runner})")
     print(f"realtime (http, max_wait_s 0.5): {percentiles(realtime)}")
     print(f"bulk (file, max_wait_s 30):      {percentiles(bulk)}")
