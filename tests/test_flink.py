@@ -157,6 +157,19 @@ def s3_objects(store: Store, bucket: str) -> dict[str, bytes]:
     return {name: store.read(bucket, name) for name in store.names(bucket)}
 
 
+def assert_files_match_the_oracle(out: Path, events: list[dict[str, Any]]) -> list[Any]:
+    """Each file connector's records equal the oracle, files within max_events; dead letters."""
+    for cid, want in oracle(events).items():
+        got, sizes, _ = read_records(out / cid)
+        assert canonical(got) == canonical(want), cid
+        assert max(sizes) <= FILE_LIMITS[cid], cid
+    return [
+        json.loads(line)
+        for f in (out / "dead_letter").rglob("*.ndjson")
+        for line in f.read_text().splitlines()
+    ]
+
+
 def test_batch_job_on_flink_delivers_exactly_the_oracle(
     tmp_path: Path,
     corpus: tuple[Path, list[dict[str, Any]]],
@@ -242,15 +255,7 @@ def test_streaming_graph_on_flink_with_a_bounded_source(
     result.wait_until_finish(duration=240_000)
     assert str(result.state) == "DONE", result.state
 
-    for cid, want in oracle(events).items():
-        got, sizes, _ = read_records(tmp_path / "out" / cid)
-        assert canonical(got) == canonical(want), cid
-        assert max(sizes) <= FILE_LIMITS[cid], cid
-    letters = [
-        json.loads(line)
-        for f in (tmp_path / "out" / "dead_letter").rglob("*.ndjson")
-        for line in f.read_text().splitlines()
-    ]
+    letters = assert_files_match_the_oracle(tmp_path / "out", events)
     assert len(letters) == N_INVALID - 2 and all(d["stage"] == "parse" for d in letters)
 
 
@@ -296,15 +301,7 @@ def test_streaming_job_on_flink_reads_pubsub(
     )
     summary = json.loads(summary_path.read_text())
     assert code == 0, summary
-    for cid, want in oracle(events).items():
-        got, sizes, _ = read_records(tmp_path / "out" / cid)
-        assert canonical(got) == canonical(want), cid
-        assert max(sizes) <= FILE_LIMITS[cid], cid
-    letters = [
-        json.loads(line)
-        for f in (tmp_path / "out" / "dead_letter").rglob("*.ndjson")
-        for line in f.read_text().splitlines()
-    ]
+    letters = assert_files_match_the_oracle(tmp_path / "out", events)
     assert len(letters) == len(lines) - len(events)
     assert all(d["stage"] == "parse" for d in letters)
     # Every message acked: past the ack deadline an unacked one would be delivered again.
