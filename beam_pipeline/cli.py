@@ -283,7 +283,10 @@ def _run_streaming(options: Any, job: Any, config: DeliveryConfig) -> int:
     if job.config_refresh_s is not None and job.config_refresh_s <= 0:
         return _fail("--config-refresh-s must be positive")
     options.view_as(StandardOptions).streaming = True
-    reading = _pubsub_reading(options, job)
+    try:
+        reading = _pubsub_reading(options, job)
+    except ReadingError as exc:
+        return _fail(str(exc))
     if reading.portable and job.topic:
         return _fail("the portable Pub/Sub reader reads a --subscription; create one on the topic")
     pipeline = _pipeline(options)
@@ -302,35 +305,60 @@ def _run_streaming(options: Any, job: Any, config: DeliveryConfig) -> int:
     return _finish(pipeline, config, job.summary_json, None if reading.portable else job.run_for_s)
 
 
-PORTABLE_RUNNERS = ("FlinkRunner", "PortableRunner", "PrismRunner")
-"""Runners that get the portable Pub/Sub reader by default (no native ReadFromPubSub)."""
+PORTABLE_RUNNERS = ("flink", "portable", "prism")
+"""Runners (names without "Runner", any case) that get the portable Pub/Sub reader."""
+
+
+class ReadingError(ValueError):
+    """A streaming run whose Pub/Sub acknowledgement would be unsafe or never happen."""
 
 
 def _pubsub_reading(options: Any, job: Any) -> PubSubReading:
-    """How to read Pub/Sub, from ``--pubsub-reader``, ``--pubsub-ack`` and the runner."""
+    """How to read Pub/Sub, from ``--pubsub-reader``, ``--pubsub-ack`` and the runner.
+
+    Raises:
+        ReadingError: for the portable reader on Flink without checkpointing, unless
+            ``--pubsub-ack immediate`` is asked for explicitly (Flink finalizes bundles
+            only on checkpoints: ``finalize`` would never ack, and choosing ``immediate``
+            silently would risk losing messages in flight).
+    """
     from apache_beam.options.pipeline_options import StandardOptions
 
     from beam_pipeline.options import FlinkStreamingOptions
-    from transforms.pubsub_read import PubSubReading
+    from transforms.pubsub_read import MAX_LEASE_S, PubSubReading
 
     runner = options.view_as(StandardOptions).runner
     name = runner if isinstance(runner, str) else type(runner).__name__ if runner else ""
+    family = name.rsplit(".", 1)[-1].lower().removesuffix("runner")
     portable = job.pubsub_reader == "portable" or (
-        job.pubsub_reader == "auto" and name.rsplit(".", 1)[-1] in PORTABLE_RUNNERS
+        job.pubsub_reader == "auto" and family in PORTABLE_RUNNERS
     )
-    checkpointing = bool(options.view_as(FlinkStreamingOptions).checkpointing_interval)
+    interval_ms = options.view_as(FlinkStreamingOptions).checkpointing_interval or 0
     ack = job.pubsub_ack
+    if portable and not interval_ms and family != "prism" and ack != "immediate":
+        raise ReadingError(
+            "the portable Pub/Sub reader acks after Flink checkpoints: set "
+            "--checkpointing_interval (e.g. 60000), or accept losing the messages in flight "
+            "on a failure with --pubsub-ack immediate"
+        )
     if ack == "auto":
-        ack = "finalize" if checkpointing or name.endswith("PrismRunner") else "immediate"
+        ack = "finalize"
     if portable and ack == "immediate":
         print(
             "note: Pub/Sub messages are acked as soon as they are read (--pubsub-ack "
-            "immediate): a crash can lose those still in the job. With Flink, set "
-            "--checkpointing_interval to ack after each checkpoint instead.",
+            "immediate): a failure can lose those still in the job.",
+            file=sys.stderr,
+        )
+    # A message waits up to one checkpoint interval for its ack: lease it for two.
+    lease_s = min(MAX_LEASE_S, 2 * interval_ms // 1000 + 30) if interval_ms else None
+    if portable and ack == "finalize" and interval_ms > MAX_LEASE_S * 1000 // 2:
+        print(
+            f"note: --checkpointing_interval {interval_ms} ms is long for Pub/Sub leases "
+            f"(at most {MAX_LEASE_S} s): messages may be redelivered before they are acked.",
             file=sys.stderr,
         )
     stop_at = time.time() + job.run_for_s if portable and job.run_for_s else None
-    return PubSubReading(portable=portable, ack=ack, stop_at=stop_at)
+    return PubSubReading(portable=portable, ack=ack, stop_at=stop_at, lease_s=lease_s)
 
 
 def cmd_retry(argv: Sequence[str]) -> int:

@@ -70,7 +70,8 @@ class DeliveryOptions(PipelineOptions):
             type=float,
             default=None,
             help="Streaming: stop after this many seconds, then summarize (DirectRunner: "
-            "cancel; portable reader: stop reading, drain, finish).",
+            "cancel; portable reader: stop reading, drain, finish; counted from submission, "
+            "so include the runner's start-up).",
         )
         parser.add_argument(
             "--pubsub_reader",
@@ -86,9 +87,10 @@ class DeliveryOptions(PipelineOptions):
             "--pubsub-ack",
             choices=("auto", "finalize", "immediate"),
             default="auto",
-            help="Portable reader: ack after the runner commits (finalize; on Flink only with "
-            "--checkpointing_interval) or right after reading (immediate); auto: finalize "
-            "when --checkpointing_interval is set, else immediate.",
+            help="Portable reader: ack after the runner commits (finalize, the default; on "
+            "Flink it needs --checkpointing_interval) or right after reading (immediate: a "
+            "failure can lose messages in flight; must be asked for on Flink without "
+            "checkpointing).",
         )
         parser.add_argument(
             "--dead_letters",

@@ -73,12 +73,26 @@ def test_memo_is_bounded_and_still_correct() -> None:
     f = FieldFilter.compile({"metadata": {"allow": ["k*", "other.id"]}})
     root = f.groups[0][1].allow
     assert root is not None
-    many = {f"k{n}": n for n in range(rules.MAX_MEMO_KEYS + 50)} | {"z": 1}
+    many = {f"k{n}": n for n in range(rules.MAX_MEMO_ENTRIES + 50)} | {"z": 1}
     out = f.apply({"metadata": many})
     assert out["metadata"] == {k: v for k, v in many.items() if k.startswith("k")}
-    assert len(root.state.steps) == rules.MAX_MEMO_KEYS
+    assert len(root.state.steps) == rules.MAX_MEMO_ENTRIES == root.state.memo.entries
     again = f.apply({"metadata": many})  # keys past the bound: matched, not remembered
     assert again == out
+
+
+def test_overlapping_wildcards_with_data_keys_stay_bounded() -> None:
+    # Keys that are data under patterns that overlap: every (state, key) pair is new, and
+    # multi-node states must be shared, or memory grows with the product of the keys.
+    f = FieldFilter.compile({"metadata": {"allow": ["*.*.x", "d*.s*.y"]}})
+    root = f.groups[0][1].allow
+    assert root is not None
+    tree = {f"d{i}": {f"s{j}": {"x": 1, "y": 2, "z": 3} for j in range(300)} for i in range(300)}
+    out = f.apply({"metadata": tree})["metadata"]
+    assert out == {d: {s: {"x": 1, "y": 2} for s in sub} for d, sub in tree.items()}
+    memo = root.state.memo
+    assert memo.entries <= rules.MAX_MEMO_ENTRIES
+    assert len(memo.states) <= 4, "one shared state per distinct set of trie nodes"
 
 
 def test_wildcards_reaching_several_nodes() -> None:

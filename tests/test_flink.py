@@ -294,6 +294,8 @@ def test_streaming_job_on_flink_reads_pubsub(
             subscription,
             "--run-for-s",
             "60",
+            "--pubsub-ack",  # the embedded cluster does not checkpoint: ack on reading
+            "immediate",
             "--summary-json",
             str(summary_path),
             *flink_flags(flink_job_server_jar),

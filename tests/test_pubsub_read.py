@@ -16,7 +16,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from beam_pipeline.cli import _pubsub_reading
+from beam_pipeline.cli import ReadingError, _pubsub_reading
 from beam_pipeline.options import DeliveryOptions
 from tests.standins.pubsub import PubSubEmulator
 from transforms.pubsub_read import PubSubReading, ReadPubSubPortable
@@ -33,7 +33,9 @@ def append_to(text: str, path: Path) -> None:
         fh.write(text + "\n")
 
 
-def read_all(subscription: str, ack: str, out: Path, stop_in_s: float = 6) -> list[str]:
+def read_all(
+    subscription: str, ack: str, out: Path, lease_s: int | None = None, stop_in_s: float = 6
+) -> list[str]:
     """Run the reader until ``stop_in_s`` from now; return "data|attrs|timestamp" lines."""
 
     def line(message: Any, ts: Any = beam.DoFn.TimestampParam) -> str:
@@ -43,16 +45,18 @@ def read_all(subscription: str, ack: str, out: Path, stop_in_s: float = 6) -> li
     with beam.Pipeline(runner=FnApiRunner()) as p:
         _ = (
             p
-            | ReadPubSubPortable(subscription, ack, stop_at=time.time() + stop_in_s)
+            | ReadPubSubPortable(
+                subscription, ack, stop_at=time.time() + stop_in_s, lease_s=lease_s
+            )
             | beam.Map(line)
             | beam.Map(append_to, out / "got.txt")
         )
     return sorted((out / "got.txt").read_text().splitlines())
 
 
-@pytest.mark.parametrize("ack", ["finalize", "immediate"])
+@pytest.mark.parametrize(("ack", "lease_s"), [("finalize", 30), ("immediate", None)])
 def test_reads_data_attributes_and_publish_time_then_acks(
-    tmp_path: Path, pubsub_env: PubSubEmulator, ack: str
+    tmp_path: Path, pubsub_env: PubSubEmulator, ack: str, lease_s: int | None
 ) -> None:
     from google.cloud import pubsub_v1  # type: ignore[attr-defined,unused-ignore]
 
@@ -65,7 +69,7 @@ def test_reads_data_attributes_and_publish_time_then_acks(
     after_ms = int(time.time() * 1000) + 1000
 
     started = time.monotonic()
-    got = read_all(subscription, ack, tmp_path)
+    got = read_all(subscription, ack, tmp_path, lease_s)
     assert [g.split("|")[:2] for g in got] == [[f"m{i:02d}", f"tenant=t{i % 3}"] for i in range(N)]
     assert all(before_ms <= int(g.split("|")[2]) <= after_ms for g in got), "publish time"
     # Acked: once the ack deadline of the reader's pulls has passed, an unacked message
@@ -82,6 +86,10 @@ def test_timestamp_attribute_sets_event_time(tmp_path: Path, pubsub_env: PubSubE
     publisher = pubsub_v1.PublisherClient()
     publisher.publish(topic, b"a", ts="1764136800123").result(timeout=30)
     publisher.publish(topic, b"b", ts="2025-11-26T06:00:00.5Z").result(timeout=30)
+    # Unreadable or out of range: the publish time, never a failed pull.
+    before_ms = int(time.time() * 1000) - 1000
+    for i, bad in enumerate(["\u00b2", "99999999999999999999", "yesterday"]):
+        publisher.publish(topic, f"bad{i}".encode(), ts=bad).result(timeout=30)
 
     def stamp(message: Any, ts: Any = beam.DoFn.TimestampParam) -> str:
         return f"{message.data.decode()}={ts.micros // 1000}"
@@ -95,8 +103,9 @@ def test_timestamp_attribute_sets_event_time(tmp_path: Path, pubsub_env: PubSubE
             | beam.Map(stamp)
             | beam.Map(append_to, tmp_path / "got.txt")
         )
-    got = sorted((tmp_path / "got.txt").read_text().splitlines())
-    assert got == ["a=1764136800123", "b=1764136800500"]
+    got = dict(x.split("=") for x in (tmp_path / "got.txt").read_text().splitlines())
+    assert {k: got[k] for k in ("a", "b")} == {"a": "1764136800123", "b": "1764136800500"}
+    assert all(before_ms <= int(got[f"bad{i}"]) <= time.time() * 1000 for i in range(3))
 
 
 def options(*argv: str) -> tuple[Any, Any]:
@@ -107,19 +116,32 @@ def options(*argv: str) -> tuple[Any, Any]:
 def test_the_cli_picks_the_reader_by_runner_and_the_ack_by_checkpointing(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert _pubsub_reading(*options()) == PubSubReading(portable=False, ack="immediate")
-    flink = _pubsub_reading(*options("--runner=FlinkRunner"))
-    assert (flink.portable, flink.ack) == (True, "immediate")
-    assert "crash can lose" in capsys.readouterr().err
-    checkpointed = _pubsub_reading(
-        *options("--runner=FlinkRunner", "--checkpointing_interval=10000")
+    assert not _pubsub_reading(*options()).portable  # DirectRunner: Beam's reader
+    for runner in ("FlinkRunner", "flink", "PortableRunner"):
+        checkpointed = _pubsub_reading(
+            *options(f"--runner={runner}", "--checkpointing_interval=10000")
+        )
+        assert (checkpointed.portable, checkpointed.ack) == (True, "finalize"), runner
+        assert checkpointed.lease_s == 50, "leased for two checkpoint intervals (+30 s)"
+    prism = _pubsub_reading(*options("--runner=prism"))
+    assert (prism.portable, prism.ack) == (True, "finalize")  # Prism finalizes bundles
+    explicit = _pubsub_reading(*options("--runner=FlinkRunner", "--pubsub-ack=immediate"))
+    assert (explicit.portable, explicit.ack) == (True, "immediate")
+    assert "failure can lose" in capsys.readouterr().err
+    forced = _pubsub_reading(
+        *options("--pubsub-reader=portable", "--pubsub-ack=immediate", "--run-for-s=30")
     )
-    assert (checkpointed.portable, checkpointed.ack) == (True, "finalize")
-    forced = _pubsub_reading(*options("--pubsub-reader=portable", "--run-for-s=30"))
     assert forced.portable and forced.stop_at is not None
     assert forced.stop_at - time.time() == pytest.approx(30, abs=5)
     beam_reader = _pubsub_reading(*options("--runner=FlinkRunner", "--pubsub-reader=beam"))
     assert not beam_reader.portable
+
+
+@pytest.mark.parametrize("ack", ["auto", "finalize"])
+def test_flink_without_checkpointing_needs_an_explicit_choice(ack: str) -> None:
+    # finalize would never ack on Flink without checkpoints; immediate may lose messages.
+    with pytest.raises(ReadingError, match="--checkpointing_interval"):
+        _pubsub_reading(*options("--runner=FlinkRunner", f"--pubsub-ack={ack}"))
 
 
 def test_a_topic_needs_beams_reader() -> None:

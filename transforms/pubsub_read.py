@@ -17,7 +17,10 @@ its restriction, so every pull is a bundle and reaches the next stage at once.
 
 Element timestamps: the ``timestamp_attribute`` (epoch ms or ISO-8601) when given and
 readable, else the publish time. Watermark: the oldest timestamp of the last pull, or the
-wall clock minus ``watermark_slack_s`` after an empty one; it never moves back.
+wall clock minus ``watermark_slack_s`` after an empty one; it never moves back. It is an
+estimate, not a bound: Pub/Sub does not deliver in order, so later messages can be
+behind it. The job is safe with that (global window, processing-time batching: late
+data is never dropped); a graph with event-time windows would need a stricter one.
 
 Acknowledgement (``ack``):
 
@@ -25,7 +28,10 @@ Acknowledgement (``ack``):
   has durably committed the bundle's output: at-least-once across crashes. Flink calls
   finalizers only on completed checkpoints (``--checkpointing_interval``); without
   checkpointing nothing is ever acked and Pub/Sub redelivers everything after each ack
-  deadline (see docs/flink.md).
+  deadline (see docs/flink.md). A message waits for the next checkpoint, so its lease is
+  extended to ``lease_s`` right after the pull (the CLI sets it from the checkpoint
+  interval); otherwise a checkpoint interval longer than the subscription's ack deadline
+  would have Pub/Sub redeliver, and the job emit, most messages again.
 * ``immediate``: ack right after the messages are emitted. Works on every runner, but a
   crash between the ack and the runner's commit loses those messages.
 
@@ -55,6 +61,11 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from transforms.rules.events import to_epoch_ms
 
 ACK_MODES = ("finalize", "immediate")
+MIN_TIMESTAMP_MS = 0
+MAX_TIMESTAMP_MS = 253402300799999
+"""Event times taken from an attribute: 1970 to the end of year 9999, else publish time."""
+MAX_LEASE_S = 600
+"""The longest ack deadline Pub/Sub accepts."""
 END = sys.maxsize
 """The end of every reader's offset range: claiming it finishes the reader."""
 
@@ -97,6 +108,7 @@ class _PullSubscription(beam.DoFn):
         max_messages: int,
         pull_timeout_s: float,
         watermark_slack_s: float,
+        lease_s: int | None,
     ):
         if ack not in ACK_MODES:
             raise ValueError(f"ack must be one of {ACK_MODES}, got {ack!r}")
@@ -106,6 +118,7 @@ class _PullSubscription(beam.DoFn):
         self.max_messages = max_messages
         self.pull_timeout_s = pull_timeout_s
         self.watermark_slack_s = watermark_slack_s
+        self.lease_s = min(lease_s, MAX_LEASE_S) if lease_s else None
 
     def setup(self) -> None:
         from google.cloud import pubsub_v1  # type: ignore[attr-defined,unused-ignore]
@@ -142,12 +155,36 @@ class _PullSubscription(beam.DoFn):
                 timeout=30,
             )
 
+    def _extend(self, subscription: str, ack_ids: list[str]) -> None:
+        """Keep pulled messages leased until the runner can finalize (ack) them."""
+        for start in range(0, len(ack_ids), 2500):
+            self.client.modify_ack_deadline(
+                request={
+                    "subscription": subscription,
+                    "ack_ids": ack_ids[start : start + 2500],
+                    "ack_deadline_seconds": self.lease_s,
+                },
+                timeout=30,
+            )
+
+    def _finalize(self, subscription: str, ack_ids: list[str]) -> None:
+        try:
+            self._acknowledge(subscription, ack_ids)
+        except Exception as exc:  # an expired lease: Pub/Sub redelivers (at least once)
+            _LOG.warning("acking %d messages of %s failed: %s", len(ack_ids), subscription, exc)
+
     def _timestamp(self, message: Any) -> float:
         if self.timestamp_attribute:
             # Like ReadFromPubSub: milliseconds since the epoch (as text) or RFC 3339.
+            # Anything unreadable or out of range falls back to the publish time: one bad
+            # attribute must not fail the pull (it would be redelivered and fail forever).
             value = message.attributes.get(self.timestamp_attribute)
-            ms = int(value) if value and value.isdigit() else to_epoch_ms(value)
-            if ms is not None:
+            try:
+                digits = bool(value) and value.isascii() and value.isdigit()
+                ms = int(value) if digits else to_epoch_ms(value)
+            except (ValueError, OverflowError):
+                ms = None
+            if ms is not None and MIN_TIMESTAMP_MS <= ms <= MAX_TIMESTAMP_MS:
                 return ms / 1000
         return float(message.publish_time.timestamp())
 
@@ -176,7 +213,9 @@ class _PullSubscription(beam.DoFn):
                 yield TimestampedValue(message, Timestamp.of(when))
             ack_ids = [r.ack_id for r in received]
             if ack_ids and self.ack == "finalize":
-                finalizer.register(lambda ids=ack_ids: self._acknowledge(subscription, ids))
+                if self.lease_s:
+                    self._extend(subscription, ack_ids)
+                finalizer.register(lambda ids=ack_ids: self._finalize(subscription, ids))
             elif ack_ids:
                 self._acknowledge(subscription, ack_ids)
             if self.stop_at is not None and time.time() >= self.stop_at:
@@ -203,6 +242,10 @@ class ReadPubSubPortable(beam.PTransform):
             ``immediate`` (after emitting).
         stop_at: epoch seconds after which the reader finishes (None: never).
         timestamp_attribute: attribute holding the event time (epoch ms or ISO-8601).
+        lease_s: with ``finalize``, extend each pulled message's ack deadline to this
+            many seconds (at most 600) right after the pull, so that it is not
+            redelivered while it waits for the next checkpoint; set it above the
+            checkpoint interval.
     """
 
     def __init__(
@@ -214,11 +257,18 @@ class ReadPubSubPortable(beam.PTransform):
         max_messages: int = 500,
         pull_timeout_s: float = 1.0,
         watermark_slack_s: float = 2.0,
+        lease_s: int | None = None,
     ):
         super().__init__()
         self.subscription = subscription
         self.pull = _PullSubscription(
-            ack, stop_at, timestamp_attribute, max_messages, pull_timeout_s, watermark_slack_s
+            ack,
+            stop_at,
+            timestamp_attribute,
+            max_messages,
+            pull_timeout_s,
+            watermark_slack_s,
+            lease_s,
         )
 
     def expand(self, pbegin: Any) -> Any:
@@ -234,13 +284,14 @@ class PubSubReading:
     """How a streaming job reads its subscriptions (events and retry records).
 
     ``portable``: :class:`ReadPubSubPortable` (Flink, Prism, other portable runners)
-    instead of Beam's ``ReadFromPubSub`` (DirectRunner, Dataflow). ``ack`` and
-    ``stop_at`` apply to the portable reader only.
+    instead of Beam's ``ReadFromPubSub`` (DirectRunner, Dataflow). ``ack``, ``stop_at``
+    and ``lease_s`` apply to the portable reader only.
     """
 
     portable: bool = False
     ack: str = "finalize"
     stop_at: float | None = None
+    lease_s: int | None = None
 
     def read(
         self,
@@ -262,4 +313,6 @@ class PubSubReading:
             raise ValueError(
                 "the portable Pub/Sub reader needs a subscription (--subscription), not a topic"
             )
-        return ReadPubSubPortable(subscription, self.ack, self.stop_at, timestamp_attribute)
+        return ReadPubSubPortable(
+            subscription, self.ack, self.stop_at, timestamp_attribute, lease_s=self.lease_s
+        )

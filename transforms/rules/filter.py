@@ -67,9 +67,20 @@ class _Node:
         return self.exact.setdefault(segment, _Node())
 
 
-MAX_MEMO_KEYS = 4096
-"""Keys remembered per walk state. Event keys come from a small fixed set; past this many
-(inputs whose keys are data), further keys are matched each time instead of remembered."""
+MAX_MEMO_ENTRIES = 65536
+"""Steps remembered per pattern trie. Event keys come from a small fixed set; past this
+many (inputs whose keys are data), further steps are matched each time instead of
+remembered, so memory stays bounded whatever the input."""
+
+
+class _Memo:
+    """What one pattern trie has remembered: its multi-node states and a count of steps."""
+
+    __slots__ = ("entries", "states")
+
+    def __init__(self) -> None:
+        self.states: dict[tuple[int, ...], _State] = {}
+        self.entries = 0
 
 
 class _State:
@@ -77,13 +88,16 @@ class _State:
 
     With wildcards a key can reach several nodes, and finding them means a regex match per
     pattern. The result depends only on (state, key), and event keys repeat from event to
-    event, so each is computed once per state (a lazily built automaton).
+    event, so each is computed once per state (a lazily built automaton). States made of
+    several nodes are shared through the trie's :class:`_Memo`, so their number is bounded
+    by the trie, and the steps remembered by ``MAX_MEMO_ENTRIES``.
     """
 
-    __slots__ = ("children", "nodes", "steps")
+    __slots__ = ("children", "memo", "nodes", "steps")
 
-    def __init__(self, nodes: tuple[_Node, ...]):
+    def __init__(self, nodes: tuple[_Node, ...], memo: _Memo):
         self.nodes = nodes
+        self.memo = memo
         self.children: tuple[tuple[str, bool, _State], ...] | None = None
         """Set when this is one node without wildcards: its ``(key, terminal, state)``."""
         if len(nodes) == 1 and not nodes[0].wild:
@@ -101,10 +115,17 @@ class _State:
             if len(out) == 1:
                 nxt = out[0].state
             elif out:
-                nxt = _State(tuple(out))
+                ids = tuple(id(n) for n in out)
+                nxt = self.memo.states.get(ids)
+                if nxt is None:
+                    nxt = _State(tuple(out), self.memo)
+                    if self.memo.entries < MAX_MEMO_ENTRIES:
+                        self.memo.states[ids] = nxt
+                        self.memo.entries += 1
             hit = (nxt, whole)
-            if len(self.steps) < MAX_MEMO_KEYS:
+            if self.memo.entries < MAX_MEMO_ENTRIES:
                 self.steps[key] = hit
+                self.memo.entries += 1
         return hit
 
 
@@ -121,13 +142,13 @@ def normalize_pattern(pattern: str) -> list[str]:
     return segments
 
 
-def _seal(node: _Node) -> None:
+def _seal(node: _Node, memo: _Memo) -> None:
     """Give every node of a finished trie its walk state (children first)."""
     for child in node.exact.values():
-        _seal(child)
+        _seal(child, memo)
     for _, child in node.wild:
-        _seal(child)
-    node.state = _State((node,))
+        _seal(child, memo)
+    node.state = _State((node,), memo)
 
 
 def compile_patterns(patterns: Iterable[str]) -> _Node:
@@ -138,7 +159,7 @@ def compile_patterns(patterns: Iterable[str]) -> _Node:
         for segment in normalize_pattern(pattern):
             node = node.child(segment)
         node.terminal = True
-    _seal(root)
+    _seal(root, _Memo())
     return root
 
 
