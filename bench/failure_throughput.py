@@ -44,7 +44,7 @@ def main() -> None:
     from beam_pipeline.cli import main as cli
     from examples.generate_events import generate
     from tests.receivers.base import Receiver
-    from tests.receivers.credentials import SECRET_ENV, WEBHOOK_PATH, make_api
+    from tests.receivers.credentials import SECRET_ENV, make_api, webhook_connector
 
     os.environ.update(SECRET_ENV)
     work = Path(tempfile.mkdtemp(prefix="failbench-"))
@@ -59,16 +59,11 @@ def main() -> None:
             out = work / f"run-{n}-{label.split()[0]}"
             cfg = out / "delivery.yaml"
             out.mkdir()
+            hook = webhook_connector(receiver.url, "{max_events: 500}")
             cfg.write_text(
                 f"""
 connectors:
-  - id: hook
-    type: http
-    deliver:
-      endpoint: "{receiver.url}{WEBHOOK_PATH}"
-      headers: {{Authorization: '${{env:TEST_WEBHOOK_AUTH}}', X-Source: telemetry}}
-      body: ndjson
-      batch: {{max_events: 500}}
+{hook}
 dead_letter: {{path: "{out}/dead_letter"}}
 retry_topic: "{out}/retry"
 """

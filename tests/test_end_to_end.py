@@ -149,10 +149,9 @@ def canonical(records: list[dict[str, Any]]) -> list[str]:
     return sorted(json.dumps(r, sort_keys=True, ensure_ascii=False) for r in records)
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
-    folder = tmp_path_factory.mktemp("corpus")
-    lines = list(generate(N_EVENTS, seed=7, invalid=N_INVALID, iso_every=50))
+def write_corpus(folder: Path, seed: int, iso_every: int) -> tuple[Path, list[dict[str, Any]]]:
+    """A gzip corpus of N_EVENTS events and N_INVALID bad lines; its path and valid events."""
+    lines = list(generate(N_EVENTS, seed=seed, invalid=N_INVALID, iso_every=iso_every))
     path = folder / "events.jsonl.gz"
     path.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
     valid = []
@@ -169,6 +168,11 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[st
             valid.append(e)
     assert len(valid) == N_EVENTS
     return path, valid
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
+    return write_corpus(tmp_path_factory.mktemp("corpus"), seed=7, iso_every=50)
 
 
 def run_job(tmp: Path, source: Path, *extra: str) -> dict[str, Any]:

@@ -33,18 +33,23 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_pipeline.cli import main
 from beam_pipeline.config import parse_config
 from beam_pipeline.pipeline import build_delivery
-from examples.generate_events import generate
 from tests.standins.object_stores import Server, Store, make_store
 from tests.standins.pubsub import PubSubEmulator
-from tests.test_end_to_end import canonical, config, oracle, read_records
+from tests.test_end_to_end import (
+    N_EVENTS,
+    N_INVALID,
+    canonical,
+    config,
+    oracle,
+    read_records,
+    write_corpus,
+)
 from transforms.rules.records import Chunk
 
 pytest_plugins = ["tests.standins.object_stores", "tests.standins.pubsub"]
 
 ROOT = Path(__file__).resolve().parents[1]
 FETCH = ROOT / "scripts" / "fetch_flink_jobserver.py"
-N_EVENTS = 3000
-N_INVALID = 14  # every invalid kind twice, oversized and blank included
 S3_MAX_EVENTS = 250
 FILE_LIMITS = {"ops": 100, "sampled": 300, "everything": 250, "no_heartbeats": 400}
 
@@ -70,21 +75,7 @@ def flink_job_server_jar() -> str:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
-    folder = tmp_path_factory.mktemp("flink-corpus")
-    lines = list(generate(N_EVENTS, seed=23, invalid=N_INVALID, iso_every=41))
-    path = folder / "events.jsonl.gz"
-    path.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
-    valid = []
-    for line in lines:
-        try:
-            e = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
-            continue
-        is_event = isinstance(e, dict) and isinstance(e.get("event", {}).get("type"), str)
-        if is_event and len(line) <= 1 << 20:
-            valid.append(e)
-    assert len(valid) == N_EVENTS
-    return path, valid
+    return write_corpus(tmp_path_factory.mktemp("flink-corpus"), seed=23, iso_every=41)
 
 
 @pytest.fixture

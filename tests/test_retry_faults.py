@@ -19,7 +19,7 @@ import pytest
 from beam_pipeline.cli import main
 from examples.generate_events import generate
 from tests.receivers.base import Receiver
-from tests.receivers.credentials import WEBHOOK_PATH, make_api
+from tests.receivers.credentials import make_api, webhook_connector
 
 pytest_plugins = ["tests.receivers.fixtures"]
 
@@ -39,6 +39,10 @@ def source(tmp_path: Path) -> tuple[Path, list[str]]:
     return path, [json.loads(x)["event_id"] for x in lines]
 
 
+FAST_SCHEDULE_S = [0.001, 0.001, 0.001, 0.001, 0.001, 0.1]
+"""The delayed schedule, compressed: records are due at once (the last after 0.1 s)."""
+
+
 def write_config(
     tmp: Path,
     receiver: Receiver,
@@ -49,19 +53,17 @@ def write_config(
 ) -> Path:
     retry = f'retry_topic: "{tmp}/retry"' if retry_topic else ""
     cfg = tmp / "delivery.yaml"
+    hook = webhook_connector(
+        receiver.url,
+        f"{{max_events: {max_events}}}",
+        f"concurrency: {concurrency}",
+        "timeouts: {connect_s: 1, read_s: 1}",
+        retry=f"{{immediate: {immediate}, delayed_schedule_s: {FAST_SCHEDULE_S}}}",
+    )
     cfg.write_text(
         f"""
 connectors:
-  - id: hook
-    type: http
-    deliver:
-      endpoint: "{receiver.url}{WEBHOOK_PATH}"
-      headers: {{Authorization: '${{env:TEST_WEBHOOK_AUTH}}', X-Source: telemetry}}
-      body: ndjson
-      batch: {{max_events: {max_events}}}
-      concurrency: {concurrency}
-      timeouts: {{connect_s: 1, read_s: 1}}
-    retry: {{immediate: {immediate}, delayed_schedule_s: [0.001, 0.001, 0.001, 0.001, 0.001, 0.1]}}
+{hook}
   - id: archive
     type: file
     deliver: {{path: "{tmp}/archive", format: ndjson}}

@@ -36,7 +36,7 @@ from beam_pipeline.config import DeliveryConfig, parse_config
 from beam_pipeline.pipeline import build_delivery
 from tests.conftest import make_event
 from tests.receivers.base import Receiver
-from tests.receivers.credentials import WEBHOOK_PATH, make_api
+from tests.receivers.credentials import make_api, webhook_connector
 from tests.standins.pubsub import PubSubEmulator
 
 pytest_plugins = ["tests.standins.pubsub", "tests.receivers.fixtures"]
@@ -54,18 +54,16 @@ def fake_clock() -> float:
 
 
 def config(tmp: Path, receiver: Receiver, topic: str, subscription: str) -> DeliveryConfig:
+    hook = webhook_connector(
+        receiver.url,
+        "{max_events: 1, max_wait_s: 1}",
+        "timeouts: {connect_s: 2, read_s: 2}",
+        retry=f"{{immediate: {IMMEDIATE}, delayed_schedule_s: {SCHEDULE_S}}}",
+    )
     return parse_config(
         f"""
 connectors:
-  - id: hook
-    type: http
-    deliver:
-      endpoint: "{receiver.url}{WEBHOOK_PATH}"
-      headers: {{Authorization: '${{env:TEST_WEBHOOK_AUTH}}'}}
-      body: ndjson
-      batch: {{max_events: 1, max_wait_s: 1}}
-      timeouts: {{connect_s: 2, read_s: 2}}
-    retry: {{immediate: {IMMEDIATE}, delayed_schedule_s: {SCHEDULE_S}}}
+{hook}
 dead_letter: {{path: "{tmp}/dead_letter", batch: {{max_events: 1, max_wait_s: 1}}}}
 retry_topic: {topic}
 retry_subscription: {subscription}

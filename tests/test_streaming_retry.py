@@ -23,7 +23,7 @@ from beam_pipeline.config import parse_config
 from beam_pipeline.pipeline import build_streaming_pipeline
 from tests.conftest import make_event
 from tests.receivers.base import Receiver
-from tests.receivers.credentials import WEBHOOK_PATH, make_api
+from tests.receivers.credentials import make_api, webhook_connector
 from tests.standins.pubsub import PubSubEmulator
 from tests.test_streaming_pubsub import Ticker, stop_streaming_job
 
@@ -33,18 +33,16 @@ N = 20
 
 
 def config(tmp: Path, receiver: Receiver, topic: str, subscription: str) -> Any:
+    hook = webhook_connector(
+        receiver.url,
+        "{max_events: 5, max_wait_s: 0.3}",
+        "timeouts: {connect_s: 1, read_s: 1}",
+        retry="{immediate: 0, delayed_schedule_s: [0.5, 0.5, 0.5, 0.5, 0.5, 0.5]}",
+    )
     return parse_config(
         f"""
 connectors:
-  - id: hook
-    type: http
-    deliver:
-      endpoint: "{receiver.url}{WEBHOOK_PATH}"
-      headers: {{Authorization: '${{env:TEST_WEBHOOK_AUTH}}', X-Source: telemetry}}
-      body: ndjson
-      batch: {{max_events: 5, max_wait_s: 0.3}}
-      timeouts: {{connect_s: 1, read_s: 1}}
-    retry: {{immediate: 0, delayed_schedule_s: [0.5, 0.5, 0.5, 0.5, 0.5, 0.5]}}
+{hook}
 dead_letter: {{path: "{tmp}/dead_letter", batch: {{max_wait_s: 0.5}}}}
 retry_topic: {topic}
 retry_subscription: {subscription}

@@ -35,6 +35,28 @@ SECRET_ENV = {
 """Environment variables the test configs reference, and their values."""
 
 
+def webhook_connector(url: str, batch: str, *deliver: str, retry: str | None = None) -> str:
+    """YAML of an ``http`` connector ``hook`` posting NDJSON to the webhook stand-in at ``url``.
+
+    An item of the ``connectors:`` list: ``batch`` is its ``batch`` mapping (flow style),
+    ``deliver`` more ``key: value`` lines of its ``deliver``, ``retry`` its ``retry``
+    mapping. The secret is referenced as ``${env:TEST_WEBHOOK_AUTH}`` (:data:`SECRET_ENV`).
+    """
+    lines = [
+        "  - id: hook",
+        "    type: http",
+        "    deliver:",
+        f'      endpoint: "{url}{WEBHOOK_PATH}"',
+        "      headers: {Authorization: '${env:TEST_WEBHOOK_AUTH}', X-Source: telemetry}",
+        "      body: ndjson",
+        f"      batch: {batch}",
+        *(f"      {line}" for line in deliver),
+    ]
+    if retry is not None:
+        lines.append(f"    retry: {retry}")
+    return "\n".join(lines)
+
+
 def make_api(kind: str) -> Api:
     """A fresh API stand-in of one kind with the test credentials."""
     if kind == "datadog_logs":
