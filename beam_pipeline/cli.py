@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import json
 import logging
 import os
@@ -36,6 +35,7 @@ import orjson
 
 from beam_pipeline.config import ConfigError, DeliveryConfig, load_config
 from transforms.progress import PROGRESS, ProgressPrinter
+from transforms.runtime import tune_gc
 
 if TYPE_CHECKING:
     from transforms.pubsub_read import PubSubReading
@@ -147,9 +147,7 @@ def _finish(
 
     from beam_pipeline.summary import collect_summary, format_summary
 
-    # Beam's imports leave ~200k long-lived objects that every full garbage collection
-    # walks again; freezing them cut the job's CPU by ~15% at 1M events (bench/RESULTS.md).
-    gc.freeze()
+    tune_gc()  # freeze Beam's objects, collect rarely (see its docstring)
     started = time.monotonic()
     with ProgressPrinter() if progress else contextlib.nullcontext():
         result = pipeline.run()

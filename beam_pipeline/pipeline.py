@@ -51,6 +51,7 @@ def build_delivery(
     rules: LiveRules | None = None,
     retry_messages: Any = None,
     reading: PubSubReading | None = None,
+    read_failures: Any = None,
 ) -> dict[str, Any]:
     """Wire Parse -> ... -> Deliver onto a PCollection of raw line chunks.
 
@@ -62,6 +63,8 @@ def build_delivery(
     ``retry_messages`` (streaming with a Pub/Sub retry topic) replaces the read of
     ``retry_subscription`` with a PCollection of the same messages (TestStream tests).
     ``reading`` says how subscriptions are read (see :mod:`transforms.pubsub_read`).
+    ``read_failures`` (lists of dead letters of the read, e.g. unreadable files) join the
+    other failures.
 
     Returns the ``written`` (one :class:`~transforms.deliver.Delivered` per batch),
     ``dead_letters`` (paths of dead-letter files) and, with a ``retry_topic``, ``retries``
@@ -78,7 +81,7 @@ def build_delivery(
     else:
         cut = packaged.records | "Batch" >> CutBatches(config)
         ready, unbatchable = cut.batches, cut[DEAD_LETTER]
-    extra_failures = []
+    extra_failures = [] if read_failures is None else [read_failures]
     requeued = []
     if streaming and config.retry_on_pubsub:
         assert config.retry_subscription is not None
@@ -122,8 +125,8 @@ def build_pipeline(
     chunk_lines: int = DEFAULT_CHUNK_LINES,
 ) -> dict[str, Any]:
     """Build the batch (backfill) job on ``p``: read ``inputs`` and deliver per ``config``."""
-    chunks = p | "Read" >> ReadEventChunks(inputs, chunk_lines)
-    return build_delivery(chunks, config)
+    read = p | "Read" >> ReadEventChunks(inputs, chunk_lines)
+    return build_delivery(read.chunks, config, read_failures=read[DEAD_LETTER])
 
 
 def build_streaming_pipeline(

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import gzip
-import io
 import json
 import sys
 import time
@@ -43,6 +41,7 @@ if str(ROOT) not in sys.path:
 from beam_pipeline.config import CompiledConnector, compile_connectors, load_config  # noqa: E402
 from transforms.connectors import make_sink  # noqa: E402
 from transforms.connectors.base import DeliveryBatch, Sink  # noqa: E402
+from transforms.rules import gzipio  # noqa: E402
 from transforms.rules.events import event_time_ms, parse_line  # noqa: E402
 from transforms.rules.naming import PrefixError, PrefixTemplate  # noqa: E402
 from transforms.rules.records import DeadLetter, Packaged  # noqa: E402
@@ -81,7 +80,7 @@ def read_lines(path: str) -> Iterator[bytes]:
         stream: Any = raw
         if raw.read(2) == b"\x1f\x8b":
             raw.seek(0)
-            stream = io.BufferedReader(gzip.GzipFile(fileobj=raw), buffer_size=1 << 20)
+            stream = gzipio.open_reader(raw)
         else:
             raw.seek(0)
         for line in stream:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from beam_pipeline.config import ConfigError, parse_config
 from tests.conftest import make_event
 from transforms.connectors import make_sink
 from transforms.connectors.base import DeliveryBatch
+from transforms.rules import gzipio
 from transforms.rules.encode import GZIP_LEVEL, encode_batch, encode_ndjson
 from transforms.rules.events import event_time_ms
 from transforms.rules.records import Packaged
@@ -31,13 +33,25 @@ dead_letter: {{path: {tmp_path / "dlq"}}}
 """
 
 
-def test_default_level_is_six_and_bytes_are_unchanged(tmp_path: Path) -> None:
+def test_default_level_is_six_standard_gzip_and_deterministic(tmp_path: Path) -> None:
     batch = items()
     data = encode_batch(batch, "ndjson.gz")
     assert GZIP_LEVEL == 6
-    assert data == gzip.compress(encode_ndjson([i.record for i in batch]), 6, mtime=0)
+    assert data == gzipio.compress(encode_ndjson([i.record for i in batch]), 6)
+    assert data == encode_batch(batch, "ndjson.gz")  # equal batches, equal bytes (no mtime)
+    assert data[4:8] == b"\0\0\0\0"  # gzip header: mtime 0
+    assert gzip.decompress(data) == encode_ndjson([i.record for i in batch])  # standard gzip
     deliver = parse_config(config(tmp_path, "")).connectors[0].deliver_config
     assert deliver.gzip_level == 6
+
+
+def test_gzip_input_is_read_whole_across_members() -> None:
+    concatenated = gzip.compress(b'{"a":1}\n{"a":2}\n') + gzipio.compress(b'{"a":3}\n', 1)
+    assert list(gzipio.open_reader(io.BytesIO(concatenated))) == [
+        b'{"a":1}\n',
+        b'{"a":2}\n',
+        b'{"a":3}\n',
+    ]
 
 
 def test_a_level_changes_size_not_content(tmp_path: Path) -> None:

@@ -267,3 +267,30 @@ def test_bad_input_arguments_fail_clearly(
     assert "matches no files" in capsys.readouterr().err
     assert main(["run", "--config", str(cfg)]) == 2
     assert "--input is required" in capsys.readouterr().err
+
+
+def test_a_damaged_gzip_input_is_a_dead_letter_not_a_crash(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    good = list(generate(300, seed=3))
+    (inputs / "good.jsonl").write_bytes(b"\n".join(good) + b"\n")
+    # ~20k events (several MiB once decompressed), cut off in the middle of the stream.
+    damaged_lines = list(generate(20_000, seed=4))
+    packed = gzip.compress(b"\n".join(damaged_lines) + b"\n")
+    (inputs / "damaged.jsonl.gz").write_bytes(packed[: len(packed) // 2])
+    summary = run_job(tmp_path, inputs / "*")
+    counts = summary["input"]
+    assert counts["balanced"]
+    assert counts["invalid"] == 1 and counts["invalid_reasons"] == {"unreadable_input": 1}
+    readable = counts["events"] - len(good)
+    assert 0 < readable < len(damaged_lines)  # what came before the damage went on
+    [letter] = [
+        json.loads(line)
+        for path in (tmp_path / "out" / "dead_letter").rglob("*.ndjson")
+        for line in path.read_text().splitlines()
+    ]
+    assert letter["stage"] == "read" and letter["reason"] == "unreadable_input"
+    assert letter["path"].endswith("damaged.jsonl.gz") and letter["lines_before"] == readable
+    assert "EOFError" in letter["error"]
+    delivered = sum(c["delivered"] for c in summary["connectors"])
+    assert delivered > 0

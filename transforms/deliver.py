@@ -285,9 +285,11 @@ class _DeliverBatch(beam.DoFn):
         policy = self.redelivery if batch.retry is not None else self.policies[cid]
         future = self.pools[cid].submit(deliver_with_retries, self.sinks[cid], batch, policy)
         self.in_flight[cid] += 1
-        entry: InFlight = (future, batch, where)
         finished = self.finished
-        future.add_done_callback(lambda _: finished.put(entry))
+        # The callback gets the future as its argument and must not hold it: a future that
+        # (through its callback) refers to itself is a reference cycle, which would keep
+        # every delivered batch alive until a full garbage collection (bench/RESULTS.md).
+        future.add_done_callback(lambda done: finished.put((done, batch, where)))
 
     def _complete_done(self) -> Iterator[Any]:
         """Complete every write that has finished, without waiting for any."""

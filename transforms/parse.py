@@ -7,9 +7,7 @@ stage's semantics per event while paying that cost once per thousands of events.
 
 from __future__ import annotations
 
-import gc
-import gzip
-import io
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,8 +21,10 @@ import transforms.coders  # noqa: F401  (registers the chunk coders)
 from transforms import metrics
 from transforms.progress import PROGRESS
 from transforms.pubsub_read import PubSubReading
+from transforms.rules import gzipio
 from transforms.rules.events import parse_line
 from transforms.rules.records import Chunk, DeadLetter
+from transforms.runtime import tune_gc_once
 
 DEFAULT_CHUNK_LINES = 5000
 """Lines per chunk: large enough to amortize Beam's per-element cost, small enough for memory."""
@@ -44,7 +44,7 @@ def open_lines(path: str, progress_every: int = 0) -> Iterator[bytes]:
         raw.seek(0)
         stream: Any = raw
         if head == b"\x1f\x8b":
-            stream = io.BufferedReader(gzip.GzipFile(fileobj=raw), buffer_size=1 << 20)
+            stream = gzipio.open_reader(raw)
         n = 0
         for line in stream:
             yield line.rstrip(b"\r\n")
@@ -58,19 +58,51 @@ def open_lines(path: str, progress_every: int = 0) -> Iterator[bytes]:
         raw.close()
 
 
+UNREADABLE = "unreadable_input"
+"""Reason of the dead letter for an input file that cannot be read to its end."""
+
+READ_ERRORS = (OSError, EOFError, zlib.error)
+"""What reading a damaged file raises: truncated gzip (``EOFError``), not gzip after a
+gzip magic (``gzip.BadGzipFile``, an ``OSError``), corrupt deflate data (``zlib.error``),
+or an I/O error of the file system."""
+
+
+def unreadable(path: str, lines: int, exc: BaseException) -> DeadLetter:
+    """The dead letter of a file whose rest cannot be read after ``lines`` lines."""
+    return DeadLetter(
+        stage="read",
+        reason=UNREADABLE,
+        error=f"{path}: {type(exc).__name__}: {exc}; the {lines} line(s) before were read",
+        original={"path": path, "lines_before": lines},
+    )
+
+
 class _ReadChunks(beam.DoFn):
     def __init__(self, chunk_lines: int):
         self.chunk_lines = chunk_lines
 
-    def process(self, path: str) -> Iterator[tuple[str, int, Chunk]]:
+    def setup(self) -> None:
+        ns = metrics.PIPELINE
+        self.lines = Metrics.counter(ns, metrics.LINES_READ)
+        self.invalid = Metrics.counter(ns, metrics.INVALID)
+
+    def process(self, path: str) -> Iterator[Any]:
         chunk = Chunk()
-        index = 0
-        for line in open_lines(path, progress_every=self.chunk_lines):
-            chunk.append(line)
-            if len(chunk) >= self.chunk_lines:
-                yield path, index, chunk
-                chunk = Chunk()
-                index += 1
+        index = lines = 0
+        try:
+            for line in open_lines(path, progress_every=self.chunk_lines):
+                chunk.append(line)
+                lines += 1
+                if len(chunk) >= self.chunk_lines:
+                    yield path, index, chunk
+                    chunk = Chunk()
+                    index += 1
+        except READ_ERRORS as exc:
+            # Every line read so far goes on; the unreadable rest is one dead letter and
+            # counts as one invalid line, so lines_read = events + invalid + blank holds.
+            self.lines.inc()
+            self.invalid.inc()
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, [unreadable(path, lines, exc)])
         if chunk:
             yield path, index, chunk
 
@@ -78,12 +110,17 @@ class _ReadChunks(beam.DoFn):
 class ReadEventChunks(beam.PTransform):
     """Read JSON-lines files (globs; local, gs://, s3://; plain or gzip) as chunks of lines.
 
-    Output elements are ``(path, chunk_index, [line_bytes, ...])``; chunk boundaries are
-    deterministic (every ``chunk_lines`` lines of each file), so reruns cut the same way.
+    Main output ``chunks``: ``(path, chunk_index, [line_bytes, ...])``; chunk boundaries
+    are deterministic (every ``chunk_lines`` lines of each file), so reruns cut the same
+    way. Tagged output ``dead_letter``: a file that cannot be read to its end (truncated or
+    corrupt gzip, I/O error) gives its lines up to the damage (less what the last 1 MiB
+    read held: a failing read returns nothing), then one :class:`DeadLetter`
+    (``stage: read``, reason ``unreadable_input``) naming the file and the lines before.
 
     Example::
 
-        chunks = p | "Read" >> ReadEventChunks(["data/*.jsonl.gz"])
+        read = p | "Read" >> ReadEventChunks(["data/*.jsonl.gz"])
+        chunks, unreadable = read.chunks, read[DEAD_LETTER]
     """
 
     def __init__(self, patterns: list[str], chunk_lines: int = DEFAULT_CHUNK_LINES):
@@ -99,27 +136,15 @@ class ReadEventChunks(beam.PTransform):
             | "Paths" >> beam.Map(lambda m: m.path)
             | "Spread" >> beam.Reshuffle()
             | "Chunks"
-            >> beam.ParDo(_ReadChunks(self.chunk_lines)).with_output_types(
-                beam.typehints.Tuple[str, int, Chunk]
-            )
+            >> beam.ParDo(_ReadChunks(self.chunk_lines))
+            .with_output_types(beam.typehints.Tuple[str, int, Chunk])
+            .with_outputs(DEAD_LETTER, main="chunks")
         )
-
-
-def freeze_heap_once() -> None:
-    """``gc.freeze()`` once per process, if nothing froze it yet (the CLI does, in-process).
-
-    Importing Beam leaves ~200k long-lived objects that every full collection walks again;
-    freezing them cut the job's CPU by ~15% (bench/RESULTS.md). Worker processes
-    (multi-processing, Flink, Dataflow) import Beam themselves, so they freeze here, in a
-    DoFn every graph has. Objects alive now (modules, compiled rules) are never collected.
-    """
-    if gc.get_freeze_count() == 0:
-        gc.freeze()
 
 
 class _ParseChunk(beam.DoFn):
     def setup(self) -> None:
-        freeze_heap_once()
+        tune_gc_once()
         ns = metrics.PIPELINE
         self.lines = Metrics.counter(ns, metrics.LINES_READ)
         self.blank = Metrics.counter(ns, metrics.BLANK_LINES)

@@ -30,7 +30,6 @@ client knows replaced by ``***`` (a server may echo a header back).
 
 from __future__ import annotations
 
-import gzip
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from urllib.parse import urlsplit
 
 from transforms.connectors._api import Timeouts, redact, secret_values
 from transforms.connectors.base import DeliveryError, Sink
+from transforms.rules import gzipio
 
 EXCERPT_CHARS = 200
 """How much of an error response body a message quotes."""
@@ -60,7 +60,7 @@ def compress(body: bytes, compression: str) -> bytes:
 
 def gzip_body(data: bytes) -> bytes:
     """Compress a request body with gzip (no timestamp: equal bodies give equal bytes)."""
-    return gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
+    return gzipio.compress(data, GZIP_LEVEL)
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:

@@ -21,7 +21,6 @@ Plain Python, no Beam import.
 
 from __future__ import annotations
 
-import gzip
 import io
 from collections.abc import Sequence
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 import fastavro
 import orjson
 
+from transforms.rules import gzipio
 from transforms.rules.records import Packaged
 
 FORMATS = {"ndjson": ".ndjson", "ndjson.gz": ".ndjson.gz", "json_array": ".json", "avro": ".avro"}
@@ -86,7 +86,7 @@ def encode_batch(
     if fmt == "ndjson":
         return encode_ndjson(records)
     if fmt == "ndjson.gz":
-        return gzip.compress(encode_ndjson(records), compresslevel=gzip_level, mtime=0)
+        return gzipio.compress(encode_ndjson(records), gzip_level)
     if fmt == "json_array":
         return b"[" + b",".join(dumps(r) for r in records) + b"]"
     if fmt == "avro":
