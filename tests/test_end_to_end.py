@@ -269,28 +269,47 @@ def test_bad_input_arguments_fail_clearly(
     assert "--input is required" in capsys.readouterr().err
 
 
-def test_a_damaged_gzip_input_is_a_dead_letter_not_a_crash(tmp_path: Path) -> None:
+def truncate(packed: bytes) -> bytes:
+    return packed[: len(packed) // 2]
+
+
+def corrupt(packed: bytes) -> bytes:
+    middle = len(packed) // 2
+    return packed[:middle] + bytes(64) + packed[middle + 64 :]
+
+
+@pytest.mark.parametrize(
+    ("damage", "error"), [(truncate, "EOFError"), (corrupt, "")], ids=["truncated", "corrupt"]
+)
+def test_a_damaged_gzip_input_is_a_dead_letter_not_a_crash(
+    tmp_path: Path, damage: Any, error: str
+) -> None:
     inputs = tmp_path / "in"
     inputs.mkdir()
     good = list(generate(300, seed=3))
     (inputs / "good.jsonl").write_bytes(b"\n".join(good) + b"\n")
-    # ~20k events (several MiB once decompressed), cut off in the middle of the stream.
+    # ~20k events (several MiB once decompressed), damaged in the middle of the stream.
     damaged_lines = list(generate(20_000, seed=4))
     packed = gzip.compress(b"\n".join(damaged_lines) + b"\n")
-    (inputs / "damaged.jsonl.gz").write_bytes(packed[: len(packed) // 2])
+    (inputs / "damaged.jsonl.gz").write_bytes(damage(packed))
     summary = run_job(tmp_path, inputs / "*")
     counts = summary["input"]
     assert counts["balanced"]
-    assert counts["invalid"] == 1 and counts["invalid_reasons"] == {"unreadable_input": 1}
-    readable = counts["events"] - len(good)
-    assert 0 < readable < len(damaged_lines)  # what came before the damage went on
-    [letter] = [
+    assert counts["invalid_reasons"]["unreadable_input"] == 1
+    letters = [
         json.loads(line)
         for path in (tmp_path / "out" / "dead_letter").rglob("*.ndjson")
         for line in path.read_text().splitlines()
     ]
-    assert letter["stage"] == "read" and letter["reason"] == "unreadable_input"
-    assert letter["path"].endswith("damaged.jsonl.gz") and letter["lines_before"] == readable
-    assert "EOFError" in letter["error"]
+    [letter] = [d for d in letters if d["stage"] == "read"]
+    assert letter["reason"] == "unreadable_input" and letter["path"].endswith("damaged.jsonl.gz")
+    assert error in letter["error"]
+    assert len(letters) == counts["invalid"]  # every invalid line is a dead letter
+    # What came before the damage went on: every line before it was read and parsed.
+    readable = counts["events"] - len(good)
+    assert 0 < readable < len(damaged_lines)
+    assert letter["lines_before"] == readable + counts["invalid"] - 1 + counts["blank_lines"]
+    if damage is truncate:  # cut off cleanly: nothing else is wrong with the file
+        assert counts["invalid"] == 1
     delivered = sum(c["delivered"] for c in summary["connectors"])
     assert delivered > 0

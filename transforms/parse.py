@@ -7,7 +7,6 @@ stage's semantics per event while paying that cost once per thousands of events.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -61,11 +60,6 @@ def open_lines(path: str, progress_every: int = 0) -> Iterator[bytes]:
 UNREADABLE = "unreadable_input"
 """Reason of the dead letter for an input file that cannot be read to its end."""
 
-READ_ERRORS = (OSError, EOFError, zlib.error)
-"""What reading a damaged file raises: truncated gzip (``EOFError``), not gzip after a
-gzip magic (``gzip.BadGzipFile``, an ``OSError``), corrupt deflate data (``zlib.error``),
-or an I/O error of the file system."""
-
 
 def unreadable(path: str, lines: int, exc: BaseException) -> DeadLetter:
     """The dead letter of a file whose rest cannot be read after ``lines`` lines."""
@@ -97,9 +91,11 @@ class _ReadChunks(beam.DoFn):
                     yield path, index, chunk
                     chunk = Chunk()
                     index += 1
-        except READ_ERRORS as exc:
+        except gzipio.DAMAGED as exc:
             # Every line read so far goes on; the unreadable rest is one dead letter and
             # counts as one invalid line, so lines_read = events + invalid + blank holds.
+            # Only damage that rereading cannot fix: an I/O error (a flaky network read)
+            # still fails the bundle, so the runner retries it as before.
             self.lines.inc()
             self.invalid.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, [unreadable(path, lines, exc)])
@@ -113,9 +109,10 @@ class ReadEventChunks(beam.PTransform):
     Main output ``chunks``: ``(path, chunk_index, [line_bytes, ...])``; chunk boundaries
     are deterministic (every ``chunk_lines`` lines of each file), so reruns cut the same
     way. Tagged output ``dead_letter``: a file that cannot be read to its end (truncated or
-    corrupt gzip, I/O error) gives its lines up to the damage (less what the last 1 MiB
-    read held: a failing read returns nothing), then one :class:`DeadLetter`
-    (``stage: read``, reason ``unreadable_input``) naming the file and the lines before.
+    corrupt gzip: :data:`~transforms.rules.gzipio.DAMAGED`) gives its lines up to the
+    damage (less what the last 1 MiB read held: a failing read returns nothing), then one
+    :class:`DeadLetter` (``stage: read``, reason ``unreadable_input``) naming the file and
+    the lines before.
 
     Example::
 

@@ -20,10 +20,19 @@ Plain Python, no Beam import.
 
 from __future__ import annotations
 
+import gzip
 import io
+import zlib
 from typing import BinaryIO
 
-from zlib_ng import gzip_ng
+from zlib_ng import gzip_ng, zlib_ng
+
+_ZLIB_NG_ERROR: type[Exception] = zlib_ng.error  # type: ignore[assignment]  # its stub says an instance
+
+DAMAGED = (EOFError, gzip.BadGzipFile, zlib.error, _ZLIB_NG_ERROR)
+"""What reading a damaged gzip stream raises: truncated (``EOFError``), a bad header or
+checksum (``BadGzipFile``), corrupt deflate data (zlib's or zlib-ng's ``error``). Reading
+the same bytes again raises the same; an I/O error of the file system is not in here."""
 
 READ_BUFFER = 1 << 20
 """Bytes of decompressed input buffered per read."""
