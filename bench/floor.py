@@ -10,12 +10,12 @@ and on the same data:
 * ``floor``: only the work no implementation of this product can skip: decompress and
   split the input, ``orjson.loads`` every line, and encode every delivered batch exactly
   as the bound writes it (``orjson.dumps`` per record, then gzip at the connector's level
-  for ``ndjson.gz``, with zlib-ng as the job does; the same with the stdlib's zlib for
-  comparison). The records to encode are the bound's own packaged records, made
+  for ``ndjson.gz``, with ``transforms.rules.gzipio`` as the job does; the same with the
+  stdlib's zlib for comparison). The records to encode are the bound's own packaged records, made
   beforehand and not timed; writing the bytes out is not timed either.
 
 CPU is ``time.process_time()`` of this process (one thread). Events per CPU-second of the
-floor is the most any job can reach with orjson and zlib-ng on this machine for
+floor is the most any job can reach with orjson and these compressors on this machine for
 this config, whatever it does about route, filter, package or Beam; the issue's target
 (100k events per CPU-second) can be compared with it directly. Best of ``--repeat``
 interleaved rounds (the least disturbed by other load).
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|---:|")
     for name, cpu in (
         ("read + orjson.loads (zlib-ng, as the job)", best["read"]),
-        ("encode: dumps + gzip (zlib-ng, as the job)", best["encode"]),
+        ("encode: dumps + gzip (as the job: ISA-L at 1-2, else zlib-ng)", best["encode"]),
         ("  of which dumps (same batches, no gzip)", best["json"]),
         ("floor (sum)", floor),
         ("read + orjson.loads (stdlib gzip)", best["read_stdlib"]),

@@ -7,6 +7,8 @@ import io
 from pathlib import Path
 
 import pytest
+from isal import igzip
+from zlib_ng import gzip_ng
 
 from beam_pipeline.config import ConfigError, parse_config
 from tests.conftest import make_event
@@ -96,3 +98,15 @@ dead_letter: {{path: {tmp_path / "dlq"}}}
     assert deliver.gzip_level == 1
     stored = make_sink("store", kind, deliver).encode(DeliveryBatch("store", "", batch))
     assert stored.data == encode_batch(batch, "ndjson.gz", gzip_level=1)
+
+
+@pytest.mark.parametrize("level", range(1, 10))
+def test_every_level_is_standard_deterministic_gzip(level: int) -> None:
+    body = encode_ndjson([i.record for i in items()])
+    data = gzipio.compress(body, level)
+    assert gzip.decompress(data) == body
+    assert data == gzipio.compress(body, level)
+    assert data[4:8] == b"\0\0\0\0"  # mtime 0
+    # Levels 1-2 go through ISA-L, 3-9 through zlib-ng (bench/RESULTS.md says why).
+    engine = igzip if level in gzipio.ISAL_LEVELS else gzip_ng
+    assert data == engine.compress(body, compresslevel=level, mtime=0)
