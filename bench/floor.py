@@ -113,7 +113,9 @@ def time_floor(corpus: Path, batches: list[tuple[DeliveryBatch, str, int]]) -> d
         "read": _read(corpus, gzipio.open_reader),
         "encode": _encode(batches),
         "json": json_only,
-        "read_stdlib": _read(corpus, lambda raw: io.BufferedReader(gzip.GzipFile(fileobj=raw))),
+        "read_stdlib": _read(
+            corpus, lambda raw: io.BufferedReader(gzip.GzipFile(fileobj=raw), gzipio.READ_BUFFER)
+        ),
         "encode_stdlib": _encode(batches, stdlib=True),
     }
 

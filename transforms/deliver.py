@@ -301,9 +301,7 @@ class _DeliverBatch(beam.DoFn):
         while any(self.in_flight.values()):
             yield from self._complete(self.finished.get())
 
-    def _complete(
-        self, entry: tuple[Future[Outcome], DeliveryBatch, WindowedValue]
-    ) -> Iterator[Any]:
+    def _complete(self, entry: InFlight) -> Iterator[Any]:
         future, batch, where = entry
         cid = batch.connector_id
         self.in_flight[cid] -= 1
