@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -48,8 +49,9 @@ def no_collector() -> Iterator[None]:
         gc.enable()
 
 
+@pytest.mark.parametrize("writes", ["inline", "threads"])
 def test_delivered_batches_are_freed_without_the_collector(
-    tmp_path: Path, no_collector: None
+    tmp_path: Path, no_collector: None, writes: str
 ) -> None:
     config = parse_config(
         f"""
@@ -62,6 +64,8 @@ dead_letter: {{path: "{tmp_path}/dl"}}
     )
     fn = _DeliverBatch(config)
     fn.setup()
+    if writes == "threads":  # local files write inline; check the pool's path as well
+        fn.pools["files"] = ThreadPoolExecutor(4)
     try:
         before = alive(DeliveryBatch), alive(Packaged)
         fn.start_bundle()

@@ -198,6 +198,26 @@ class Delivered(NamedTuple):
 BACKLOG_PER_THREAD = 16
 """Batches a connector may have waiting per delivery thread before it is "not keeping up"."""
 
+
+class InlineExecutor:
+    """Runs each submitted call at once on the calling thread; returns its done future.
+
+    The executor of sinks that write inline (:attr:`Sink.writes_inline`), so Deliver treats
+    every write alike: a future, a done-callback, the same counts and failures.
+    """
+
+    def submit(self, fn: Any, *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # reported through the future, as a pool's would be
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Nothing to stop."""
+
+
 InFlight = tuple[Future[Outcome], DeliveryBatch, WindowedValue]
 """A write in progress: its future, its batch, and the window its outputs belong to."""
 
@@ -206,11 +226,12 @@ class _DeliverBatch(beam.DoFn):
     """Writes batches through each connector's sink, up to ``concurrency`` at once.
 
     Writes run on a thread pool per connector (created in ``setup``, like the sinks), so a
-    slow destination occupies only its own threads. Results are emitted as they complete
-    and ``finish_bundle`` waits for every write still in flight, so a bundle never
-    finishes (and its input is never acknowledged) before its batches are delivered,
-    waiting for a delayed retry, or dead-lettered. Metrics are counted on the DoFn's own
-    thread, where Beam records them.
+    slow destination occupies only its own threads; a sink whose writes are only CPU work
+    (:attr:`Sink.writes_inline`: local files) writes on this thread instead. Results are
+    emitted as they complete and ``finish_bundle`` waits for every write still in flight,
+    so a bundle never finishes (and its input is never acknowledged) before its batches
+    are delivered, waiting for a delayed retry, or dead-lettered. Metrics are counted on
+    the DoFn's own thread, where Beam records them.
 
     Isolation: a connector may have ``concurrency * 16`` batches in flight. Beyond that it
     is not keeping up (down, hanging until its timeouts): with a retry location, its new
@@ -227,7 +248,7 @@ class _DeliverBatch(beam.DoFn):
         self.schedules: dict[str, tuple[float, ...]] = {}
         self.delayed_enabled = self.config.retry_topic is not None
         self.redelivery = RetryPolicy(immediate=0)  # a delayed attempt is one attempt
-        self.pools: dict[str, ThreadPoolExecutor] = {}
+        self.pools: dict[str, ThreadPoolExecutor | InlineExecutor] = {}
         self.backlog: dict[str, int] = {}
         self.counters: dict[str, dict[str, Any]] = {}
         self.freshness: dict[str, list[Any]] = {}
@@ -240,7 +261,11 @@ class _DeliverBatch(beam.DoFn):
             self.policies[c.id] = RetryPolicy(immediate=retry.immediate)
             self.schedules[c.id] = tuple(retry.delayed_schedule_s)
             self.backlog[c.id] = c.deliver.concurrency * BACKLOG_PER_THREAD
-            self.pools[c.id] = ThreadPoolExecutor(c.deliver.concurrency, f"deliver-{c.id}")
+            self.pools[c.id] = (
+                InlineExecutor()
+                if sink.writes_inline
+                else ThreadPoolExecutor(c.deliver.concurrency, f"deliver-{c.id}")
+            )
             ns = metrics.connector_namespace(c.id)
             self.counters[c.id] = {
                 n: Metrics.counter(ns, n)
@@ -290,6 +315,8 @@ class _DeliverBatch(beam.DoFn):
         # (through its callback) refers to itself is a reference cycle, which would keep
         # every delivered batch alive until a full garbage collection (bench/RESULTS.md).
         future.add_done_callback(lambda done: finished.put((done, batch, where)))
+        if future.done():  # an inline write: report it now, not with the next batch
+            yield from self._complete_done()
 
     def _complete_done(self) -> Iterator[Any]:
         """Complete every write that has finished, without waiting for any."""

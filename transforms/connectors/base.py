@@ -53,7 +53,11 @@ class DeliverConfig(StrictModel):
 
     batch: Batch = Field(default_factory=Batch, description="Batch size and wait.")
     concurrency: int = Field(
-        default=4, ge=1, le=256, description="Batches in flight at once per worker."
+        default=4,
+        ge=1,
+        le=256,
+        description="Batches in flight at once per worker (local files: written one at a "
+        "time on the stage's thread, where writes are CPU work).",
     )
 
 
@@ -135,6 +139,12 @@ class Sink:
     """A destination: open a client, write a batch, close."""
 
     connector_id: str
+
+    writes_inline: bool = False
+    """True when a write is only this process's CPU work under the GIL (encoding plus a
+    local file write): Deliver then writes on its own thread instead of a thread pool.
+    Threads overlap waits (networks, remote stores); for CPU work they add GIL handoffs
+    and cross-core traffic and overlap nothing (bench/RESULTS.md, "Local writes inline")."""
 
     def open(self) -> None:
         """Create clients (called once per DoFn instance, in ``setup``)."""

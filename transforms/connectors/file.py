@@ -87,6 +87,8 @@ class FileSink(Sink):
         self.format = deliver.format
         self.extension = FORMATS[deliver.format]
         self.gzip_level = deliver.gzip_level
+        # A local write is a page-cache copy: no wait worth a thread (see Sink).
+        self.writes_inline = "://" not in self.base
 
     def write(self, batch: DeliveryBatch) -> WriteResult:
         """Encode and write one batch; classify failures (permissions are not retryable)."""
