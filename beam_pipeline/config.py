@@ -521,10 +521,13 @@ class CompiledConnector:
     filter: FieldFilter
     packager: Packager
     deliver: Any
+    record_json: bool = False
+    """Whether Package serializes the records (``ConnectorSpec.sends_record_json``)."""
 
     @classmethod
     def of(cls, connector: Connector) -> CompiledConnector:
         """Compile a validated connector."""
+        spec = CONNECTORS.get(connector.type)
         return cls(
             connector.id,
             connector.type,
@@ -532,6 +535,7 @@ class CompiledConnector:
             connector.filter.compile(),
             connector.package.compile(),
             connector.deliver_config,
+            spec is not None and spec.sends_record_json,
         )
 
 

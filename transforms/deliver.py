@@ -56,9 +56,46 @@ class _CutChunk(beam.DoFn):
             )
             for c in compile_connectors(self.config)
         }
+        self.split_chunks = Metrics.counter(metrics.PIPELINE, metrics.SPLIT_CHUNKS)
 
-    def process(self, element: tuple[str, list[Packaged]]) -> Iterator[Any]:
+    def start_bundle(self) -> None:
+        self.pending: dict[str, tuple[list[Packaged], Any]] = {}
+
+    def process(
+        self,
+        element: tuple[str, list[Packaged]],
+        window: Any = beam.DoFn.WindowParam,
+        timestamp: Any = beam.DoFn.TimestampParam,
+    ) -> Iterator[Any]:
         cid, items = element
+        # A chunk arrives in slices (Chunk.last); cut it whole, as if it came in one piece.
+        held = self.pending.get(cid)
+        if held is not None:
+            held[0].extend(items)
+        if not getattr(items, "last", True):
+            if held is None:
+                self.pending[cid] = (list(items), WindowedValue(None, timestamp, (window,)))
+            return
+        if held is not None:
+            del self.pending[cid]
+            items = held[0]
+        yield from self._cut(cid, items)
+
+    def finish_bundle(self) -> Iterator[Any]:
+        # Slices of one chunk are outputs of one Parse call, so a runner that fuses Parse
+        # with Batch (all of them: nothing between them shuffles) delivers every slice in
+        # that call's bundle. Should one ever not, its slices are still cut, not dropped,
+        # and the split is counted.
+        for cid, (items, where) in self.pending.items():
+            self.split_chunks.inc()
+            for out in self._cut(cid, items):
+                if isinstance(out, beam.pvalue.TaggedOutput):
+                    yield beam.pvalue.TaggedOutput(out.tag, where.with_value(out.value))
+                else:
+                    yield where.with_value(out)
+        self.pending = {}
+
+    def _cut(self, cid: str, items: list[Packaged]) -> Iterator[Any]:
         prefix, max_events = self.layout[cid]
         by_prefix: dict[str, list[Packaged]] = {}
         failed: list[DeadLetter] = []

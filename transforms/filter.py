@@ -25,7 +25,7 @@ class _FilterChunk(beam.DoFn):
     ) -> Iterator[tuple[str, list[tuple[dict[str, Any], dict[str, Any]]]]]:
         cid, events = element
         apply = self.rules.by_id()[cid].filter.apply
-        yield cid, Chunk((e, apply(e)) for e in events)
+        yield cid, Chunk([(e, apply(e)) for e in events], getattr(events, "last", True))
 
 
 class FilterFields(beam.PTransform):

@@ -1,7 +1,8 @@
 """Package stage: reshape each filtered event into the destination's record.
 
-Wraps :mod:`transforms.rules.package` for Beam. An event that a template cannot package
-becomes a dead letter (``stage: package``) with the error, never a crash.
+Wraps :mod:`transforms.rules.package` for Beam. An event that a template cannot package,
+or whose record cannot be serialized as JSON, becomes a dead letter (``stage: package``)
+with the error, never a crash.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import apache_beam as beam
 from beam_pipeline.config import DeliveryConfig
 from beam_pipeline.live import LiveRules, as_rules
 from transforms.parse import DEAD_LETTER
+from transforms.rules.encode import dumps
 from transforms.rules.events import event_time_ms
 from transforms.rules.records import Chunk, DeadLetter, Packaged
 
@@ -26,12 +28,16 @@ class _PackageChunk(beam.DoFn):
         self, element: tuple[str, list[tuple[dict[str, Any], dict[str, Any]]]]
     ) -> Iterator[Any]:
         cid, pairs = element
-        apply = self.rules.by_id()[cid].packager.apply
-        out = Chunk()
+        connector = self.rules.by_id()[cid]
+        apply = connector.packager.apply
+        # Serialized here, while the record is still cached (see Packaged.data).
+        serialize = dumps if connector.record_json else None
+        out = Chunk(last=getattr(pairs, "last", True))
         failed: list[DeadLetter] = []
         for event, filtered in pairs:
             try:
                 record = apply(filtered)
+                data = serialize(record) if serialize is not None else None
             except Exception as exc:  # a template must never crash the pipeline
                 failed.append(
                     DeadLetter.for_event(
@@ -41,10 +47,15 @@ class _PackageChunk(beam.DoFn):
                 continue
             out.append(
                 Packaged(
-                    event["event_id"], event_time_ms(event), event["event"]["type"], record, event
+                    event["event_id"],
+                    event_time_ms(event),
+                    event["event"]["type"],
+                    record,
+                    event,
+                    data,
                 )
             )
-        if out:
+        if out or out.last:  # a chunk's end goes on, even empty (see Chunk.last)
             yield cid, out
         if failed:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, failed)

@@ -30,17 +30,19 @@ class _RouteChunk(beam.DoFn):
         }
         self.unmatched = Metrics.counter(metrics.PIPELINE, metrics.UNMATCHED)
 
-    def process(self, events: list[dict[str, Any]]) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    def process(self, events: Chunk) -> Iterator[tuple[str, list[dict[str, Any]]]]:
         matched_any = [False] * len(events)
+        last = getattr(events, "last", True)
         for c in self.rules.connectors():
             cid, rule = c.id, c.route
-            mine = Chunk()
+            mine = Chunk(last=last)
             for i, event in enumerate(events):
                 if rule.matches(event):
                     mine.append(event)
                     matched_any[i] = True
             if mine:
                 self.routed[cid].inc(len(mine))
+            if mine or last:  # every connector hears of a chunk's end (see Chunk.last)
                 yield cid, mine
         self.unmatched.inc(matched_any.count(False))
 

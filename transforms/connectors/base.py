@@ -167,6 +167,11 @@ class ConnectorSpec:
 
     deliver_model: type[DeliverConfig]
     make_sink: Callable[[str, Any], Sink]
+    sends_record_json: bool = True
+    """True when the sink sends each record as its compact JSON
+    (:func:`~transforms.rules.encode.record_json`): Package then serializes each record
+    while it is still in the CPU's caches. False for sinks that build another shape per
+    record (Splunk's event envelope, New Relic's flat events)."""
 
 
 class PartialDeliveryError(DeliveryError):

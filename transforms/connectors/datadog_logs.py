@@ -42,7 +42,7 @@ from transforms.connectors._api import (
 )
 from transforms.connectors._http import HttpApiSink, compress, json_array
 from transforms.connectors.base import ConnectorSpec, DeliveryBatch, WriteResult
-from transforms.rules.encode import dumps
+from transforms.rules.encode import record_json
 
 MAX_ENTRIES = 1000
 """Logs per request at most (Datadog's array limit)."""
@@ -87,7 +87,7 @@ class DatadogSink(HttpApiSink):
 
     def write(self, batch: DeliveryBatch) -> WriteResult:
         """Send the batch in as many requests as the limits need."""
-        entries = [dumps(item.record) for item in batch.items]
+        entries = [record_json(item) for item in batch.items]
         parts, too_large = split_parts(
             entries, MAX_ENTRIES, MAX_PAYLOAD_BYTES, max_entry_bytes=MAX_ENTRY_BYTES
         )

@@ -53,7 +53,7 @@ from transforms.connectors._api import (
 )
 from transforms.connectors._http import HttpApiSink, compress, ndjson
 from transforms.connectors.base import ConnectorSpec, DeliveryBatch, DeliveryError, WriteResult
-from transforms.rules.encode import dumps
+from transforms.rules.encode import dumps, record_json
 
 _INDEX_NAME = re.compile(r'^[^-_+.A-Z\\/*?"<>| ,#:][^A-Z\\/*?"<>| ,#:]{0,254}$')
 
@@ -141,7 +141,7 @@ class ElasticsearchSink(HttpApiSink):
                 self.action.encode(),
                 self.index_json.encode(),
                 dumps(item.event_id),
-                dumps(item.record),
+                record_json(item),
             )
             for item in batch.items
         ]

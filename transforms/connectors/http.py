@@ -46,7 +46,7 @@ from transforms.connectors._api import (
 )
 from transforms.connectors._http import HttpApiSink, compress, json_array, ndjson
 from transforms.connectors.base import ConnectorSpec, DeliveryBatch, WriteResult
-from transforms.rules.encode import dumps
+from transforms.rules.encode import record_json
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _RESERVED_HEADERS = {"content-length", "content-encoding", "host", "transfer-encoding"}
@@ -111,7 +111,7 @@ class HttpSink(HttpApiSink):
 
     def write(self, batch: DeliveryBatch) -> WriteResult:
         """Send the batch in requests of at most ``max_request_bytes``."""
-        entries = [dumps(item.record) for item in batch.items]
+        entries = [record_json(item) for item in batch.items]
         ndjson_body = self.deliver.body == "ndjson"
         parts, too_large = split_parts(
             entries,

@@ -159,4 +159,6 @@ class NewRelicSink(HttpApiSink):
         return len(body)
 
 
-CONNECTOR_TYPES = {"new_relic": ConnectorSpec(NewRelicDeliver, NewRelicSink)}
+CONNECTOR_TYPES = {
+    "new_relic": ConnectorSpec(NewRelicDeliver, NewRelicSink, sends_record_json=False)
+}

@@ -45,7 +45,7 @@ from transforms.connectors.base import (
     Sink,
     WriteResult,
 )
-from transforms.rules.encode import dumps
+from transforms.rules.encode import record_json
 
 MAX_MESSAGE_BYTES = 10_000_000
 """Largest message data Pub/Sub accepts."""
@@ -107,7 +107,7 @@ class PubSubSink(Sink):
         failures: list[ItemFailure] = []
         pending: list[tuple[int, int, concurrent.futures.Future[Any]]] = []
         for i, item in enumerate(batch.items):
-            data = dumps(item.record)
+            data = record_json(item)
             if len(data) > MAX_MESSAGE_BYTES:
                 failures.append(
                     ItemFailure(

@@ -164,4 +164,4 @@ def _invalid_event(body: bytes) -> tuple[int | None, int | None]:
     return (number if valid else None), (code if isinstance(code, int) else None)
 
 
-CONNECTOR_TYPES = {"splunk_hec": ConnectorSpec(SplunkDeliver, SplunkSink)}
+CONNECTOR_TYPES = {"splunk_hec": ConnectorSpec(SplunkDeliver, SplunkSink, sends_record_json=False)}

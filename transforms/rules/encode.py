@@ -66,6 +66,11 @@ def dumps(record: Any) -> bytes:
     return data
 
 
+def record_json(item: Packaged) -> bytes:
+    """An item's record as :func:`dumps` gives it, serialized already when Package did."""
+    return item.data if item.data is not None else dumps(item.record)
+
+
 def encode_ndjson(records: Sequence[Any]) -> bytes:
     r"""One JSON object per line, each line ending in ``\\n``."""
     return b"".join(dumps(r) + b"\n" for r in records)
@@ -83,19 +88,19 @@ def encode_batch(
     ``gzip_level`` (1-9) applies to ``ndjson.gz``.
     """
     records = [i.record if isinstance(i, Packaged) else i for i in items]
-    if fmt == "ndjson":
-        return encode_ndjson(records)
-    if fmt == "ndjson.gz":
-        return gzipio.compress(encode_ndjson(records), gzip_level)
-    if fmt == "json_array":
-        return b"[" + b",".join(dumps(r) for r in records) + b"]"
+    if fmt in ("ndjson", "ndjson.gz", "json_array"):
+        lines = [record_json(i) if isinstance(i, Packaged) else dumps(i) for i in items]
+        if fmt == "json_array":
+            return b"[" + b",".join(lines) + b"]"
+        text = b"\n".join(lines) + b"\n" if lines else b""
+        return text if fmt == "ndjson" else gzipio.compress(text, gzip_level)
     if fmt == "avro":
         rows = [
             {
                 "event_id": i.event_id,
                 "event_type": i.event_type,
                 "event_time_ms": i.time_ms,
-                "record": dumps(i.record).decode("utf-8"),
+                "record": record_json(i).decode("utf-8"),
             }
             for i in items
             if isinstance(i, Packaged)

@@ -32,7 +32,7 @@ import fnmatch
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -238,19 +238,109 @@ def _deny(obj: dict[str, Any], state: _State) -> dict[str, Any]:
     return obj if out is None else out
 
 
+def _has_wildcards(node: _Node) -> bool:
+    return bool(node.wild) or any(_has_wildcards(c) for c in node.exact.values())
+
+
+def _generate(root: _Node, kind: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Compile a trie without wildcards into Python source: ``_allow``/``_deny`` unrolled.
+
+    The same results as the walk (same keys, same order, same sharing of unchanged
+    objects; ``tests/test_filter_codegen.py``), without its per-key loop, tuple unpacking
+    and recursive calls. Only the trie's keys reach the source, each as a string literal
+    (``repr``), so a config can never inject code; the source is kept on the function
+    (``__source__``) for inspection.
+    """
+    lines: list[str] = []
+    names: dict[int, str] = {}
+
+    def emit(node: _Node) -> str:
+        name = f"_{kind}_{len(names)}"
+        names[id(node)] = name
+        body: list[str] = []
+        if kind == "allow":
+            body.append("    kept = {}")
+            for key, child in node.exact.items():
+                k = repr(key)
+                if child.terminal:
+                    body.append(f"    if {k} in obj:")
+                    body.append(f"        kept[{k}] = obj[{k}]")
+                else:
+                    sub = emit(child)
+                    body.append(f"    value = obj.get({k})")
+                    body.append("    if isinstance(value, dict):")
+                    body.append(f"        sub = {sub}(value)")
+                    body.append("        if sub:")
+                    body.append(f"            kept[{k}] = sub")
+            if len(node.exact) > 1:  # keys in the object's order, as the walk gives them
+                body.append("    if len(kept) > 1:")
+                body.append("        return {k: kept[k] for k in obj if k in kept}")
+            body.append("    return kept")
+        else:
+            body.append("    out = None")
+            for key, child in node.exact.items():
+                k = repr(key)
+                if child.terminal:
+                    body.append(f"    if {k} in obj:")
+                    body.append("        if out is None:")
+                    body.append("            out = dict(obj)")
+                    body.append(f"        del out[{k}]")
+                else:
+                    sub = emit(child)
+                    body.append(f"    value = obj.get({k})")
+                    body.append("    if isinstance(value, dict):")
+                    body.append(f"        sub = {sub}(value)")
+                    body.append("        if sub is not value:")
+                    body.append("            if out is None:")
+                    body.append("                out = dict(obj)")
+                    body.append(f"            out[{k}] = sub")
+            body.append("    return obj if out is None else out")
+        lines.extend([f"def {name}(obj):", *body, ""])
+        return name
+
+    top = emit(root)
+    source = "\n".join(lines)
+    scope: dict[str, Any] = {}
+    exec(compile(source, f"<filter {kind}>", "exec"), scope)
+    fn: Callable[[dict[str, Any]], dict[str, Any]] = scope[top]
+    fn.__source__ = source  # type: ignore[attr-defined]
+    return fn
+
+
+def _walker(root: _Node, kind: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The fastest function equal to ``_allow``/``_deny`` from ``root``."""
+    if not _has_wildcards(root):
+        return _generate(root, kind)
+    walk = _allow if kind == "allow" else _deny
+    state = root.state
+    return lambda obj: walk(obj, state)
+
+
 @dataclass(frozen=True)
 class GroupFilter:
     """The compiled allow/deny lists of one group."""
 
     allow: _Node | None
     deny: _Node | None
+    allow_fn: Callable[[dict[str, Any]], dict[str, Any]] | None = field(
+        init=False, repr=False, compare=False
+    )
+    deny_fn: Callable[[dict[str, Any]], dict[str, Any]] | None = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        allow = _walker(self.allow, "allow") if self.allow is not None else None
+        deny = _walker(self.deny, "deny") if self.deny is not None else None
+        object.__setattr__(self, "allow_fn", allow)
+        object.__setattr__(self, "deny_fn", deny)
 
     def apply(self, group: Any) -> Any:
         """Filter one group's value (normally an object)."""
-        if self.allow is not None:
-            group = _allow(group, self.allow.state) if isinstance(group, dict) else {}
-        if self.deny is not None and isinstance(group, dict):
-            group = _deny(group, self.deny.state)
+        if self.allow_fn is not None:
+            group = self.allow_fn(group) if isinstance(group, dict) else {}
+        if self.deny_fn is not None and isinstance(group, dict):
+            group = self.deny_fn(group)
         return group
 
 

@@ -95,7 +95,9 @@ class Packaged(NamedTuple):
 
     ``event`` is the original (unfiltered) event, kept by reference for dead letters and
     event time; it never leaves the pipeline for the connector. ``record`` is what the
-    connector sends.
+    connector sends. ``data``, when set, is ``record`` already serialized (compact JSON,
+    :func:`transforms.rules.encode.record_json`): Package serializes while the record is
+    still in the CPU's caches, for connectors that send records as JSON.
     """
 
     event_id: str
@@ -103,6 +105,7 @@ class Packaged(NamedTuple):
     event_type: str
     record: dict[str, Any]
     event: dict[str, Any]
+    data: bytes | None = None
 
 
 def iso_from_ms(ms: int) -> str:
@@ -146,7 +149,9 @@ class RetryRecord:
             "last_status": self.last_status,
             "not_before_ms": self.not_before_ms,
             "not_before": iso_from_ms(self.not_before_ms),
-            "items": [i._asdict() for i in self.items],
+            # Not ``data``: the record is stored once, as JSON; it is serialized again on
+            # the way out (the same bytes).
+            "items": [i._asdict() | {"data": None} for i in self.items],
         }
 
     @classmethod
@@ -175,6 +180,15 @@ class Chunk(list):  # type: ignore[type-arg,unused-ignore]
 
     Behaves exactly like a list; its own type lets the pipeline give chunks a cheap coder
     (see :mod:`transforms.coders`).
+
+    ``last`` is False on every slice of a chunk but its last one: Parse hands a chunk on
+    in slices, so each event goes through Route, Filter and Package while it is still in
+    the CPU's caches, and the Batch stage puts the slices back together before it cuts
+    (see :mod:`transforms.parse`). A chunk made whole is its own last slice.
     """
 
-    __slots__ = ()
+    __slots__ = ("last",)
+
+    def __init__(self, items: Any = (), last: bool = True):
+        super().__init__(items)
+        self.last = last

@@ -1,0 +1,127 @@
+"""Parse hands chunks on in slices; Batch cuts each chunk whole, so output is unchanged.
+
+Slices keep each event in the CPU's caches through Route, Filter and Package
+(``transforms.parse.SLICE_LINES``); the batches, files and object names must be exactly
+those of the whole chunk, whatever the slice size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import orjson
+import pytest
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import Timestamp
+
+from beam_pipeline.config import parse_config
+from tests.conftest import make_event
+from transforms.deliver import CutBatches, _CutChunk
+from transforms.filter import FilterFields
+from transforms.package import PackageRecords
+from transforms.parse import ParseEvents, _ParseChunk
+from transforms.route import RouteEvents
+from transforms.rules.records import Chunk, Packaged
+
+
+def parse_slices(lines: list[bytes], size: int) -> list[tuple[int, bool]]:
+    fn = _ParseChunk(size)
+    fn.setup()
+    return [(len(s), s.last) for s in fn.process(("f", 0, lines)) if isinstance(s, Chunk)]
+
+
+def line(n: int) -> bytes:
+    return orjson.dumps(make_event(f"e{n}", "heartbeat"))
+
+
+def test_parse_slices_a_chunk_and_marks_its_last_slice() -> None:
+    lines = [line(n) for n in range(5)]
+    assert parse_slices(lines, 2) == [(2, False), (2, False), (1, True)]
+    assert parse_slices(lines, 5) == [(5, True)]
+    assert parse_slices(lines, 100) == [(5, True)]
+
+
+def test_the_last_slice_goes_on_even_when_it_has_no_event() -> None:
+    lines = [line(0), line(1), b"{bad", b""]
+    # The last slice held only a bad line and a blank one: still sent, empty, so Batch
+    # learns that the chunk is complete.
+    assert parse_slices(lines, 2) == [(2, False), (0, True)]
+
+
+def config_text(out: Path) -> str:
+    return f"""
+connectors:
+  - id: all
+    type: file
+    deliver: {{path: "{out}/all", format: ndjson, batch: {{max_events: 4}}}}
+  - id: errors
+    type: file
+    route: {{events: [error]}}
+    filter: {{metadata: {{allow: [geo]}}}}
+    deliver: {{path: "{out}/errors", prefix: "{{event_type}}/", format: ndjson,
+               batch: {{max_events: 3}}}}
+dead_letter: {{path: "{out}/dl"}}
+"""
+
+
+KINDS = ["heartbeat", "error", "error", "seek", "error", "heartbeat", "error"]
+EVENTS = [make_event(f"e{n}", KINDS[n % len(KINDS)]) for n in range(23)]
+
+
+def chunk_lines() -> list[bytes]:
+    lines = [orjson.dumps(e) for e in EVENTS]
+    return [*lines[:11], b"{bad", *lines[11:]]
+
+
+def expected_batches() -> list[tuple[str, str, tuple[str, ...]]]:
+    """The whole chunk cut by hand: every event in batches of 4; errors in batches of 3."""
+    ids = [e["event_id"] for e in EVENTS]
+    errors = [e["event_id"] for e in EVENTS if e["event"]["type"] == "error"]
+    return sorted(
+        [("all", "", tuple(ids[i : i + 4])) for i in range(0, len(ids), 4)]
+        + [("errors", "error/", tuple(errors[i : i + 3])) for i in range(0, len(errors), 3)]
+    )
+
+
+@pytest.mark.parametrize("slice_lines", [1, 2, 5, 7, 1000])
+def test_batches_are_those_of_the_whole_chunk_whatever_the_slices(
+    tmp_path: Path, slice_lines: int
+) -> None:
+    config = parse_config(config_text(tmp_path))
+    with BeamTestPipeline(runner=FnApiRunner()) as p:
+        parsed = p | beam.Create([("f", 0, chunk_lines())]) | ParseEvents(slice_lines)
+        packaged = parsed.events | RouteEvents(config) | FilterFields(config)
+        cut = (packaged | PackageRecords(config)).records | CutBatches(config)
+        shapes = cut.batches | beam.Map(
+            lambda b: (b.connector_id, b.prefix, tuple(i.event_id for i in b.items))
+        )
+        assert_that(shapes, equal_to(expected_batches()))
+        assert_that(cut.dead_letter, equal_to([]), label="NoDeadLetters")
+
+
+def records(ids: list[str]) -> list[Packaged]:
+    return [Packaged(i, 1764136800123, "heartbeat", {"id": i}, {"event_id": i}) for i in ids]
+
+
+def test_slices_left_at_the_end_of_a_bundle_are_cut_not_dropped(tmp_path: Path) -> None:
+    config = parse_config(config_text(tmp_path))
+    fn = _CutChunk(config)
+    fn.setup()
+    fn.start_bundle()
+    where: dict[str, Any] = {"window": GlobalWindow(), "timestamp": Timestamp(0)}
+    first = Chunk(records(["a", "b", "c"]), last=False)
+    assert list(fn.process(("all", first), **where)) == []
+    second = Chunk(records(["d", "e"]), last=False)
+    assert list(fn.process(("all", second), **where)) == []
+    # No last slice came in this bundle (a runner that split the chunk's slices): the
+    # bundle still ends with every record in a batch.
+    flushed: Iterator[Any] = fn.finish_bundle()
+    got = [[i.event_id for i in wv.value.items] for wv in flushed]
+    assert got == [["a", "b", "c", "d"], ["e"]]
+    assert fn.pending == {}
