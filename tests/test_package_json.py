@@ -16,7 +16,7 @@ from beam_pipeline.live import LiveRules
 from tests.conftest import make_event
 from transforms.package import _PackageChunk
 from transforms.rules.encode import dumps, encode_batch
-from transforms.rules.records import Chunk, Packaged, RetryRecord
+from transforms.rules.records import Chunk, Packaged, RetryRecord, record_of
 
 
 def package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cid: str) -> Packaged:
@@ -47,13 +47,25 @@ def test_records_sent_as_json_are_serialized_by_package(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     item = package(tmp_path, monkeypatch, "files")
-    assert "sid" in item.record
-    assert item.data == dumps(item.record)
-    assert b"\\u2028" in item.data  # the same escaping as every encoder's
+    assert item.record is None  # only the bytes are kept; the dict was freed
+    assert item.data is not None and b"\\u2028" in item.data  # every encoder's escaping
+    record = record_of(item)
+    assert "sid" in record and "session_id" not in record
+    assert dumps(record) == item.data
+
+
+def test_a_record_kept_as_bytes_reads_back_the_same() -> None:
+    record = {"a": "x\u2028y", "n": 1.5, "big": 2**62, "list": [1, {"b": None}], "t": True}
+    kept = Packaged("e", None, "heartbeat", None, {}, dumps(record))
+    assert record_of(kept) == record
+    with pytest.raises(ValueError, match="neither record nor data"):
+        record_of(Packaged("e", None, "heartbeat", None, {}))
 
 
 def test_records_of_other_shapes_are_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert package(tmp_path, monkeypatch, "hec").data is None
+    item = package(tmp_path, monkeypatch, "hec")
+    assert item.data is None
+    assert item.record is not None and item.record["event_id"] == "e1"
 
 
 def item(n: int, data: bytes | None) -> Packaged:
@@ -75,6 +87,11 @@ def test_retry_records_store_the_record_once() -> None:
     record = RetryRecord("files", "", [item(1, dumps({"n": 1}))], "r", 1, 0, "t", "e", None, 0)
     stored = record.to_json_dict()
     assert stored["items"][0]["data"] is None
+    assert stored["items"][0]["record"] == {"n": 1}
+    only_bytes = RetryRecord(
+        "files", "", [item(1, dumps({"n": 1}))._replace(record=None)], "r", 1, 0, "t", "e", None, 0
+    )
+    assert only_bytes.to_json_dict() == stored
     back = RetryRecord.from_json_dict(stored)
     assert back.items[0].data is None
     assert encode_batch(back.items, "ndjson") == encode_batch(record.items, "ndjson")

@@ -19,6 +19,7 @@ from transforms.filter import FilterFields
 from transforms.package import PackageRecords
 from transforms.parse import ParseEvents
 from transforms.route import RouteEvents
+from transforms.rules.records import record_of
 
 
 def config_text(out: Path) -> str:
@@ -67,7 +68,9 @@ def test_parse_route_filter_package(tmp_path: Path) -> None:
         )
         packaged = routed | FilterFields(config) | PackageRecords(config)
         records = packaged.records | beam.FlatMap(
-            lambda kv: [(kv[0], orjson.dumps(i.record, option=orjson.OPT_SORT_KEYS)) for i in kv[1]]
+            lambda kv: [
+                (kv[0], orjson.dumps(record_of(i), option=orjson.OPT_SORT_KEYS)) for i in kv[1]
+            ]
         )
         a = make_event("a", "heartbeat")
         expected_a = {

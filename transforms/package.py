@@ -50,7 +50,7 @@ class _PackageChunk(beam.DoFn):
                     event["event_id"],
                     event_time_ms(event),
                     event["event"]["type"],
-                    record,
+                    None if data is not None else record,  # keep the bytes only
                     event,
                     data,
                 )

@@ -47,6 +47,7 @@ from transforms.connectors._http import HttpApiSink, compress, json_array
 from transforms.connectors.base import ConnectorSpec, DeliveryBatch, WriteResult
 from transforms.rules.encode import dumps
 from transforms.rules.package import flatten
+from transforms.rules.records import record_of
 
 MAX_REQUEST_BYTES = 1_000_000
 """Bytes per request as sent (compressed) at most (New Relic: 1 MB = 10^6 bytes)."""
@@ -116,7 +117,7 @@ class NewRelicSink(HttpApiSink):
         entries: list[bytes] = []
         positions: list[int] = []
         for i, item in enumerate(batch.items):
-            event, why = to_event(item.record)
+            event, why = to_event(record_of(item))
             if event is None:
                 rejected.append(ItemFailure(i, item.event_id, False, f"new_relic: {why}"))
                 continue

@@ -50,6 +50,7 @@ from transforms.connectors._api import (
 from transforms.connectors._http import HttpApiSink, classify, compress, ndjson
 from transforms.connectors.base import ConnectorSpec, DeliveryBatch, WriteResult
 from transforms.rules.encode import dumps
+from transforms.rules.records import record_of
 
 PATH = "/services/collector/event"
 
@@ -116,7 +117,7 @@ class SplunkSink(HttpApiSink):
 
     def write(self, batch: DeliveryBatch) -> WriteResult:
         """Send the batch in requests of at most ``max_request_bytes``."""
-        entries = [dumps(self.wrap(item.record, item.time_ms)) for item in batch.items]
+        entries = [dumps(self.wrap(record_of(item), item.time_ms)) for item in batch.items]
         parts, too_large = split_parts(
             entries, len(entries) or 1, self.deliver.max_request_bytes, envelope_bytes=1
         )

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import orjson
+
 
 def utc_now_iso() -> str:
     """Return the current UTC time as ISO-8601 with milliseconds and a ``Z``."""
@@ -95,17 +97,29 @@ class Packaged(NamedTuple):
 
     ``event`` is the original (unfiltered) event, kept by reference for dead letters and
     event time; it never leaves the pipeline for the connector. ``record`` is what the
-    connector sends. ``data``, when set, is ``record`` already serialized (compact JSON,
+    connector sends. ``data``, when set, is the record already serialized (compact JSON,
     :func:`transforms.rules.encode.record_json`): Package serializes while the record is
-    still in the CPU's caches, for connectors that send records as JSON.
+    still in the CPU's caches, for connectors that send records as JSON, and then keeps
+    only the bytes (``record`` is None: the dict is freed while still cached, and
+    :func:`record_of` rebuilds it in the rare paths that need it).
     """
 
     event_id: str
     time_ms: int | None
     event_type: str
-    record: dict[str, Any]
+    record: dict[str, Any] | None
     event: dict[str, Any]
     data: bytes | None = None
+
+
+def record_of(item: Packaged) -> dict[str, Any]:
+    """An item's record as a dict, rebuilt from ``data`` when Package kept only the bytes."""
+    if item.record is not None:
+        return item.record
+    if item.data is None:
+        raise ValueError(f"packaged event {item.event_id!r} has neither record nor data")
+    record: dict[str, Any] = orjson.loads(item.data)
+    return record
 
 
 def iso_from_ms(ms: int) -> str:
@@ -151,7 +165,7 @@ class RetryRecord:
             "not_before": iso_from_ms(self.not_before_ms),
             # Not ``data``: the record is stored once, as JSON; it is serialized again on
             # the way out (the same bytes).
-            "items": [i._asdict() | {"data": None} for i in self.items],
+            "items": [i._asdict() | {"record": record_of(i), "data": None} for i in self.items],
         }
 
     @classmethod
