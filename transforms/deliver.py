@@ -31,7 +31,7 @@ from transforms.connectors import make_sink
 from transforms.connectors.base import DeliveryBatch, DeliveryError, Sink
 from transforms.parse import DEAD_LETTER
 from transforms.rules.naming import PrefixError, PrefixTemplate, stable_shard
-from transforms.rules.records import Chunk, DeadLetter, Packaged
+from transforms.rules.records import Chunk, DeadLetter, Packaged, is_last
 from transforms.rules.retry import (
     Outcome,
     RetryPolicy,
@@ -72,7 +72,7 @@ class _CutChunk(beam.DoFn):
         held = self.pending.get(cid)
         if held is not None:
             held[0].extend(items)
-        if not getattr(items, "last", True):
+        if not is_last(items):
             if held is None:
                 self.pending[cid] = (list(items), WindowedValue(None, timestamp, (window,)))
             return

@@ -17,7 +17,7 @@ from beam_pipeline.live import LiveRules, as_rules
 from transforms.parse import DEAD_LETTER
 from transforms.rules.encode import dumps
 from transforms.rules.events import event_time_ms
-from transforms.rules.records import Chunk, DeadLetter, Packaged
+from transforms.rules.records import Chunk, DeadLetter, Packaged, is_last
 
 
 class _PackageChunk(beam.DoFn):
@@ -32,7 +32,7 @@ class _PackageChunk(beam.DoFn):
         apply = connector.packager.apply
         # Serialized here, while the record is still cached (see Packaged.data).
         serialize = dumps if connector.record_json else None
-        out = Chunk(last=getattr(pairs, "last", True))
+        out = Chunk(last=is_last(pairs))
         failed: list[DeadLetter] = []
         for event, filtered in pairs:
             try:

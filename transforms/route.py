@@ -16,7 +16,7 @@ from apache_beam.metrics import Metrics
 from beam_pipeline.config import DeliveryConfig
 from beam_pipeline.live import LiveRules, as_rules
 from transforms import metrics
-from transforms.rules.records import Chunk
+from transforms.rules.records import Chunk, is_last
 
 
 class _RouteChunk(beam.DoFn):
@@ -32,7 +32,7 @@ class _RouteChunk(beam.DoFn):
 
     def process(self, events: Chunk) -> Iterator[tuple[str, list[dict[str, Any]]]]:
         matched_any = [False] * len(events)
-        last = getattr(events, "last", True)
+        last = is_last(events)
         for c in self.rules.connectors():
             cid, rule = c.id, c.route
             mine = Chunk(last=last)

@@ -206,3 +206,8 @@ class Chunk(list):  # type: ignore[type-arg,unused-ignore]
     def __init__(self, items: Any = (), last: bool = True):
         super().__init__(items)
         self.last = last
+
+
+def is_last(items: Any) -> bool:
+    """Whether ``items`` ends its chunk (:attr:`Chunk.last`); any other list is whole."""
+    return bool(getattr(items, "last", True))
