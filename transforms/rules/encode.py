@@ -73,7 +73,11 @@ def record_json(item: Packaged) -> bytes:
 
 def encode_ndjson(records: Sequence[Any]) -> bytes:
     r"""One JSON object per line, each line ending in ``\\n``."""
-    return b"".join(dumps(r) + b"\n" for r in records)
+    return _ndjson([dumps(r) for r in records])
+
+
+def _ndjson(lines: list[bytes]) -> bytes:
+    return b"\n".join(lines) + b"\n" if lines else b""
 
 
 def encode_batch(
@@ -87,12 +91,11 @@ def encode_batch(
     ``items`` are :class:`Packaged` values (all formats) or bare records (JSON formats).
     ``gzip_level`` (1-9) applies to ``ndjson.gz``.
     """
-    records = [i.record if isinstance(i, Packaged) else i for i in items]
     if fmt in ("ndjson", "ndjson.gz", "json_array"):
         lines = [record_json(i) if isinstance(i, Packaged) else dumps(i) for i in items]
         if fmt == "json_array":
             return b"[" + b",".join(lines) + b"]"
-        text = b"\n".join(lines) + b"\n" if lines else b""
+        text = _ndjson(lines)
         return text if fmt == "ndjson" else gzipio.compress(text, gzip_level)
     if fmt == "avro":
         rows = [
@@ -105,7 +108,7 @@ def encode_batch(
             for i in items
             if isinstance(i, Packaged)
         ]
-        if len(rows) != len(records):
+        if len(rows) != len(items):
             raise ValueError("avro needs Packaged items (event id, type and time)")
         buf = io.BytesIO()
         # A fixed sync marker keeps the bytes deterministic, so a rerun rewrites the same file.

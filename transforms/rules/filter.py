@@ -254,6 +254,14 @@ def _generate(root: _Node, kind: str) -> Callable[[dict[str, Any]], dict[str, An
     lines: list[str] = []
     names: dict[int, str] = {}
 
+    def descend(k: str, child: _Node) -> list[str]:
+        # Both walks: the child's function on the value under ``k`` when it is an object.
+        return [
+            f"    value = obj.get({k})",
+            "    if isinstance(value, dict):",
+            f"        sub = {emit(child)}(value)",
+        ]
+
     def emit(node: _Node) -> str:
         name = f"_{kind}_{len(names)}"
         names[id(node)] = name
@@ -266,10 +274,7 @@ def _generate(root: _Node, kind: str) -> Callable[[dict[str, Any]], dict[str, An
                     body.append(f"    if {k} in obj:")
                     body.append(f"        kept[{k}] = obj[{k}]")
                 else:
-                    sub = emit(child)
-                    body.append(f"    value = obj.get({k})")
-                    body.append("    if isinstance(value, dict):")
-                    body.append(f"        sub = {sub}(value)")
+                    body.extend(descend(k, child))
                     body.append("        if sub:")
                     body.append(f"            kept[{k}] = sub")
             if len(node.exact) > 1:  # keys in the object's order, as the walk gives them
@@ -286,10 +291,7 @@ def _generate(root: _Node, kind: str) -> Callable[[dict[str, Any]], dict[str, An
                     body.append("            out = dict(obj)")
                     body.append(f"        del out[{k}]")
                 else:
-                    sub = emit(child)
-                    body.append(f"    value = obj.get({k})")
-                    body.append("    if isinstance(value, dict):")
-                    body.append(f"        sub = {sub}(value)")
+                    body.extend(descend(k, child))
                     body.append("        if sub is not value:")
                     body.append("            if out is None:")
                     body.append("                out = dict(obj)")
