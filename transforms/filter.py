@@ -13,7 +13,7 @@ import apache_beam as beam
 
 from beam_pipeline.config import DeliveryConfig
 from beam_pipeline.live import LiveRules, as_rules
-from transforms.rules.records import Chunk, is_last
+from transforms.rules.records import Chunk, is_last, raw_of
 
 
 class _FilterChunk(beam.DoFn):
@@ -25,7 +25,7 @@ class _FilterChunk(beam.DoFn):
     ) -> Iterator[tuple[str, list[tuple[dict[str, Any], dict[str, Any]]]]]:
         cid, events = element
         apply = self.rules.by_id()[cid].filter.apply
-        yield cid, Chunk([(e, apply(e)) for e in events], is_last(events))
+        yield cid, Chunk([(e, apply(e)) for e in events], is_last(events), raw_of(events))
 
 
 class FilterFields(beam.PTransform):

@@ -17,7 +17,7 @@ from beam_pipeline.live import LiveRules, as_rules
 from transforms.parse import DEAD_LETTER
 from transforms.rules.encode import dumps
 from transforms.rules.events import event_time_ms
-from transforms.rules.records import Chunk, DeadLetter, Packaged, is_last
+from transforms.rules.records import Chunk, DeadLetter, Packaged, is_last, raw_of
 
 
 class _PackageChunk(beam.DoFn):
@@ -34,7 +34,8 @@ class _PackageChunk(beam.DoFn):
         serialize = dumps if connector.record_json else None
         out = Chunk(last=is_last(pairs))
         failed: list[DeadLetter] = []
-        for event, filtered in pairs:
+        raw = raw_of(pairs)
+        for n, (event, filtered) in enumerate(pairs):
             try:
                 record = apply(filtered)
                 data = serialize(record) if serialize is not None else None
@@ -51,7 +52,9 @@ class _PackageChunk(beam.DoFn):
                     event_time_ms(event),
                     event["event"]["type"],
                     None if data is not None else record,  # keep the bytes only
-                    event,
+                    # The line rather than the parsed event, when there is one (see
+                    # Packaged.event): the event's objects are freed with this slice.
+                    (raw[n] or event) if raw is not None else event,
                     data,
                 )
             )

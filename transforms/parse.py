@@ -167,7 +167,8 @@ class _ParseChunk(beam.DoFn):
         blank = valid = 0
         size = self.slice_lines
         for start in range(0, len(lines), size):
-            events = Chunk(last=start + size >= len(lines))
+            raw: list[bytes | None] = []
+            events = Chunk(last=start + size >= len(lines), raw=raw)
             for n in range(start, min(start + size, len(lines))):
                 line = lines[n]
                 if not line.strip():
@@ -176,10 +177,13 @@ class _ParseChunk(beam.DoFn):
                 parsed = parse_line(line)
                 if isinstance(parsed, DeadLetter):
                     refused.append(parsed)
+                    continue
+                if attributes is not None and attributes[n] and "attributes" not in parsed:
+                    parsed["attributes"] = attributes[n]
+                    raw.append(None)  # the line alone is no longer the event
                 else:
-                    if attributes is not None and attributes[n] and "attributes" not in parsed:
-                        parsed["attributes"] = attributes[n]
-                    events.append(parsed)
+                    raw.append(line)
+                events.append(parsed)
             valid += len(events)
             # Each slice goes down the fused stages before the next is parsed. The last
             # one always goes, even empty: it tells Batch that the chunk is complete.
@@ -198,7 +202,8 @@ class ParseEvents(beam.PTransform):
 
     Main output: lists of event dicts (:class:`Chunk`), each chunk in slices of up to
     ``slice_lines`` lines (:data:`SLICE_LINES`), the last one marked ``last`` and sent
-    even when empty. Tagged output ``dead_letter``: lists of :class:`DeadLetter`
+    even when empty; each slice's ``raw`` holds the events' lines (see
+    :attr:`Chunk.raw`). Tagged output ``dead_letter``: lists of :class:`DeadLetter`
     (``stage: parse``). Blank lines are skipped and counted. Counts add up:
     ``events + invalid + blank_lines = lines_read``.
     """

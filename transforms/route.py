@@ -16,7 +16,7 @@ from apache_beam.metrics import Metrics
 from beam_pipeline.config import DeliveryConfig
 from beam_pipeline.live import LiveRules, as_rules
 from transforms import metrics
-from transforms.rules.records import Chunk, is_last
+from transforms.rules.records import Chunk, is_last, raw_of
 
 
 class _RouteChunk(beam.DoFn):
@@ -33,13 +33,15 @@ class _RouteChunk(beam.DoFn):
     def process(self, events: Chunk) -> Iterator[tuple[str, list[dict[str, Any]]]]:
         matched_any = [False] * len(events)
         last = is_last(events)
+        raw = raw_of(events)
         for c in self.rules.connectors():
-            cid, rule = c.id, c.route
-            mine = Chunk(last=last)
-            for i, event in enumerate(events):
-                if rule.matches(event):
-                    mine.append(event)
-                    matched_any[i] = True
+            cid, matches = c.id, c.route.matches
+            hits = [i for i, event in enumerate(events) if matches(event)]
+            # The events' raw lines go along (see Chunk.raw).
+            lines = None if raw is None else [raw[i] for i in hits]
+            mine = Chunk([events[i] for i in hits], last, lines)
+            for i in hits:
+                matched_any[i] = True
             if mine:
                 self.routed[cid].inc(len(mine))
             if mine or last:  # every connector hears of a chunk's end (see Chunk.last)

@@ -29,6 +29,10 @@ def utc_now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
 
 
+Original = dict[str, Any] | bytes
+"""An event as kept for dead letters: parsed, or its raw line (see :attr:`Packaged.event`)."""
+
+
 @dataclass
 class DeadLetter:
     """A refused or undeliverable event, with everything needed to understand or replay it."""
@@ -56,13 +60,18 @@ class DeadLetter:
         cls,
         stage: str,
         connector: str,
-        event: dict[str, Any],
+        event: Original,
         reason: str,
         error: str,
         status: int | None = None,
         attempts: int = 0,
     ) -> DeadLetter:
-        """A valid event that one connector could not package or deliver."""
+        """A valid event that one connector could not package or deliver.
+
+        ``event`` may be the event's raw line (see :attr:`Packaged.event`); the dead
+        letter always holds the parsed event.
+        """
+        event = original_event(event)
         return cls(
             stage=stage,
             reason=reason,
@@ -95,21 +104,35 @@ class DeadLetter:
 class Packaged(NamedTuple):
     """One event ready for a connector: the destination record and where it came from.
 
-    ``event`` is the original (unfiltered) event, kept by reference for dead letters and
-    event time; it never leaves the pipeline for the connector. ``record`` is what the
-    connector sends. ``data``, when set, is the record already serialized (compact JSON,
-    :func:`transforms.rules.encode.record_json`): Package serializes while the record is
-    still in the CPU's caches, for connectors that send records as JSON, and then keeps
-    only the bytes (``record`` is None: the dict is freed while still cached, and
-    :func:`record_of` rebuilds it in the rare paths that need it).
+    ``event`` is the original (unfiltered) event, kept for dead letters; it never leaves
+    the pipeline for the connector. It is the event's raw input line (``bytes``) when
+    Parse had one that says everything (:attr:`Chunk.raw`), else the parsed dict: one
+    small object per event instead of the parsed event's dozens, so the parsed event is
+    freed right after Package, while still in the CPU's caches, and a batch waiting for
+    its write holds a fraction of the memory. :func:`original_event` gives the dict
+    either way.
+
+    ``record`` is what the connector sends. ``data``, when set, is the record already
+    serialized (compact JSON, :func:`transforms.rules.encode.record_json`): Package
+    serializes while the record is still in the CPU's caches, for connectors that send
+    records as JSON, and then keeps only the bytes (``record`` is None: the dict is freed
+    while still cached, and :func:`record_of` rebuilds it in the rare paths that need it).
     """
 
     event_id: str
     time_ms: int | None
     event_type: str
     record: dict[str, Any] | None
-    event: dict[str, Any]
+    event: Original
     data: bytes | None = None
+
+
+def original_event(event: Original) -> dict[str, Any]:
+    """The original event as a dict, parsed again when it was kept as its raw line."""
+    if isinstance(event, bytes):
+        parsed: dict[str, Any] = orjson.loads(event)
+        return parsed
+    return event
 
 
 def record_of(item: Packaged) -> dict[str, Any]:
@@ -165,7 +188,12 @@ class RetryRecord:
             "not_before": iso_from_ms(self.not_before_ms),
             # Not ``data``: the record is stored once, as JSON; it is serialized again on
             # the way out (the same bytes).
-            "items": [i._asdict() | {"record": record_of(i), "data": None} for i in self.items],
+            # The original event as JSON (not its raw line): stored records stay one format.
+            "items": [
+                i._asdict()
+                | {"record": record_of(i), "data": None, "event": original_event(i.event)}
+                for i in self.items
+            ],
         }
 
     @classmethod
@@ -199,15 +227,26 @@ class Chunk(list):  # type: ignore[type-arg,unused-ignore]
     in slices, so each event goes through Route, Filter and Package while it is still in
     the CPU's caches, and the Batch stage puts the slices back together before it cuts
     (see :mod:`transforms.parse`). A chunk made whole is its own last slice.
+
+    ``raw``, on chunks of events, holds each event's raw input line at the same index
+    (None where the line does not say everything, e.g. Pub/Sub attributes were added):
+    Route and Filter carry it along, Package keeps it as :attr:`Packaged.event`. None when
+    there are no lines (events made in tests, or chunks of something else).
     """
 
-    __slots__ = ("last",)
+    __slots__ = ("last", "raw")
 
-    def __init__(self, items: Any = (), last: bool = True):
+    def __init__(self, items: Any = (), last: bool = True, raw: list[bytes | None] | None = None):
         super().__init__(items)
         self.last = last
+        self.raw = raw
 
 
 def is_last(items: Any) -> bool:
     """Whether ``items`` ends its chunk (:attr:`Chunk.last`); any other list is whole."""
     return bool(getattr(items, "last", True))
+
+
+def raw_of(items: Any) -> list[bytes | None] | None:
+    """The raw lines of a chunk's events (:attr:`Chunk.raw`); None for any other list."""
+    return getattr(items, "raw", None)
