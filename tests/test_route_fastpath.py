@@ -77,3 +77,36 @@ def test_types_precomputed_from_events_and_exclusions() -> None:
     assert anything.matches({"event": {"type": "c"}})
     assert not anything.matches({"event": {"type": "b"}})
     assert rule == RouteRule.compile(events=["b", "a"], exclude_events=["b"])
+
+
+KINDS = st.sampled_from(["a", "b", "c"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    events=st.lists(KINDS, max_size=3, unique=True),
+    exclude=st.lists(KINDS, max_size=2, unique=True),
+    condition=st.booleans(),
+    sample=st.sampled_from([1.0, 0.5]),
+    stream=st.lists(st.tuples(KINDS, st.sampled_from(["US", "CA"])), max_size=12),
+)
+def test_select_answers_like_matches_on_each_event(
+    events: list[str],
+    exclude: list[str],
+    condition: bool,
+    sample: float,
+    stream: list[tuple[str, str]],
+) -> None:
+    when = [{"field": "metadata.geo.country_code", "op": "eq", "value": "US"}] if condition else []
+    rule = RouteRule.compile(events, exclude, when, sample)
+    chunk = [
+        {
+            "event_id": f"e{n}",
+            "session_id": f"s{n}",
+            "event": {"type": kind},
+            "metadata": {"geo": {"country_code": country}},
+        }
+        for n, (kind, country) in enumerate(stream)
+    ]
+    kinds = [e["event"]["type"] for e in chunk]
+    assert rule.select(chunk, kinds) == [i for i, e in enumerate(chunk) if rule.matches(e)]

@@ -34,9 +34,10 @@ class _RouteChunk(beam.DoFn):
         matched_any = [False] * len(events)
         last = is_last(events)
         raw = raw_of(events)
+        kinds = [event["event"]["type"] for event in events]  # Parse checked it is there
         for c in self.rules.connectors():
-            cid, matches = c.id, c.route.matches
-            hits = [i for i, event in enumerate(events) if matches(event)]
+            cid = c.id
+            hits = c.route.select(events, kinds)
             # The events' raw lines go along (see Chunk.raw).
             lines = None if raw is None else [raw[i] for i in hits]
             mine = Chunk([events[i] for i in hits], last, lines)

@@ -90,7 +90,10 @@ def deliver_with_retries(sink: Sink, batch: DeliveryBatch, policy: RetryPolicy) 
         attempt += 1
         try:
             outcome.add(sink.write(pending))
-            outcome.possible_duplicates += sum(1 for i in pending.items if i.event_id in unknown)
+            if unknown:
+                outcome.possible_duplicates += sum(
+                    1 for i in pending.items if i.event_id in unknown
+                )
             return outcome
         except PartialDeliveryError as exc:
             outcome.add(exc.delivered)
