@@ -270,10 +270,12 @@ class _DeliverBatch(beam.DoFn):
     are delivered, waiting for a delayed retry, or dead-lettered. Metrics are counted on
     the DoFn's own thread, where Beam records them.
 
-    Isolation: a connector may have ``concurrency * 16`` batches in flight. Beyond that it
-    is not keeping up (down, hanging until its timeouts): with a retry location, its new
-    batches go straight there (counted ``spilled``) and the other connectors continue at
-    full speed; without one, the stage waits for its writes (backpressure), never drops.
+    Isolation: a connector may have ``concurrency * 16`` batches and ``max_pending_events``
+    events in flight (but always ``concurrency`` batches). Beyond that it is not keeping up
+    (down, hanging until its timeouts): with a retry location, its new batches go straight
+    there (counted ``spilled``) and the other connectors continue at full speed; without
+    one, the stage waits for its writes (backpressure), never drops. The cap in events
+    bounds the memory held for a slow connector whatever its batch size.
     """
 
     def __init__(self, config: DeliveryConfig):
@@ -287,6 +289,8 @@ class _DeliverBatch(beam.DoFn):
         self.redelivery = RetryPolicy(immediate=0)  # a delayed attempt is one attempt
         self.pools: dict[str, ThreadPoolExecutor | InlineExecutor] = {}
         self.backlog: dict[str, int] = {}
+        self.backlog_events: dict[str, int] = {}
+        self.concurrency: dict[str, int] = {}
         self.counters: dict[str, dict[str, Any]] = {}
         self.freshness: dict[str, list[Any]] = {}
         self.distributions: dict[str, dict[str, Any]] = {}
@@ -298,6 +302,8 @@ class _DeliverBatch(beam.DoFn):
             self.policies[c.id] = RetryPolicy(immediate=retry.immediate)
             self.schedules[c.id] = tuple(retry.delayed_schedule_s)
             self.backlog[c.id] = c.deliver.concurrency * BACKLOG_PER_THREAD
+            self.backlog_events[c.id] = c.deliver.max_pending_events
+            self.concurrency[c.id] = c.deliver.concurrency
             self.pools[c.id] = (
                 InlineExecutor()
                 if sink.writes_inline
@@ -320,6 +326,7 @@ class _DeliverBatch(beam.DoFn):
         # One queue per bundle: a write can only ever complete into its own bundle.
         self.finished: queue.SimpleQueue[InFlight] = queue.SimpleQueue()
         self.in_flight: dict[str, int] = dict.fromkeys(self.sinks, 0)
+        self.in_flight_events: dict[str, int] = dict.fromkeys(self.sinks, 0)
 
     def process(
         self,
@@ -330,23 +337,28 @@ class _DeliverBatch(beam.DoFn):
         cid = batch.connector_id
         where = WindowedValue(None, timestamp, (window,))
         yield from self._complete_done()
-        if self.in_flight[cid] >= self.backlog[cid]:
+        if self._full(cid):
             if self.delayed_enabled and batch.retry is None:
                 # This connector is not keeping up: park the batch in the retry location
                 # instead of holding every other connector back (it is not lost).
-                record = spill_record(batch, f"{self.in_flight[cid]} batches already in flight")
+                record = spill_record(
+                    batch,
+                    f"{self.in_flight[cid]} batches ({self.in_flight_events[cid]} events) "
+                    "already in flight",
+                )
                 self.counters[cid][metrics.RETRIED_DELAYED].inc(len(batch.items))
                 self.counters[cid][metrics.SPILLED].inc(len(batch.items))
                 yield beam.pvalue.TaggedOutput(RETRY, where.with_value(record))
                 return
             # No retry location: wait (backpressure) rather than drop, but for whichever
             # write finishes first (of any connector), emitting every finished one.
-            while self.in_flight[cid] >= self.backlog[cid]:
+            while self._full(cid):
                 yield from self._complete(self.finished.get())
                 yield from self._complete_done()
         policy = self.redelivery if batch.retry is not None else self.policies[cid]
         future = self.pools[cid].submit(deliver_with_retries, self.sinks[cid], batch, policy)
         self.in_flight[cid] += 1
+        self.in_flight_events[cid] += len(batch.items)
         finished = self.finished
         # The callback gets the future as its argument and must not hold it: a future that
         # (through its callback) refers to itself is a reference cycle, which would keep
@@ -354,6 +366,14 @@ class _DeliverBatch(beam.DoFn):
         future.add_done_callback(lambda done: finished.put((done, batch, where)))
         if future.done():  # an inline write: report it now, not with the next batch
             yield from self._complete_done()
+
+    def _full(self, cid: str) -> bool:
+        """Whether connector ``cid`` has as much in flight as it may (see the class doc)."""
+        batches = self.in_flight[cid]
+        if batches >= self.backlog[cid]:
+            return True
+        events = self.in_flight_events[cid]
+        return batches >= self.concurrency[cid] and events >= self.backlog_events[cid]
 
     def _complete_done(self) -> Iterator[Any]:
         """Complete every write that has finished, without waiting for any."""
@@ -369,6 +389,7 @@ class _DeliverBatch(beam.DoFn):
         future, batch, where = entry
         cid = batch.connector_id
         self.in_flight[cid] -= 1
+        self.in_flight_events[cid] -= len(batch.items)
         counters = self.counters[cid]
         try:
             outcome = future.result()

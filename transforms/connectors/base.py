@@ -59,6 +59,16 @@ class DeliverConfig(StrictModel):
         description="Batches in flight at once per worker (local files: written one at a "
         "time on the stage's thread, where writes are CPU work).",
     )
+    max_pending_events: int = Field(
+        default=16_000,
+        ge=1,
+        le=10_000_000,
+        description="Events a connector may hold per worker between Batch and the end of "
+        "their writes (in flight or waiting for a thread); beyond it (and beyond "
+        "concurrency * 16 batches) it is not keeping up: new batches are parked in the "
+        "retry location, or the stage waits without one. Bounds memory; `concurrency` "
+        "batches are always allowed.",
+    )
 
 
 class ObjectLayout(DeliverConfig):
