@@ -1,10 +1,15 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import orjson
 import pytest
+from apache_beam.pvalue import TaggedOutput
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from transforms.parse import _ParseChunk
 from transforms.rules.events import MAX_EVENT_BYTES, MAX_ORIGINAL_CHARS, event_time_ms, parse_line
 from transforms.rules.records import DeadLetter
 
@@ -69,3 +74,44 @@ def test_valid_event_with_unicode_and_line_separator() -> None:
 )
 def test_event_time(ts: object, expected: int | None) -> None:
     assert event_time_ms({"event": {"type": "x", "timestamp": ts}}) == expected
+
+
+LINES = st.sampled_from(
+    [
+        b'{"event_id": "a", "event": {"type": "heartbeat"}, "metadata": {}}',
+        b'{"event_id": "b", "event": {"type": "error", "timestamp": 1}}',
+        b'{"event_id": "", "event": {"type": "heartbeat"}}',
+        b'{"event_id": "c", "event": {"type": ["x"]}}',
+        b'{"event_id": "d", "event": {"type": ""}}',
+        b'{"event_id": ["e"], "event": {"type": "x"}}',
+        b'{"event_id": "f", "event": null}',
+        b'{"event_id": "g"',
+        b"[1]",
+        b"null",
+        b"",
+        b"   ",
+        b"\t",
+        b"\xff\xfe",
+        b'  {"event_id": "h", "event": {"type": "seek"}}  ',
+        b"x" * (MAX_EVENT_BYTES + 1),
+        b'{"event_id": "i", "event": {"type": "x"}, "pad": "' + b"p" * MAX_EVENT_BYTES + b'"}',
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=st.lists(LINES, max_size=12), size=st.integers(1, 5))
+def test_parse_stage_gives_parse_line_answers_for_every_line(lines: list[bytes], size: int) -> None:
+    # The Parse DoFn inlines parse_line's checks for valid events; same answers wanted.
+    fn = _ParseChunk(size)
+    fn.setup()
+    events: list[Any] = []
+    refused: list[str] = []
+    for out in fn.process(("f", 0, lines)):
+        if isinstance(out, TaggedOutput):
+            refused += [d.reason for d in out.value]
+        else:
+            events += out
+    want = [parse_line(line) for line in lines if line.strip()]
+    assert events == [w for w in want if not isinstance(w, DeadLetter)]
+    assert refused == [w.reason for w in want if isinstance(w, DeadLetter)]

@@ -15,13 +15,14 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from orjson import JSONDecodeError, loads
 
 import transforms.coders  # noqa: F401  (registers the chunk coders)
 from transforms import metrics
 from transforms.progress import PROGRESS
 from transforms.pubsub_read import PubSubReading
 from transforms.rules import gzipio
-from transforms.rules.events import parse_line
+from transforms.rules.events import MAX_EVENT_BYTES, parse_line
 from transforms.rules.records import Chunk, DeadLetter
 from transforms.runtime import tune_gc_once
 
@@ -171,13 +172,29 @@ class _ParseChunk(beam.DoFn):
             events = Chunk(last=start + size >= len(lines), raw=raw)
             for n in range(start, min(start + size, len(lines))):
                 line = lines[n]
-                if not line.strip():
-                    blank += 1
-                    continue
-                parsed = parse_line(line)
-                if isinstance(parsed, DeadLetter):
-                    refused.append(parsed)
-                    continue
+                # parse_line's checks for the common case, inlined (this loop runs once
+                # per event); anything else goes to parse_line, which says what is wrong.
+                parsed: Any = None
+                if len(line) <= MAX_EVENT_BYTES:
+                    try:
+                        parsed = loads(line)
+                    except JSONDecodeError:
+                        parsed = None  # parse_line below says why
+                if not (
+                    type(parsed) is dict
+                    and type(eid := parsed.get("event_id")) is str
+                    and eid
+                    and type(body := parsed.get("event")) is dict
+                    and type(kind := body.get("type")) is str
+                    and kind
+                ):
+                    if not line.strip():
+                        blank += 1
+                        continue
+                    parsed = parse_line(line)
+                    if isinstance(parsed, DeadLetter):
+                        refused.append(parsed)
+                        continue
                 if attributes is not None and attributes[n] and "attributes" not in parsed:
                     parsed["attributes"] = attributes[n]
                     raw.append(None)  # the line alone is no longer the event
