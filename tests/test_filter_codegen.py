@@ -75,3 +75,37 @@ def test_the_connectors_filters_are_generated() -> None:
         "metadata": {"device": {"os": "iOS"}, "geo": {"country_code": "US"}},
         "fluxdata": {"bitrate": 4500},
     }
+
+
+GROUP_RULES = st.none() | st.fixed_dictionaries(
+    {},
+    optional={"allow": PATTERNS | st.just(["a.*", "*.id"]), "deny": PATTERNS},
+)
+GROUP_VALUES = TREES | st.integers(0, 2) | st.none()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    metadata=GROUP_RULES,
+    fluxdata=GROUP_RULES,
+    hashed=st.booleans(),
+    event=st.fixed_dictionaries(
+        {"event_id": st.just("e")},
+        optional={"metadata": GROUP_VALUES, "fluxdata": GROUP_VALUES, "other": TREES},
+    ),
+)
+def test_the_fused_filter_equals_the_apply_method(
+    metadata: dict[str, Any] | None,
+    fluxdata: dict[str, Any] | None,
+    hashed: bool,
+    event: dict[str, Any],
+) -> None:
+    spec: dict[str, Any] = {"metadata": metadata, "fluxdata": fluxdata}
+    if hashed:
+        spec["hash"] = {"paths": ["metadata.a", "event_id"], "key": "k", "length": 8}
+    f = FieldFilter.compile(spec)
+    assert "def _filter(event):" in f.apply.__source__  # type: ignore[attr-defined]
+    fused = f.apply(event)
+    method = FieldFilter.apply(f, event)  # the definition, group by group
+    assert fused == method and list(fused) == list(method)
+    assert (fused is event) == (method is event)

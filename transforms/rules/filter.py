@@ -383,6 +383,12 @@ class FieldFilter:
     groups: tuple[tuple[str, GroupFilter], ...]
     hasher: Hasher | None = None
 
+    def __post_init__(self) -> None:
+        # One generated function per filter replaces the method on the instance: the
+        # per-event calls of the generic apply and each group's apply disappear. The
+        # method stays the definition (tests/test_filter_codegen.py checks both agree).
+        object.__setattr__(self, "apply", _fuse(self.groups, self.hasher))
+
     @classmethod
     def compile(cls, spec: Mapping[str, Any]) -> FieldFilter:
         """Compile ``{group: {allow: [...], deny: [...]}, hash: {...}}``.
@@ -432,3 +438,34 @@ class FieldFilter:
         if self.hasher is not None:
             out = self.hasher.apply(out)
         return out
+
+
+def _fuse(
+    groups: tuple[tuple[str, GroupFilter], ...], hasher: Hasher | None
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """:meth:`FieldFilter.apply` for these groups as one generated function.
+
+    Group names appear in the source only as ``repr`` literals; the groups' own
+    functions (generated or wildcard walks) and the hasher are passed in by name.
+    """
+    scope: dict[str, Any] = {}
+    lines = ["def _filter(event):", "    out = dict(event)" if groups else "    out = event"]
+    for n, (name, group) in enumerate(groups):
+        key = repr(name)
+        lines += [f"    if {key} in out:", f"        group = out[{key}]"]
+        if group.allow_fn is not None:
+            scope[f"_allow{n}"] = group.allow_fn
+            lines.append(f"        group = _allow{n}(group) if isinstance(group, dict) else {{}}")
+        if group.deny_fn is not None:
+            scope[f"_deny{n}"] = group.deny_fn
+            lines += ["        if isinstance(group, dict):", f"            group = _deny{n}(group)"]
+        lines.append(f"        out[{key}] = group")
+    if hasher is not None:
+        scope["_hash"] = hasher.apply
+        lines.append("    out = _hash(out)")
+    lines.append("    return out")
+    source = "\n".join(lines) + "\n"
+    exec(compile(source, "<field filter>", "exec"), scope)
+    fn: Callable[[dict[str, Any]], dict[str, Any]] = scope["_filter"]
+    fn.__source__ = source  # type: ignore[attr-defined]
+    return fn
