@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import re
 import resource
 import sys
 import tempfile
@@ -139,6 +140,7 @@ def hand_loop(corpus: Path, out: Path) -> int:
         pending[name] = []
 
     loads, dumps, newline = orjson.loads, orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    separators = re.compile(b"\xe2\x80[\xa8\xa9]").search  # the job's check (encode.dumps)
     events = 0
     with open(corpus, "rb") as raw:
         for line in gzipio.open_reader(raw):
@@ -149,7 +151,7 @@ def hand_loop(corpus: Path, out: Path) -> int:
                 if kind in types:
                     records = pending[name]
                     data = dumps(package(event), option=newline)
-                    if b"\xe2\x80" in data:  # the job's contract: U+2028/U+2029 escaped
+                    if separators(data) is not None:  # the job's contract: U+2028/U+2029 escaped
                         data = data.replace(b"\xe2\x80\xa8", b"\\u2028")
                         data = data.replace(b"\xe2\x80\xa9", b"\\u2029")
                     records.append(data)

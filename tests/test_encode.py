@@ -7,7 +7,10 @@ import json
 from typing import Any
 
 import fastavro
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import make_event
 from transforms.rules.encode import FORMATS, dumps, encode_batch
@@ -92,3 +95,12 @@ def test_batch_digest_is_the_stable_length_prefixed_blake2b(ids: list[str]) -> N
         h.update(data)
     assert batch_digest(ids) == h.hexdigest()
     assert batch_digest(iter(ids)) == h.hexdigest()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from('a\u2028\u2029\u2014\u2019\u20ac\u2080"\\é'), max_size=12))
+def test_dumps_escapes_exactly_the_line_separators(text: str) -> None:
+    data = dumps({"t": text})
+    plain = orjson.dumps({"t": text})
+    want = plain.replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029")
+    assert data == want and orjson.loads(data) == {"t": text}
