@@ -301,10 +301,15 @@ def _generate(root: _Node, kind: str) -> Callable[[dict[str, Any]], dict[str, An
         return name
 
     top = emit(root)
-    source = "\n".join(lines)
-    scope: dict[str, Any] = {}
-    exec(compile(source, f"<filter {kind}>", "exec"), scope)
-    fn: Callable[[dict[str, Any]], dict[str, Any]] = scope[top]
+    return _define("\n".join(lines), top, f"<filter {kind}>", {})
+
+
+def _define(
+    source: str, name: str, filename: str, scope: dict[str, Any]
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Run generated ``source`` in ``scope``; return its function ``name``, source attached."""
+    exec(compile(source, filename, "exec"), scope)
+    fn: Callable[[dict[str, Any]], dict[str, Any]] = scope[name]
     fn.__source__ = source  # type: ignore[attr-defined]
     return fn
 
@@ -464,8 +469,4 @@ def _fuse(
         scope["_hash"] = hasher.apply
         lines.append("    out = _hash(out)")
     lines.append("    return out")
-    source = "\n".join(lines) + "\n"
-    exec(compile(source, "<field filter>", "exec"), scope)
-    fn: Callable[[dict[str, Any]], dict[str, Any]] = scope["_filter"]
-    fn.__source__ = source  # type: ignore[attr-defined]
-    return fn
+    return _define("\n".join(lines) + "\n", "_filter", "<field filter>", scope)
