@@ -35,6 +35,7 @@ class _PackageChunk(beam.DoFn):
         out = Chunk(last=is_last(pairs))
         failed: list[DeadLetter] = []
         raw = raw_of(pairs)
+        make = tuple.__new__  # Packaged(...) without its generated __new__'s Python frame
         for n, (event, filtered) in enumerate(pairs):
             try:
                 record = apply(filtered)
@@ -46,16 +47,21 @@ class _PackageChunk(beam.DoFn):
                     )
                 )
                 continue
+            body = event["event"]
+            stamp = body.get("timestamp")
             out.append(
-                Packaged(
-                    event["event_id"],
-                    event_time_ms(event),
-                    event["event"]["type"],
-                    None if data is not None else record,  # keep the bytes only
-                    # The line rather than the parsed event, when there is one (see
-                    # Packaged.event): the event's objects are freed with this slice.
-                    (raw[n] or event) if raw is not None else event,
-                    data,
+                make(
+                    Packaged,
+                    (
+                        event["event_id"],
+                        stamp if type(stamp) is int else event_time_ms(event),
+                        body["type"],
+                        None if data is not None else record,  # keep the bytes only
+                        # The line rather than the parsed event, when there is one (see
+                        # Packaged.event): the event's objects are freed with this slice.
+                        (raw[n] or event) if raw is not None else event,
+                        data,
+                    ),
                 )
             )
         if out or out.last:  # a chunk's end goes on, even empty (see Chunk.last)
