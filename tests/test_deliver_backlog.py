@@ -81,7 +81,7 @@ def test_a_connector_holds_at_most_max_pending_events_beyond_its_concurrency(
     accepted: int,
 ) -> None:
     fn = deliver_fn(tmp_path, webhook.url, concurrency, pending)
-    webhook.slow(0.5)  # the first writes are still in flight when the rest arrive
+    webhook.slow(1.0)  # the first writes are still in flight when the rest arrive
     where: dict[str, Any] = {"window": GlobalWindow(), "timestamp": Timestamp(0)}
     try:
         out: list[Any] = []
