@@ -288,7 +288,6 @@ class _DeliverBatch(beam.DoFn):
         self.delayed_enabled = self.config.retry_topic is not None
         self.redelivery = RetryPolicy(immediate=0)  # a delayed attempt is one attempt
         self.pools: dict[str, ThreadPoolExecutor | InlineExecutor] = {}
-        self.backlog: dict[str, int] = {}
         self.backlog_events: dict[str, int] = {}
         self.concurrency: dict[str, int] = {}
         self.counters: dict[str, dict[str, Any]] = {}
@@ -301,7 +300,6 @@ class _DeliverBatch(beam.DoFn):
             retry = self.config.connector(c.id).retry
             self.policies[c.id] = RetryPolicy(immediate=retry.immediate)
             self.schedules[c.id] = tuple(retry.delayed_schedule_s)
-            self.backlog[c.id] = c.deliver.concurrency * BACKLOG_PER_THREAD
             self.backlog_events[c.id] = c.deliver.max_pending_events
             self.concurrency[c.id] = c.deliver.concurrency
             self.pools[c.id] = (
@@ -369,11 +367,10 @@ class _DeliverBatch(beam.DoFn):
 
     def _full(self, cid: str) -> bool:
         """Whether connector ``cid`` has as much in flight as it may (see the class doc)."""
-        batches = self.in_flight[cid]
-        if batches >= self.backlog[cid]:
+        batches, threads = self.in_flight[cid], self.concurrency[cid]
+        if batches >= threads * BACKLOG_PER_THREAD:
             return True
-        events = self.in_flight_events[cid]
-        return batches >= self.concurrency[cid] and events >= self.backlog_events[cid]
+        return batches >= threads and self.in_flight_events[cid] >= self.backlog_events[cid]
 
     def _complete_done(self) -> Iterator[Any]:
         """Complete every write that has finished, without waiting for any."""
