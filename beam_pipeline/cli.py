@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from beam_pipeline.config import ConfigError, DeliveryConfig, load_config
+from beam_pipeline.startup import import_beam, modules_to_skip
 from transforms.progress import PROGRESS, ProgressPrinter
 from transforms.runtime import tune_gc
 
@@ -187,6 +188,7 @@ def _options(argv: Sequence[str]) -> tuple[Any, Any, DeliveryConfig | None]:
 
 def cmd_run(argv: Sequence[str]) -> int:
     """Run the batch job and print the per-connector summary."""
+    import_beam(modules_to_skip(argv))  # first: skips cloud clients a local run never uses
     from apache_beam.io.filesystems import FileSystems
 
     from beam_pipeline.pipeline import build_pipeline
@@ -199,6 +201,10 @@ def cmd_run(argv: Sequence[str]) -> int:
     if not job.input:
         return _fail("--input is required: a path or glob of JSON-lines files (plain or .gz)")
     files: dict[str, int] = {}
+    # Listing runs before the pipeline (which would hand the filesystems their options):
+    # without them Beam's S3 filesystem refuses to list ("Must provide one of client or
+    # options") and --s3_endpoint_url, GCS and Azure options would not apply.
+    FileSystems.set_options(options)
     for pattern in job.input:
         try:
             matched = FileSystems.match([pattern])[0].metadata_list
