@@ -48,17 +48,18 @@ def write_config(tmp: Path, dead_letter: str | None = None) -> Path:
 
 
 DRIVER = """
-import json, sys
+import json, os, sys
 from beam_pipeline.cli import main
 code = main(sys.argv[2:])
 with open(sys.argv[1], "w") as out:
-    json.dump(sorted(sys.modules), out)
+    json.dump([os.environ.get("OPENBLAS_NUM_THREADS"), *sorted(sys.modules)], out)
 sys.exit(code)
 """
-"""Runs ``main`` like ``python -m beam_pipeline``, then lists the loaded modules."""
+"""Runs ``main`` like ``python -m beam_pipeline``, then lists the loaded modules (after
+the value of ``OPENBLAS_NUM_THREADS`` the run had)."""
 
 
-def run_cli(tmp: Path, *argv: str) -> tuple[dict[str, Any], set[str]]:
+def run_cli(tmp: Path, *argv: str) -> tuple[dict[str, Any], set[str], str | None]:
     summary, modules = tmp / "summary.json", tmp / "modules.json"
     done = subprocess.run(
         [sys.executable, "-c", DRIVER, str(modules), "run", *argv,
@@ -66,7 +67,8 @@ def run_cli(tmp: Path, *argv: str) -> tuple[dict[str, Any], set[str]]:
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(summary.read_text()), set(json.loads(modules.read_text()))
+    blas_threads, *loaded = json.loads(modules.read_text())
+    return json.loads(summary.read_text()), set(loaded), blas_threads
 
 
 def delivered(summary: dict[str, Any]) -> int:
@@ -148,20 +150,26 @@ def test_a_local_run_imports_no_cloud_client_and_delivers_everything(tmp_path: P
     source = tmp_path / "events.jsonl"
     events_file(source, 300)
     config = write_config(tmp_path)
-    summary, modules = run_cli(tmp_path, "--config", str(config), "--input", str(source))
+    summary, modules, blas_threads = run_cli(
+        tmp_path, "--config", str(config), "--input", str(source)
+    )
     assert summary["balanced"]
     assert delivered(summary) == 300
     assert "apache_beam" in modules
     assert modules.isdisjoint(CLOUD_CLIENTS), sorted(modules.intersection(CLOUD_CLIENTS))
     assert modules.isdisjoint(FILESYSTEM_PLUGINS.values())
+    assert blas_threads == "1"  # numpy's OpenBLAS does not start a spinning thread per core
 
 
 @pytest.mark.parametrize("object_store", ["s3"], indirect=True)
-def test_a_run_reading_s3_keeps_beams_s3_filesystem(object_store: Store, tmp_path: Path) -> None:
+def test_a_run_reading_s3_keeps_beams_s3_filesystem(
+    object_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")  # a user's setting wins
     bucket = object_store.new_bucket()
     data = events_file(tmp_path / "events.jsonl", 200)
     object_store.client.put_object(Bucket=bucket, Key="in/events.jsonl", Body=data)
-    summary, modules = run_cli(
+    summary, modules, blas_threads = run_cli(
         tmp_path,
         "--config", str(write_config(tmp_path)),
         "--input", f"s3://{bucket}/in/*.jsonl",
@@ -171,3 +179,4 @@ def test_a_run_reading_s3_keeps_beams_s3_filesystem(object_store: Store, tmp_pat
     assert delivered(summary) == 200
     assert FILESYSTEM_PLUGINS["s3"] in modules
     assert modules.isdisjoint([FILESYSTEM_PLUGINS["gs"], FILESYSTEM_PLUGINS["azfs"]])
+    assert blas_threads == "2"
