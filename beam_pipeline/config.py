@@ -53,7 +53,9 @@ CONNECTOR_TYPES = (
 """Every connector type name the config accepts (a fixed contract)."""
 
 _DELIVER_REPORTED = "deliver section invalid (details reported separately)"
-_ENV_REF = re.compile(r"^\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}$")
+ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+"""A ``${env:NAME}`` reference (group 1: the name) anywhere in a text."""
+_ENV_REF = re.compile(f"^{ENV_REF.pattern}$")
 
 
 class ConfigError(Exception):

@@ -30,6 +30,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from beam_pipeline.config import ENV_REF
+
 FILESYSTEM_PLUGINS = {
     "gs": "apache_beam.io.gcp.gcsfilesystem",
     "s3": "apache_beam.io.aws.s3filesystem",
@@ -48,7 +50,6 @@ SKIP_WARNERS = {"pymongo": "apache_beam.io.mongodbio"}
 """The logger of the Beam module that logs a warning when the given module is missing."""
 
 SCHEME = re.compile(r"\b(gs|s3|azfs)://")
-ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 
 WHOLE_BEAM_FLAGS = ("--runner", "--streaming", "--subscription", "--topic")
 """Flags after which Beam is imported whole (another runner, or a streaming run)."""
