@@ -526,6 +526,15 @@ class CompiledConnector:
     record_json: bool = False
     """Whether Package serializes the records (``ConnectorSpec.sends_record_json``)."""
 
+    @property
+    def sends_lines(self) -> bool:
+        """Whether its records are the events unchanged, serialized as their input lines.
+
+        True for a connector that sends records as JSON with no filter and no package
+        step (see :func:`transforms.rules.encode.line_json`).
+        """
+        return self.record_json and self.filter.is_identity and self.packager.is_identity
+
     @classmethod
     def of(cls, connector: Connector) -> CompiledConnector:
         """Compile a validated connector."""

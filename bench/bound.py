@@ -10,7 +10,8 @@ This is the baseline every benchmark figure is a ratio against (see the design's
    ``chunk_lines`` raw lines, the job's deterministic chunk boundaries;
 2. :func:`~transforms.rules.events.parse_line` each non-blank line;
 3. per connector, :meth:`RouteRule.matches`, :meth:`FieldFilter.apply`,
-   :meth:`Packager.apply` on every event of the chunk;
+   :meth:`Packager.apply` on every event of the chunk (for a connector that changes
+   nothing, :func:`~transforms.rules.encode.line_json` of the event's line instead);
 4. cut the chunk's records the way ``CutBatches`` does: grouped by rendered prefix in input
    order, every ``batch.max_events``;
 5. write each batch with the connector's own sink (:class:`FileSink.write`:
@@ -42,6 +43,7 @@ from beam_pipeline.config import CompiledConnector, compile_connectors, load_con
 from transforms.connectors import make_sink  # noqa: E402
 from transforms.connectors.base import DeliveryBatch, Sink  # noqa: E402
 from transforms.rules import gzipio  # noqa: E402
+from transforms.rules.encode import line_json  # noqa: E402
 from transforms.rules.events import event_time_ms, parse_line  # noqa: E402
 from transforms.rules.naming import PrefixError, PrefixTemplate  # noqa: E402
 from transforms.rules.records import DeadLetter, Packaged  # noqa: E402
@@ -124,6 +126,7 @@ class Bound:
         res = self.result
         res.lines_read += len(lines)
         events: list[dict[str, Any]] = []
+        kept: list[bytes] = []  # each event's line
         for line in lines:
             if not line.strip():
                 res.blank_lines += 1
@@ -133,6 +136,7 @@ class Bound:
                 res.invalid += 1
             else:
                 events.append(parsed)
+                kept.append(line)
         res.events += len(events)
         matched = [False] * len(events)
         for c in self.connectors:
@@ -144,19 +148,25 @@ class Bound:
                     continue
                 matched[i] = True
                 counts.routed += 1
-                filtered = filter_apply(event)
-                try:
-                    record = package(filtered)
-                except Exception:  # the job dead-letters it (stage: package)
-                    counts.failed += 1
-                    continue
+                # An unchanged event is sent as its line, as Package does.
+                data = line_json(kept[i]) if c.sends_lines else None
+                if data is not None:
+                    record = event
+                else:
+                    filtered = filter_apply(event)
+                    try:
+                        record = package(filtered)
+                    except Exception:  # the job dead-letters it (stage: package)
+                        counts.failed += 1
+                        continue
                 items.append(
                     Packaged(
                         event["event_id"],
                         event_time_ms(event),
                         event["event"]["type"],
-                        record,
+                        record if data is None else None,
                         event,
+                        data,
                     )
                 )
             if items:

@@ -15,7 +15,7 @@ import apache_beam as beam
 from beam_pipeline.config import DeliveryConfig
 from beam_pipeline.live import LiveRules, as_rules
 from transforms.parse import DEAD_LETTER
-from transforms.rules.encode import dumps
+from transforms.rules.encode import dumps, line_json
 from transforms.rules.events import event_time_ms
 from transforms.rules.records import Chunk, DeadLetter, Packaged, is_last, raw_of
 
@@ -35,11 +35,18 @@ class _PackageChunk(beam.DoFn):
         out = Chunk(last=is_last(pairs))
         failed: list[DeadLetter] = []
         raw = raw_of(pairs)
+        # Events passed on unchanged are sent as their input lines (encode.line_json).
+        lines = raw if raw is not None and connector.sends_lines else None
         make = tuple.__new__  # Packaged(...) without its generated __new__'s Python frame
         for n, (event, filtered) in enumerate(pairs):
             try:
-                record = apply(filtered)
-                data = serialize(record) if serialize is not None else None
+                line = lines[n] if lines is not None else None
+                data = line_json(line) if line is not None else None
+                if data is not None:
+                    record = filtered
+                else:
+                    record = apply(filtered)
+                    data = serialize(record) if serialize is not None else None
             except Exception as exc:  # a template must never crash the pipeline
                 failed.append(
                     DeadLetter.for_event(

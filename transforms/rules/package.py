@@ -321,6 +321,11 @@ class Packager:
             compiled,
         )
 
+    @property
+    def is_identity(self) -> bool:
+        """True when packaging changes nothing (no values, renames or template)."""
+        return not self.values and not self.renames and self.template is None
+
     def apply(self, event: dict[str, Any]) -> dict[str, Any]:
         """Package one filtered event; the input is never modified."""
         record = event
