@@ -9,7 +9,7 @@ This is the baseline every benchmark figure is a ratio against (see the design's
 1. read each input file (plain or gzip, detected by content) in chunks of
    ``chunk_lines`` raw lines, the job's deterministic chunk boundaries;
 2. :func:`~transforms.rules.events.parse_line` each non-blank line;
-3. per connector, :meth:`RouteRule.matches`, :meth:`FieldFilter.apply`,
+3. per connector, :meth:`RouteRule.select`, :meth:`FieldFilter.apply`,
    :meth:`Packager.apply` on every event of the chunk (for a connector that changes
    nothing, :func:`~transforms.rules.encode.line_json` of the event's line instead);
 4. cut the chunk's records the way ``CutBatches`` does: grouped by rendered prefix in input
@@ -139,13 +139,13 @@ class Bound:
                 kept.append(line)
         res.events += len(events)
         matched = [False] * len(events)
+        kinds = [event["event"]["type"] for event in events]
         for c in self.connectors:
             counts = res.connectors[c.id]
-            matches, filter_apply, package = c.route.matches, c.filter.apply, c.packager.apply
+            filter_apply, package = c.filter.apply, c.packager.apply
             items: list[Packaged] = []
-            for i, event in enumerate(events):
-                if not matches(event):
-                    continue
+            for i in c.route.select(events, kinds):
+                event = events[i]
                 matched[i] = True
                 counts.routed += 1
                 # An unchanged event is sent as its line, as Package does.

@@ -186,17 +186,20 @@ class RouteRule:
         """The indices of the ``events`` that route here, in order.
 
         ``kinds[i]`` is ``events[i]``'s ``event.type``, read once for all connectors. The
-        answer is that of :meth:`matches` for each event; a rule on event types alone
-        (the common case) is answered from ``kinds`` without a call per event.
+        answer is that of :meth:`matches` for each event. Event types are checked from
+        ``kinds`` without a call per event; conditions and sampling are evaluated only
+        for the events whose type may match.
         """
-        if self.predicates or self.sample_sessions < 1.0:
-            matches = self.matches
-            return [i for i, event in enumerate(events) if matches(event)]
         types = self.types
         if types is not None:
-            return [i for i, kind in enumerate(kinds) if kind in types]
-        excluded = self.exclude_events
-        return [i for i, kind in enumerate(kinds) if kind not in excluded]
+            candidates = [i for i, kind in enumerate(kinds) if kind in types]
+        else:
+            excluded = self.exclude_events
+            candidates = [i for i, kind in enumerate(kinds) if kind not in excluded]
+        if not self.predicates and self.sample_sessions >= 1.0:
+            return candidates
+        admits = self._admits
+        return [i for i in candidates if admits(events[i])]
 
     def matches(self, event: dict[str, Any]) -> bool:
         """True if the event routes to this connector (``explain`` without the words)."""
@@ -207,6 +210,10 @@ class RouteRule:
                 return False
         elif etype in self.exclude_events:
             return False
+        return self._admits(event)
+
+    def _admits(self, event: dict[str, Any]) -> bool:
+        """The conditions and the session sample, for an event whose type may match."""
         for predicate in self.predicates:
             if not predicate(event):
                 return False
