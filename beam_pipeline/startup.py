@@ -4,8 +4,8 @@
 finds installed, and with them the Google Cloud Storage, Azure Blob and boto3 client
 libraries, plus the BigQuery client and pymongo (``apache_beam.io`` imports its BigQuery
 and MongoDB connectors). With ``apache-beam[gcp,aws]`` and ``azure-storage-blob``
-installed, as this project needs, that is ~0.5 of the ~2 CPU-seconds a local ``run``
-spends before its first event (docs/beam-limits.md has the measurements). Beam imports
+installed, as this project needs, that is ~0.8 of the ~2.3 CPU-seconds a local ``run``
+spent before its first event (docs/beam-limits.md has the measurements). Beam imports
 each of these behind ``try``/``except ImportError`` and simply goes without them, so a
 run whose command line and config name no ``gs://``, ``s3://`` or ``azfs://`` location
 can skip them::

@@ -14,7 +14,8 @@ format         extension  content
 ``avro``       .avro      Avro object container (fastavro, deflate); see :data:`AVRO_SCHEMA`
 =============  =========  ===================================================================
 
-JSON is written with orjson. U+2028 and U+2029 are escaped (``\\u2028``) so that the
+JSON is written with orjson (an event a connector passes on unchanged is sent as its
+input line instead: :func:`line_json`). U+2028 and U+2029 are escaped (``\\u2028``) so that the
 output is also safe for JavaScript and for line splitters that treat them as newlines.
 Plain Python, no Beam import.
 """
@@ -100,7 +101,7 @@ def _escape_line_separators(data: bytes) -> bytes:
 
 
 def record_json(item: Packaged) -> bytes:
-    """An item's record as :func:`dumps` gives it, serialized already when Package did."""
+    """An item's record as JSON: the bytes Package made, else :func:`dumps` of the record."""
     return item.data if item.data is not None else dumps(item.record)
 
 

@@ -113,9 +113,10 @@ class Packaged(NamedTuple):
     either way.
 
     ``record`` is what the connector sends. ``data``, when set, is the record already
-    serialized (compact JSON, :func:`transforms.rules.encode.record_json`): Package
-    serializes while the record is still in the CPU's caches, for connectors that send
-    records as JSON, and then keeps only the bytes (``record`` is None: the dict is freed
+    serialized (:func:`transforms.rules.encode.record_json`: compact JSON, or the event's
+    input line when the connector passes it on unchanged): Package serializes while the
+    record is still in the CPU's caches, for connectors that send records as JSON, and
+    then keeps only the bytes (``record`` is None: the dict is freed
     while still cached, and :func:`record_of` rebuilds it in the rare paths that need it).
     """
 
