@@ -134,8 +134,10 @@ def test_metrics_on_a_known_input(tmp_path: Path) -> None:
 
     config = parse_config(config_text(tmp_path))
     now = int(time.time() * 1000)
+    # Ages in the middle of wide buckets, so the run's own duration (seconds on a loaded
+    # CI machine; 1.5 s old events once crossed into the 5 s bucket) cannot move them.
     fresh = [
-        make_event(f"f{i}", "error", ts=now - 1500, metadata={"geo": {"country_code": "US"}})
+        make_event(f"f{i}", "error", ts=now - 40_000, metadata={"geo": {"country_code": "US"}})
         for i in range(3)
     ]
     old = make_event(
@@ -150,8 +152,8 @@ def test_metrics_on_a_known_input(tmp_path: Path) -> None:
     rows = {r["id"]: r for r in summary["connectors"]}
     errors = rows["errors"]["freshness"]
     assert errors["events"] == 4 and errors["unknown"] == 0
-    assert errors["p50_ms"] == 2_000 and errors["p99_ms"] == 21_600_000  # 1.5 s and 2 h buckets
-    assert rows["us_only"]["freshness"]["p99_ms"] == 2_000
+    assert errors["p50_ms"] == 60_000 and errors["p99_ms"] == 21_600_000  # 40 s and 2 h old
+    assert rows["us_only"]["freshness"]["p99_ms"] == 60_000
     dists = result.metrics().query(MetricsFilter().with_name(metrics.BATCH_SIZE))["distributions"]
     by_ns = {d.key.metric.namespace: d.committed for d in dists}
     assert by_ns["connector.us_only"].max == 2 and by_ns["connector.us_only"].sum == 3
