@@ -111,11 +111,13 @@ def cmd_dry_run(argv: Sequence[str]) -> int:
     return 0
 
 
-def _pipeline(options: Any) -> Any:
+def _pipeline(options: Any, skip: Sequence[str] = ()) -> Any:
     """A pipeline on the given runner, or a pinned local one when none is given.
 
-    Batch: Beam's in-process FnApiRunner. Streaming: the BundleBasedDirectRunner (the
-    DirectRunner's streaming engine), pinned so neither depends on network access.
+    Batch: Beam's FnApiRunner, whose worker processes (if any) import Beam without the
+    modules in ``skip`` (:class:`~beam_pipeline.local_runner.LocalRunner`). Streaming: the
+    BundleBasedDirectRunner (the DirectRunner's streaming engine), pinned so neither
+    depends on network access.
     """
     import apache_beam as beam
     from apache_beam.options.pipeline_options import StandardOptions
@@ -127,9 +129,9 @@ def _pipeline(options: Any) -> Any:
 
         runner = BundleBasedDirectRunner()
     elif standard.runner is None:
-        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+        from beam_pipeline.local_runner import LocalRunner
 
-        runner = FnApiRunner()
+        runner = LocalRunner(skip)
     return beam.Pipeline(runner=runner, options=options)
 
 
@@ -188,7 +190,8 @@ def _options(argv: Sequence[str]) -> tuple[Any, Any, DeliveryConfig | None]:
 
 def cmd_run(argv: Sequence[str]) -> int:
     """Run the batch job and print the per-connector summary."""
-    import_beam(modules_to_skip(argv))  # first: skips cloud clients a local run never uses
+    skip = modules_to_skip(argv)
+    import_beam(skip)  # first: skips cloud clients a local run never uses
     from apache_beam.io.filesystems import FileSystems
 
     from beam_pipeline.pipeline import build_pipeline
@@ -221,7 +224,7 @@ def cmd_run(argv: Sequence[str]) -> int:
             "for a batch run use a directory, gs:// or s3:// location"
         )
     _use_every_core(options, argv, files)
-    pipeline = _pipeline(options)
+    pipeline = _pipeline(options, skip)
     build_pipeline(pipeline, config, list(job.input), job.chunk_lines)
     PROGRESS.reset(sum(files.values()), len(files))
     return _finish(pipeline, config, job.summary_json, progress=_show_progress(options, job))
@@ -239,9 +242,10 @@ def _use_every_core(options: Any, argv: Sequence[str], files: dict[str, int]) ->
     Applies when no ``--runner``, ``--direct_num_workers`` or ``--direct_running_mode`` is
     given, the input has at least 2 files and more than :data:`AUTO_WORKERS_MIN_BYTES`.
     Workers read whole files (gzip cannot be split), so there are ``min(cores, files)``
-    of them. Each takes ~3 s to start (it imports Beam), which is why small inputs stay
-    in one process. Measured at 1M events: 1.2-1.3x the single-process throughput of the
-    plain-Python bound instead of ~0.8x (bench/RESULTS.md). Prints what it chose on
+    of them. Each costs ~1.3 CPU-s to start (it imports Beam, without the clients the
+    run skips: :mod:`beam_pipeline.worker`), which is why small inputs stay in one
+    process. Measured at 1M events: 1.8-2.1x the single-process throughput of the
+    plain-Python bound instead of 1.2-1.3x (bench/RESULTS.md). Prints what it chose on
     stderr; the flags above always win.
     """
     from apache_beam.options.pipeline_options import DirectOptions
