@@ -20,6 +20,7 @@ from __future__ import annotations
 import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from beam_pipeline.startup import import_beam
 
@@ -27,11 +28,19 @@ from beam_pipeline.startup import import_beam
 def worker_command(skip: Sequence[str]) -> str:
     """The shell command that starts a worker process skipping the modules in ``skip``.
 
-    >>> worker_command(["pymongo"]).split()[1:]
-    ['-m', 'beam_pipeline.worker', 'pymongo']
+    The worker finds this package where this process found it (its folder is appended
+    to the worker's ``sys.path``): a worker that cannot start is never heard from, and
+    Beam's runner would wait for it forever.
+
+    >>> worker_command(["pymongo"]).split()[1]
+    '-c'
     """
-    words = [sys.executable, "-m", "beam_pipeline.worker", *skip]
-    return " ".join(shlex.quote(word) for word in words)
+    root = str(Path(__file__).resolve().parents[1])
+    code = (
+        f"import sys; sys.path.append({root!r}); "
+        f"from beam_pipeline.worker import main; main({list(skip)!r})"
+    )
+    return " ".join(shlex.quote(word) for word in (sys.executable, "-c", code))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
