@@ -244,8 +244,8 @@ def _use_every_core(options: Any, argv: Sequence[str], files: dict[str, int]) ->
     Workers read whole files (gzip cannot be split), so there are ``min(cores, files)``
     of them. Each costs ~1.3 CPU-s to start (it imports Beam, without the clients the
     run skips: :mod:`beam_pipeline.worker`), which is why small inputs stay in one
-    process. Measured at 1M events: 1.8-2.1x the single-process throughput of the
-    plain-Python bound instead of 1.2-1.3x (bench/RESULTS.md). Prints what it chose on
+    process. Measured at 1M events: 1.8-2.4x the single-process throughput of the
+    plain-Python bound instead of 1.2-1.4x (bench/RESULTS.md). Prints what it chose on
     stderr; the flags above always win.
     """
     from apache_beam.options.pipeline_options import DirectOptions
