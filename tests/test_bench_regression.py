@@ -14,6 +14,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from beam_pipeline.cli import main as cli_main
 from bench import bound, corpus
 from bench import run as bench_run
@@ -31,7 +33,18 @@ def _files(folder: Path) -> dict[str, bytes]:
     }
 
 
-def test_bound_writes_the_same_files_as_the_job(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "processes",
+    [
+        pytest.param([], id="one-process"),
+        # Worker processes started by LocalRunner (beam_pipeline/worker.py) write the same.
+        pytest.param(
+            ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"],
+            id="two-worker-processes",
+        ),
+    ],
+)
+def test_bound_writes_the_same_files_as_the_job(tmp_path: Path, processes: list[str]) -> None:
     parts = corpus.ensure_corpus(12_000, seed=7, parts=2, folder=tmp_path / "cache", invalid=6)
     pattern = str(tmp_path / "cache" / "events-12000-seed7-invalid6-part*of2.jsonl.gz")
     chunk = "2000"
@@ -40,7 +53,7 @@ def test_bound_writes_the_same_files_as_the_job(tmp_path: Path) -> None:
     bound_cfg = corpus.bench_config(20, bound_out, bound_out / "delivery.yaml")
 
     summary_path = tmp_path / "summary.json"
-    run = ["run", "--config", str(job_cfg), "--input", pattern, "--no-progress"]
+    run = ["run", "--config", str(job_cfg), "--input", pattern, "--no-progress", *processes]
     code = cli_main([*run, "--chunk-lines", chunk, "--summary-json", str(summary_path)])
     assert code == 0
     result = bound.run_bound(str(bound_cfg), [pattern], int(chunk))
