@@ -225,7 +225,7 @@ def cmd_run(argv: Sequence[str]) -> int:
         )
     _use_every_core(options, argv, files)
     pipeline = _pipeline(options, skip)
-    build_pipeline(pipeline, config, list(job.input), job.chunk_lines)
+    build_pipeline(pipeline, config, list(job.input), job.chunk_lines, read_shards(options, files))
     PROGRESS.reset(sum(files.values()), len(files))
     return _finish(pipeline, config, job.summary_json, progress=_show_progress(options, job))
 
@@ -237,36 +237,53 @@ _WORKER_FLAGS = ("--runner", "--direct_num_workers", "--direct_running_mode")
 
 
 def _use_every_core(options: Any, argv: Sequence[str], files: dict[str, int]) -> bool:
-    """Run a large local backfill on every core: one worker process per core and file.
+    """Run a large local backfill on every core: one worker process per core.
 
     Applies when no ``--runner``, ``--direct_num_workers`` or ``--direct_running_mode`` is
-    given, the input has at least 2 files and more than :data:`AUTO_WORKERS_MIN_BYTES`.
-    Workers read whole files (gzip cannot be split), so there are ``min(cores, files)``
-    of them. Each costs ~1.3 CPU-s to start (it imports Beam, without the clients the
-    run skips: :mod:`beam_pipeline.worker`), which is why small inputs stay in one
-    process. Measured at 1M events: 1.8-2.4x the single-process throughput of the
-    plain-Python bound instead of 1.2-1.4x (bench/RESULTS.md). Prints what it chose on
-    stderr; the flags above always win.
+    given and the input is larger than :data:`AUTO_WORKERS_MIN_BYTES`. Gzip cannot be
+    split, so with fewer files than cores each file is read by several workers, each
+    parsing every n-th chunk (:func:`read_shards`). Each worker costs ~1.3 CPU-s to start
+    (it imports Beam, without the clients the run skips: :mod:`beam_pipeline.worker`),
+    which is why small inputs stay in one process. Measured at 1M events: 1.8-2.4x the
+    single-process throughput of the plain-Python bound instead of 1.2-1.4x
+    (bench/RESULTS.md). Prints what it chose on stderr; the flags above always win.
     """
     from apache_beam.options.pipeline_options import DirectOptions
 
     given = {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
     cores = os.cpu_count() or 1
     size = sum(files.values())
-    if given.intersection(_WORKER_FLAGS) or len(files) < 2 or cores < 2:
+    if given.intersection(_WORKER_FLAGS) or not files or cores < 2:
         return False
     if size <= AUTO_WORKERS_MIN_BYTES:
         return False
-    workers = min(cores, len(files))
     direct = options.view_as(DirectOptions)
-    direct.direct_num_workers = workers
+    direct.direct_num_workers = cores
     direct.direct_running_mode = "multi_processing"
+    shards = read_shards(options, files)
+    each = f", {shards} reading each file" if shards > 1 else ""
     print(
-        f"using {workers} worker processes for {len(files)} input files "
-        f"({size / 2**20:.0f} MiB); --direct_num_workers 1 runs in this process",
+        f"using {cores} worker processes for {len(files)} input file"
+        f"{'s' if len(files) > 1 else ''} "
+        f"({size / 2**20:.0f} MiB){each}; --direct_num_workers 1 runs in this process",
         file=sys.stderr,
     )
     return True
+
+
+def read_shards(options: Any, files: dict[str, int]) -> int:
+    """How many worker processes read each input file (``ReadEventChunks(shards=...)``).
+
+    1 in one process; with worker processes (``--direct_running_mode multi_processing``)
+    and fewer files than workers, enough for every worker to have a share of the input.
+    """
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    direct = options.view_as(DirectOptions)
+    if direct.direct_running_mode != "multi_processing" or not files:
+        return 1
+    workers = direct.direct_num_workers or os.cpu_count() or 1
+    return -(-workers // len(files)) if len(files) < workers else 1
 
 
 def _show_progress(options: Any, job: Any) -> bool:

@@ -123,9 +123,13 @@ def build_pipeline(
     config: DeliveryConfig,
     inputs: list[str],
     chunk_lines: int = DEFAULT_CHUNK_LINES,
+    shards: int = 1,
 ) -> dict[str, Any]:
-    """Build the batch (backfill) job on ``p``: read ``inputs`` and deliver per ``config``."""
-    read = p | "Read" >> ReadEventChunks(inputs, chunk_lines)
+    """Build the batch (backfill) job on ``p``: read ``inputs`` and deliver per ``config``.
+
+    ``shards``: how many workers read each file (see :class:`ReadEventChunks`).
+    """
+    read = p | "Read" >> ReadEventChunks(inputs, chunk_lines, shards)
     return build_delivery(read.chunks, config, read_failures=read[DEAD_LETTER])
 
 

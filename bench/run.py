@@ -8,7 +8,11 @@ For every (events, connectors) configuration it runs, each in its own child proc
 
 * ``bound``: ``bench/bound.py`` (one plain loop over the job's own rules, no Beam);
 * ``job``: ``python -m beam_pipeline run --config ... --input corpus.jsonl.gz --no-progress``
-  (the default configuration: Beam's in-process FnApiRunner);
+  (the default configuration: above 8 MB of input it starts a worker process per core,
+  which share the one file, each parsing every other chunk; below, Beam's in-process
+  FnApiRunner);
+* ``job 1p``: the same with ``--direct_num_workers 1``: always one process (the CPU per
+  event of the job itself, without worker start-up and contention);
 * ``job files``: the same default command over the corpus split into ``--parts`` files
   (4): with several input files larger than 8 MB in all, ``run`` starts a worker process
   per core (each reading whole files) by itself;
@@ -73,8 +77,8 @@ END = "<!-- bench/run.py: generated section ends -->"
 REGRESSION = {"events": 30_000, "connectors": 5}
 """The configuration of the CI regression check (and of ``--quick``)."""
 
-VARIANTS = ("bound", "job", "job files", "job 2w")
-DEFAULT_VARIANTS = ("bound", "job", "job files")
+VARIANTS = ("bound", "job", "job 1p", "job files", "job 2w")
+DEFAULT_VARIANTS = ("bound", "job", "job 1p", "job files")
 SPLIT_VARIANTS = ("job files", "job 2w")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _SUBREAPER = False
@@ -318,6 +322,9 @@ def run_variant(
         argv = [*bound_argv(config, single), "--summary-json", str(summary)]
     elif variant == "job":
         argv = [*job_argv(config, single), "--summary-json", str(summary)]
+    elif variant == "job 1p":
+        argv = [*job_argv(config, single), "--direct_num_workers", "1"]
+        argv += ["--summary-json", str(summary)]
     elif variant == "job files":
         argv = [*job_argv(config, parts), "--summary-json", str(summary)]
     else:
@@ -551,9 +558,11 @@ def report(
         "their load; ratios compare runs interleaved in this one command.",
         "",
         f"Corpus: `examples.generate_events.generate(N, seed={args.seed})`, gzip JSON lines; "
-        f"configs: `bench/corpus.py` (1, 5, 20 file connectors); `job files` runs the "
-        f"default command on the corpus split into {args.parts} files (it picks its worker "
-        f"processes itself), `job 2w` asks for {args.workers}. Medians of "
+        f"configs: `bench/corpus.py` (1, 5, 20 file connectors); `job` is the default "
+        "command on the one-file corpus (above 8 MB it starts a worker process per core, "
+        "which share the file), `job 1p` the same in one process (`--direct_num_workers 1`), "
+        f"`job files` the default command on the corpus split into {args.parts} files, "
+        f"`job 2w` asks for {args.workers} workers. Medians of "
         f"{args.repeat} interleaved repetition(s). `run s` is the run's own elapsed time "
         "(without interpreter start-up and imports); `wall s` is spawn to exit; events/s "
         "count input events over wall time; ratios are bound wall / job wall (events/s) and "

@@ -33,20 +33,26 @@ def _files(folder: Path) -> dict[str, bytes]:
     }
 
 
+WORKERS = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
+
+
 @pytest.mark.parametrize(
-    "processes",
+    ("processes", "files"),
     [
-        pytest.param([], id="one-process"),
-        # Worker processes started by LocalRunner (beam_pipeline/worker.py) write the same.
-        pytest.param(
-            ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"],
-            id="two-worker-processes",
-        ),
+        pytest.param([], 2, id="one-process"),
+        # Worker processes started by LocalRunner (beam_pipeline/worker.py) write the same,
+        pytest.param(WORKERS, 2, id="two-worker-processes"),
+        # also when both read the one file, each parsing every other chunk.
+        pytest.param(WORKERS, 1, id="one-file-two-workers"),
     ],
 )
-def test_bound_writes_the_same_files_as_the_job(tmp_path: Path, processes: list[str]) -> None:
-    parts = corpus.ensure_corpus(12_000, seed=7, parts=2, folder=tmp_path / "cache", invalid=6)
-    pattern = str(tmp_path / "cache" / "events-12000-seed7-invalid6-part*of2.jsonl.gz")
+def test_bound_writes_the_same_files_as_the_job(
+    tmp_path: Path, processes: list[str], files: int
+) -> None:
+    parts = corpus.ensure_corpus(12_000, seed=7, parts=files, folder=tmp_path / "cache", invalid=6)
+    pattern = str(parts[0].with_name("events-12000-seed7-invalid6-part*of2.jsonl.gz"))
+    if files == 1:
+        pattern = str(parts[0])
     chunk = "2000"
     job_out, bound_out = tmp_path / "job", tmp_path / "bound"
     job_cfg = corpus.bench_config(20, job_out, job_out / "delivery.yaml")
@@ -59,7 +65,7 @@ def test_bound_writes_the_same_files_as_the_job(tmp_path: Path, processes: list[
     result = bound.run_bound(str(bound_cfg), [pattern], int(chunk))
 
     job_files, bound_files = _files(job_out), _files(bound_out)
-    assert len(parts) == 2
+    assert len(parts) == files
     assert len(job_files) > 100  # many batches: every connector, several chunks and prefixes
     assert sorted(job_files) == sorted(bound_files)
     different = [name for name in job_files if job_files[name] != bound_files[name]]

@@ -25,18 +25,56 @@ def test_large_split_input_gets_a_worker_per_core(
 ) -> None:
     files = {f"part{i}.jsonl.gz": 8 * MB for i in range(4)}
     assert decide(["--config", "c.yaml"], files, monkeypatch) == (True, 2, "multi_processing")
-    assert "using 2 worker processes for 4 input files (32 MiB)" in capsys.readouterr().err
+    assert "using 2 worker processes for 4 input files (32 MiB);" in capsys.readouterr().err
 
 
-def test_no_more_workers_than_files(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fewer_files_than_cores_are_shared_by_the_workers(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     files = {"a.gz": 20 * MB, "b.gz": 20 * MB}
-    assert decide([], files, monkeypatch, cores=8) == (True, 2, "multi_processing")
+    assert decide([], files, monkeypatch, cores=8) == (True, 8, "multi_processing")
+    assert "4 reading each file" in capsys.readouterr().err
+
+
+def test_one_large_file_is_read_by_every_worker(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = {"one.jsonl.gz": 100 * MB}
+    assert decide([], files, monkeypatch) == (True, 2, "multi_processing")
+    assert "using 2 worker processes for 1 input file (100 MiB), 2 reading each file" in (
+        capsys.readouterr().err
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "files", "shards"),
+    [
+        ([], {"a.gz": 1}, 1),  # one process
+        (["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"], {"a": 1}, 2),
+        (["--direct_num_workers", "3", "--direct_running_mode", "multi_processing"], {"a": 1}, 3),
+        (
+            ["--direct_num_workers", "3", "--direct_running_mode", "multi_processing"],
+            {"a": 1, "b": 1},
+            2,
+        ),
+        (
+            ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"],
+            {"a": 1, "b": 1, "c": 1},
+            1,
+        ),
+        (["--direct_num_workers", "0", "--direct_running_mode", "multi_processing"], {"a": 1}, 2),
+    ],
+)
+def test_read_shards(
+    argv: list[str], files: dict[str, int], shards: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli.os, "cpu_count", lambda: 2)
+    assert cli.read_shards(PipelineOptions(argv), files) == shards
 
 
 @pytest.mark.parametrize(
     ("argv", "files", "cores"),
     [
-        ([], {"one.jsonl.gz": 100 * MB}, 2),  # one file: gzip cannot be split
         ([], {"a.gz": 2 * MB, "b.gz": 2 * MB}, 2),  # small: worker start-up would dominate
         ([], {"a.gz": 20 * MB, "b.gz": 20 * MB}, 1),  # one core
         (["--direct_num_workers", "1"], {"a.gz": 20 * MB, "b.gz": 20 * MB}, 2),

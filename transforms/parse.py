@@ -90,25 +90,34 @@ class _ReadChunks(beam.DoFn):
         self.lines = Metrics.counter(ns, metrics.LINES_READ)
         self.invalid = Metrics.counter(ns, metrics.INVALID)
 
-    def process(self, path: str) -> Iterator[Any]:
+    def process(self, shard: tuple[str, int, int]) -> Iterator[Any]:
+        path, mine, shards = shard
         chunk = Chunk()
-        index = lines = 0
+        index = lines = count = 0
+        keep = mine == 0  # whether chunk ``index`` is this shard's
         try:
-            for line in open_lines(path, progress_every=self.chunk_lines):
-                chunk.append(line)
+            for line in open_lines(path, progress_every=self.chunk_lines if shards == 1 else 0):
                 lines += 1
-                if len(chunk) >= self.chunk_lines:
-                    yield path, index, chunk
-                    chunk = Chunk()
+                count += 1
+                if keep:
+                    chunk.append(line)
+                if count >= self.chunk_lines:
+                    if chunk:
+                        yield path, index, chunk
+                        chunk = Chunk()
                     index += 1
+                    count = 0
+                    keep = index % shards == mine
         except gzipio.DAMAGED as exc:
             # Every line read so far goes on; the unreadable rest is one dead letter and
             # counts as one invalid line, so lines_read = events + invalid + blank holds.
             # Only damage that rereading cannot fix: an I/O error (a flaky network read)
-            # still fails the bundle, so the runner retries it as before.
-            self.lines.inc()
-            self.invalid.inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, [unreadable(path, lines, exc)])
+            # still fails the bundle, so the runner retries it as before. Every shard of
+            # the file meets the damage; the one that owns the chunk it falls in reports it.
+            if keep:
+                self.lines.inc()
+                self.invalid.inc()
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, [unreadable(path, lines, exc)])
         if chunk:
             yield path, index, chunk
 
@@ -118,7 +127,12 @@ class ReadEventChunks(beam.PTransform):
 
     Main output ``chunks``: ``(path, chunk_index, [line_bytes, ...])``; chunk boundaries
     are deterministic (every ``chunk_lines`` lines of each file), so reruns cut the same
-    way. Tagged output ``dead_letter``: a file that cannot be read to its end (truncated or
+    way. With ``shards`` > 1 each file is read by that many workers at once, each
+    keeping every ``shards``-th chunk (gzip cannot be split, so each of them decompresses
+    the whole file, but parses only its own chunks): the same chunks, spread over worker
+    processes, for inputs with fewer files than workers.
+
+    Tagged output ``dead_letter``: a file that cannot be read to its end (truncated or
     corrupt gzip: :data:`~transforms.rules.gzipio.DAMAGED`) gives its lines up to the
     damage (less what the last 1 MiB read held: a failing read returns nothing), then one
     :class:`DeadLetter` (``stage: read``, reason ``unreadable_input``) naming the file and
@@ -130,17 +144,23 @@ class ReadEventChunks(beam.PTransform):
         chunks, unreadable = read.chunks, read[DEAD_LETTER]
     """
 
-    def __init__(self, patterns: list[str], chunk_lines: int = DEFAULT_CHUNK_LINES):
+    def __init__(
+        self, patterns: list[str], chunk_lines: int = DEFAULT_CHUNK_LINES, shards: int = 1
+    ):
         super().__init__()
+        if shards < 1:
+            raise ValueError(f"shards must be at least 1, got {shards}")
         self.patterns = patterns
         self.chunk_lines = chunk_lines
+        self.shards = shards
 
     def expand(self, pbegin: Any) -> Any:
+        shards = self.shards
         return (
             pbegin
             | "Patterns" >> beam.Create(self.patterns)
             | "Match" >> fileio.MatchAll()
-            | "Paths" >> beam.Map(lambda m: m.path)
+            | "Paths" >> beam.FlatMap(lambda m: [(m.path, k, shards) for k in range(shards)])
             | "Spread" >> beam.Reshuffle()
             | "Chunks"
             >> beam.ParDo(_ReadChunks(self.chunk_lines))

@@ -1,0 +1,59 @@
+"""Several workers reading one file: together they read each chunk exactly once.
+
+``ReadEventChunks(shards=n)`` hands each file to ``n`` readers; reader ``k`` keeps the
+chunks whose index is ``k`` modulo ``n``. These tests run the reading DoFn directly.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import pytest
+
+from examples.generate_events import generate
+from transforms.parse import DEAD_LETTER, ReadEventChunks, _ReadChunks
+
+
+def read(path: Path, chunk_lines: int, shards: int) -> tuple[list[Any], list[Any]]:
+    """Every shard's chunks (sorted by index) and dead letters, for one file."""
+    chunks, letters = [], []
+    for mine in range(shards):
+        reader = _ReadChunks(chunk_lines)
+        reader.setup()
+        for out in reader.process((str(path), mine, shards)):
+            if isinstance(out, beam.pvalue.TaggedOutput):
+                assert out.tag == DEAD_LETTER
+                letters += out.value
+            else:
+                assert out[1] % shards == mine  # the shard keeps only its own chunks
+                chunks.append(out)
+    return sorted(chunks, key=lambda c: c[1]), letters
+
+
+@pytest.mark.parametrize("shards", [2, 3, 7])
+def test_shards_together_read_every_chunk_once(tmp_path: Path, shards: int) -> None:
+    path = tmp_path / "events.jsonl.gz"
+    path.write_bytes(gzip.compress(b"\n".join(generate(23, seed=1)) + b"\n"))
+    whole, _ = read(path, 5, 1)
+    assert [c[1] for c in whole] == [0, 1, 2, 3, 4]
+    assert [len(c[2]) for c in whole] == [5, 5, 5, 5, 3]
+    assert read(path, 5, shards) == (whole, [])
+
+
+@pytest.mark.parametrize("shards", [2, 3])
+def test_damage_is_reported_once_by_the_shard_it_falls_in(tmp_path: Path, shards: int) -> None:
+    packed = gzip.compress(b"\n".join(generate(20_000, seed=4)) + b"\n")
+    path = tmp_path / "damaged.jsonl.gz"
+    path.write_bytes(packed[: len(packed) // 2])
+    whole, [letter] = read(path, 1000, 1)
+    chunks, letters = read(path, 1000, shards)
+    assert chunks == whole
+    assert [(d.reason, d.original) for d in letters] == [(letter.reason, letter.original)]
+
+
+def test_shards_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="shards must be at least 1"):
+        ReadEventChunks(["x"], shards=0)
