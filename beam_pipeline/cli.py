@@ -218,6 +218,8 @@ def cmd_run(argv: Sequence[str]) -> int:
         files.update((m.path, m.size_in_bytes) for m in matched)
     if job.chunk_lines < 1:
         return _fail("--chunk-lines must be at least 1")
+    if job.read_shards is not None and job.read_shards < 1:
+        return _fail("--read-shards must be at least 1")
     if config.retry_on_pubsub or config.dead_letter.topic:
         return _fail(
             "retry_topic or dead_letter is a Pub/Sub topic, which only a streaming run uses; "
@@ -225,7 +227,8 @@ def cmd_run(argv: Sequence[str]) -> int:
         )
     _use_every_core(options, argv, files)
     pipeline = _pipeline(options, skip)
-    build_pipeline(pipeline, config, list(job.input), job.chunk_lines, read_shards(options, files))
+    shards = job.read_shards or read_shards(options, files)
+    build_pipeline(pipeline, config, list(job.input), job.chunk_lines, shards)
     PROGRESS.reset(sum(files.values()), len(files))
     return _finish(pipeline, config, job.summary_json, progress=_show_progress(options, job))
 

@@ -107,6 +107,17 @@ class DeliveryOptions(PipelineOptions):
             help="replay: only dead letters that failed at or after this ISO-8601 time.",
         )
         parser.add_argument(
+            "--read_shards",
+            "--read-shards",
+            type=int,
+            default=None,
+            help="run: how many workers read each input file, each parsing every n-th chunk "
+            "(gzip cannot be split: each decompresses the whole file). Default: with local "
+            "worker processes and fewer files than workers, enough to give each a share; "
+            "otherwise 1. On Dataflow or Flink, more than 1 spreads a few big files over "
+            "more workers, at the price of reading each of them that many times.",
+        )
+        parser.add_argument(
             "--no_progress",
             "--no-progress",
             action="store_true",

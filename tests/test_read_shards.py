@@ -13,7 +13,9 @@ from typing import Any
 import apache_beam as beam
 import pytest
 
+from beam_pipeline.cli import main
 from examples.generate_events import generate
+from tests.test_startup import write_config
 from transforms.parse import DEAD_LETTER, ReadEventChunks, _ReadChunks
 
 
@@ -57,3 +59,30 @@ def test_damage_is_reported_once_by_the_shard_it_falls_in(tmp_path: Path, shards
 def test_shards_must_be_positive() -> None:
     with pytest.raises(ValueError, match="shards must be at least 1"):
         ReadEventChunks(["x"], shards=0)
+
+
+def _run(tmp: Path, source: Path, out: str, *extra: str) -> dict[str, bytes]:
+    folder = tmp / out
+    folder.mkdir()
+    config = write_config(folder)
+    argv = ["run", "--config", str(config), "--input", str(source), "--no-progress"]
+    assert main([*argv, "--chunk-lines", "100", *extra]) == 0
+    return {str(p.relative_to(folder / "out")): p.read_bytes() for p in (folder / "out").rglob("*")}
+
+
+def test_read_shards_option_writes_the_same_files(tmp_path: Path) -> None:
+    source = tmp_path / "events.jsonl.gz"
+    source.write_bytes(gzip.compress(b"\n".join(generate(1_050, seed=2)) + b"\n"))
+    whole = _run(tmp_path, source, "whole")
+    assert len(whole) == 11  # one file per chunk of 100 lines (one connector, no prefix)
+    assert _run(tmp_path, source, "sharded", "--read-shards", "3") == whole
+
+
+def test_read_shards_must_be_positive_on_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "events.jsonl"
+    source.write_bytes(b"\n".join(generate(3, seed=2)) + b"\n")
+    argv = ["run", "--config", str(write_config(tmp_path)), "--input", str(source)]
+    assert main([*argv, "--read-shards", "0"]) == 2
+    assert "--read-shards must be at least 1" in capsys.readouterr().err
