@@ -227,7 +227,7 @@ def cmd_run(argv: Sequence[str]) -> int:
         )
     _use_every_core(options, argv, files)
     pipeline = _pipeline(options, skip)
-    shards = job.read_shards or read_shards(options, files)
+    shards = read_shards(options, files)
     build_pipeline(pipeline, config, list(job.input), job.chunk_lines, shards)
     PROGRESS.reset(sum(files.values()), len(files))
     return _finish(pipeline, config, job.summary_json, progress=_show_progress(options, job))
@@ -275,13 +275,19 @@ def _use_every_core(options: Any, argv: Sequence[str], files: dict[str, int]) ->
 
 
 def read_shards(options: Any, files: dict[str, int]) -> int:
-    """How many worker processes read each input file (``ReadEventChunks(shards=...)``).
+    """How many workers read each input file (``ReadEventChunks(shards=...)``).
 
-    1 in one process; with worker processes (``--direct_running_mode multi_processing``)
-    and fewer files than workers, enough for every worker to have a share of the input.
+    ``--read-shards`` when given. Otherwise 1 in one process; with worker processes
+    (``--direct_running_mode multi_processing``) and fewer files than workers, enough for
+    every worker to have a share of the input.
     """
     from apache_beam.options.pipeline_options import DirectOptions
 
+    from beam_pipeline.options import DeliveryOptions
+
+    given = options.view_as(DeliveryOptions).read_shards
+    if given is not None:
+        return int(given)
     direct = options.view_as(DirectOptions)
     if direct.direct_running_mode != "multi_processing" or not files:
         return 1

@@ -93,20 +93,19 @@ class _ReadChunks(beam.DoFn):
     def process(self, shard: tuple[str, int, int]) -> Iterator[Any]:
         path, mine, shards = shard
         chunk = Chunk()
-        index = lines = count = 0
+        index = lines = 0
         keep = mine == 0  # whether chunk ``index`` is this shard's
+        size = self.chunk_lines
         try:
-            for line in open_lines(path, progress_every=self.chunk_lines if shards == 1 else 0):
+            for line in open_lines(path, progress_every=size if shards == 1 else 0):
                 lines += 1
-                count += 1
                 if keep:
                     chunk.append(line)
-                if count >= self.chunk_lines:
+                if lines % size == 0:  # chunk ``index`` ends here
                     if chunk:
                         yield path, index, chunk
                         chunk = Chunk()
                     index += 1
-                    count = 0
                     keep = index % shards == mine
         except gzipio.DAMAGED as exc:
             # Every line read so far goes on; the unreadable rest is one dead letter and
