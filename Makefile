@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 NODE_STAMP := node_modules/.installed-stamp
 
-.PHONY: install sample test lint node flink-jobserver test-flink bench clean
+.PHONY: install sample test lint node flink-jobserver test-flink bench bench-agents clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ test: lint node flink-jobserver
 ## bench: the backfill benchmark (long: 100k and 1M events x 1/5/20 connectors); writes bench/RESULTS.md
 bench: install
 	$(PY) bench/run.py
+
+## bench-agents: Benthos (built with Go from the module proxy) vs the hand loop and the job, 1M events
+bench-agents: install
+	$(PY) bench/agent_compare.py
 
 clean:
 	rm -rf out build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache node_modules
