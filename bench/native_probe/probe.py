@@ -131,26 +131,24 @@ def native_floor(
     roundtrip: Callable[[list[bytes]], list[bytes]], corpus: Path, out: Path, chunk: int
 ) -> int:
     """Read, parse and serialize each event once (no rules), write ``out/all/<n>.ndjson``."""
-    writer = _Writer(out / "all")
-    events = 0
-    with open(corpus, "rb") as raw:
-        reader = gzipio.open_reader(raw)
-        while lines := list(itertools.islice(reader, chunk)):
-            events += len(lines)
-            writer.add(roundtrip(lines))
-    writer.close()
-    return events
+    return _one_folder(roundtrip, corpus, out, chunk)
 
 
 def io_floor(corpus: Path, out: Path, chunk: int) -> int:
     """Read the lines in chunks and write them unchanged (no parsing): the I/O around it."""
+    return _one_folder(list, corpus, out, chunk)
+
+
+def _one_folder(
+    convert: Callable[[list[bytes]], list[bytes]], corpus: Path, out: Path, chunk: int
+) -> int:
     writer = _Writer(out / "all")
     events = 0
     with open(corpus, "rb") as raw:
         reader = gzipio.open_reader(raw)
         while lines := list(itertools.islice(reader, chunk)):
             events += len(lines)
-            writer.add(lines)
+            writer.add(convert(lines))
     writer.close()
     return events
 
