@@ -12,16 +12,18 @@ variant, for the hand-written Python loop (``bench/hand_loop.py``, in this proce
 clock of this process) and for the project's job (``python -m beam_pipeline run``,
 DirectRunner with 1 worker, unless ``--no-job``).
 
-Variants (``--variants`` takes the names, comma-separated; all by default):
+Variants (``--variants`` takes the names, comma-separated; all by default). Each is
+``agent_like.yaml`` as is or edited by a function here (:data:`VARIANTS`), written to the
+run's temporary folder, so the routes' rules are stated once:
 
 ====================  ==============================================================
 ``mutation``          ``agent_like.yaml``: switch output, a ``mutation`` per case
-``mapping``           ``variants/switch_mapping.yaml``: a ``mapping`` per case
-``kind-t1``           ``variants/kind_meta_threads1.yaml``: event.type read into
-                      metadata by a 1-thread pipeline, switch checks on it
+``mapping``           :func:`as_mappings`: a ``mapping`` (``root = this`` first) per case
+``kind-t1``           :func:`kind_in_metadata`: event.type read into metadata by a
+                      1-thread pipeline, switch checks on it
 ``kind-t2``           the same with 2 pipeline threads
-``input-batch``       ``variants/input_batch.yaml``: input batches of 1,000 (files of
-                      1,000 to ~2,000 records: not quite the same file contract)
+``input-batch``       :func:`batched_input`: input batches of 1,000 (files of 1,000 to
+                      ~2,000 records: not quite the same file contract)
 ``gogc400``           ``agent_like.yaml`` with ``GOGC=400`` (collect 4x less often)
 ``gogc-off``          ``agent_like.yaml`` with ``GOGC=off GOMEMLIMIT=1GiB``
 ====================  ==============================================================
@@ -54,12 +56,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import orjson
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -70,6 +74,7 @@ from bench.corpus import ensure_corpus  # noqa: E402
 from transforms.runtime import tune_gc  # noqa: E402
 
 AGENT = ROOT / "bench" / "agents" / "benthos"
+BASE_CONFIG = AGENT / "agent_like.yaml"
 CACHE = Path.home() / ".cache" / "telemetry-delivery" / "benthos"
 BINARY = Path(os.environ.get("BENTHOS_BIN") or CACHE / "benthos")
 GO_ENV = {
@@ -82,45 +87,66 @@ CONNECTORS = hand_loop.CONNECTORS
 LOOP, JOB = "hand loop (Python + orjson)", "project job (DirectRunner, 1 worker)"
 
 
+Config = dict[str, Any]
+
+
 @dataclass(frozen=True)
 class Variant:
-    """One Benthos configuration: a config file and extra environment variables."""
+    """One Benthos configuration: ``agent_like.yaml`` as is or edited, and environment."""
 
     name: str
     label: str
-    config: Path
+    edit: Callable[[Config], None] | None = None
     env: dict[str, str] = field(default_factory=dict)
+
+    def config(self) -> Config:
+        """The variant's config: the base config with :attr:`edit` applied."""
+        config: Config = yaml.safe_load(BASE_CONFIG.read_text(encoding="utf-8"))
+        if self.edit is not None:
+            self.edit(config)
+        return config
+
+
+def _cases(config: Config) -> list[Config]:
+    return config["output"]["switch"]["cases"]
+
+
+def as_mappings(config: Config) -> None:
+    """Each route's rules as a ``mapping`` (``root = this`` first) instead of a ``mutation``."""
+    for case in _cases(config):
+        for processor in case["output"]["processors"]:
+            processor["mapping"] = "root = this\n" + processor.pop("mutation")
+
+
+def kind_in_metadata(threads: int) -> Callable[[Config], None]:
+    """Read ``event.type`` once into metadata (a pipeline of ``threads``); checks use it."""
+
+    def edit(config: Config) -> None:
+        mutation = {"mutation": "meta kind = this.event.type"}
+        config["pipeline"] = {"threads": threads, "processors": [mutation]}
+        for case in _cases(config):
+            case["check"] = case["check"].replace("this.event.type", "@kind")
+
+    return edit
+
+
+def batched_input(config: Config) -> None:
+    """The file input inside a ``broker`` that batches 1,000 lines (files of 1,000-2,000)."""
+    batching = {"count": 1000, "period": "${FLUSH_PERIOD:5s}"}
+    config["input"] = {"broker": {"inputs": [config["input"]], "batching": batching}}
 
 
 VARIANTS = (
-    Variant("mutation", "benthos: switch + mutation", AGENT / "agent_like.yaml"),
-    Variant("mapping", "benthos: switch + mapping", AGENT / "variants" / "switch_mapping.yaml"),
-    Variant(
-        "kind-t1",
-        "benthos: kind in metadata, 1 thread",
-        AGENT / "variants" / "kind_meta_threads1.yaml",
-    ),
-    Variant(
-        "kind-t2",
-        "benthos: kind in metadata, 2 threads",
-        AGENT / "variants" / "kind_meta_threads2.yaml",
-    ),
-    Variant(
-        "input-batch",
-        "benthos: input batches of 1,000 (files <= 2k)",
-        AGENT / "variants" / "input_batch.yaml",
-    ),
-    Variant(
-        "gogc400",
-        "benthos: switch + mutation, GOGC=400",
-        AGENT / "agent_like.yaml",
-        {"GOGC": "400"},
-    ),
+    Variant("mutation", "benthos: switch + mutation"),
+    Variant("mapping", "benthos: switch + mapping", as_mappings),
+    Variant("kind-t1", "benthos: kind in metadata, 1 thread", kind_in_metadata(1)),
+    Variant("kind-t2", "benthos: kind in metadata, 2 threads", kind_in_metadata(2)),
+    Variant("input-batch", "benthos: input batches of 1,000 (files <= 2k)", batched_input),
+    Variant("gogc400", "benthos: switch + mutation, GOGC=400", env={"GOGC": "400"}),
     Variant(
         "gogc-off",
         "benthos: switch + mutation, GOGC=off GOMEMLIMIT=1GiB",
-        AGENT / "agent_like.yaml",
-        {"GOGC": "off", "GOMEMLIMIT": "1GiB"},
+        env={"GOGC": "off", "GOMEMLIMIT": "1GiB"},
     ),
 )
 
@@ -293,7 +319,9 @@ def main(argv: list[str] | None = None) -> int:
                     variant = next(v for v in variants if v.label == label)
                     env = {"INPUT": str(corpus), "OUT": str(target)}
                     env |= {"FLUSH_PERIOD": args.flush_period, **variant.env}
-                    cpu, wall = run_child([str(binary), "-c", str(variant.config)], env, work)
+                    config = work / f"{variant.name}.yaml"
+                    config.write_text(yaml.safe_dump(variant.config()), encoding="utf-8")
+                    cpu, wall = run_child([str(binary), "-c", str(config)], env, work)
                 timings[label].cpu.append(cpu)
                 timings[label].wall.append(wall)
                 print(f"rep {rep}: {label}: {cpu:.2f} CPU-s, {wall:.2f} s", file=sys.stderr)

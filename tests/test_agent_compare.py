@@ -102,3 +102,24 @@ def test_the_job_writes_the_hand_loops_records(
     expected = agent_compare.digests(reference)
     out = tmp_path / "out" / "agent_like"
     assert agent_compare.same_records(expected, out, reference, "job")
+
+
+def _rules(config: dict[str, Any]) -> list[str]:
+    """Each route's rule text, whether stated as a mutation or a mapping."""
+    texts = []
+    for case in config["output"]["switch"]["cases"]:
+        for processor in case["output"]["processors"]:
+            text = processor.get("mutation") or processor["mapping"].removeprefix("root = this\n")
+            texts.append(text)
+    return texts
+
+
+def test_every_benthos_variant_keeps_the_routes_rules() -> None:
+    base = agent_compare.Variant("base", "base").config()
+    assert len(_rules(base)) == 3
+    for variant in agent_compare.VARIANTS:
+        config = variant.config()
+        assert _rules(config) == _rules(base), variant.name
+        checks = [case["check"] for case in config["output"]["switch"]["cases"]]
+        reads = "@kind" if "kind" in variant.name else "this.event.type"
+        assert all(reads in check for check in checks), variant.name
