@@ -1,7 +1,7 @@
 """The runner of a local batch ``run``: Beam's FnApiRunner, with lighter worker processes.
 
 In one process (the default) it is exactly Beam's FnApiRunner. With ``--direct_running_mode
-multi_processing`` (which ``run`` picks itself for large multi-file inputs) Beam starts
+multi_processing`` (which ``run`` picks itself above 8 MB of input) Beam starts
 each worker process with a fixed command, ``<python> -m
 apache_beam.runners.worker.sdk_worker_main``, written into the pipeline's environment.
 :class:`LocalRunner` swaps that command for :func:`beam_pipeline.worker.worker_command`,

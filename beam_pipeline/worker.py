@@ -2,11 +2,12 @@
 
     python -m beam_pipeline.worker [MODULE ...]
 
-``run`` uses worker processes for large multi-file backfills (``--direct_running_mode
-multi_processing``, chosen by itself or by the user). Beam starts each of them as
-``python -m apache_beam.runners.worker.sdk_worker_main``, which imports Beam whole: every
-cloud client the parent process went without (:mod:`beam_pipeline.startup`) is imported
-again in every worker, ~1.3 CPU-s and ~57 MiB each (docs/beam-limits.md).
+``run`` uses worker processes for large backfills (``--direct_running_mode
+multi_processing``, chosen by itself above 8 MB of input, or by the user). Beam starts
+each of them as ``python -m apache_beam.runners.worker.sdk_worker_main``, which imports
+Beam whole: every cloud client the parent process went without
+(:mod:`beam_pipeline.startup`) is imported again in every worker, ~1.3 CPU-s and ~57 MiB
+each (docs/beam-limits.md).
 :class:`beam_pipeline.local_runner.LocalRunner` starts them with this module instead,
 passing the modules the parent may skip; it imports Beam without them, then runs Beam's
 own harness, which reads everything else (control address, pipeline options) from the

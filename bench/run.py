@@ -319,16 +319,16 @@ def run_variant(
     config = bench_config(connectors, out, out / "delivery.yaml")
     summary = out / "summary.json"
     if variant == "bound":
-        argv = [*bound_argv(config, single), "--summary-json", str(summary)]
+        argv = bound_argv(config, single)
     elif variant == "job":
-        argv = [*job_argv(config, single), "--summary-json", str(summary)]
+        argv = job_argv(config, single)
     elif variant == "job 1p":
         argv = [*job_argv(config, single), "--direct_num_workers", "1"]
-        argv += ["--summary-json", str(summary)]
     elif variant == "job files":
-        argv = [*job_argv(config, parts), "--summary-json", str(summary)]
+        argv = job_argv(config, parts)
     else:
-        argv = [*job_argv(config, parts, workers), "--summary-json", str(summary)]
+        argv = job_argv(config, parts, workers)
+    argv = [*argv, "--summary-json", str(summary)]
     load1 = os.getloadavg()[0]
     try:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
