@@ -25,6 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -34,7 +35,7 @@ from pydantic import (
 
 from transforms.connectors import CONNECTORS
 from transforms.connectors.base import Batch, StrictModel
-from transforms.rules.filter import FieldFilter, normalize_pattern
+from transforms.rules.filter import GROUPS, FieldFilter, normalize_pattern
 from transforms.rules.package import Packager, TemplateError
 from transforms.rules.route import OPS, RouteRule, compile_condition
 
@@ -115,7 +116,7 @@ class Route(_Strict):
 
 
 class GroupRules(_Strict):
-    """Allow and/or deny lists of dotted paths inside metadata or fluxdata."""
+    """Allow and/or deny lists of dotted paths inside one top-level group of the event."""
 
     allow: list[str] | None = Field(
         default=None, description="Keep only these paths ([] removes all)."
@@ -138,12 +139,36 @@ class HashRules(_Strict):
     length: int = Field(default=64, ge=16, le=64, description="Hex characters kept (16-64).")
 
 
+_KNOWN_GROUPS = (*GROUPS, "attributes", "hash")
+"""Names a misspelled filter group is compared with."""
+
+
 class Filter(_Strict):
-    """Which data points a connector may see."""
+    """Which data points a connector may see.
+
+    ``metadata`` and ``fluxdata`` are the envelope's groups; any other top-level object of
+    the event (``attributes``, a producer's own group) is filtered by naming it the same
+    way: ``filter: {attributes: {deny: [token]}}``. A name one typo away from a known group
+    (``metdata``) is refused, so a misspelled deny list cannot silently protect nothing.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    __pydantic_extra__: dict[str, GroupRules]
 
     metadata: GroupRules | None = Field(default=None, description="Rules for metadata.")
     fluxdata: GroupRules | None = Field(default=None, description="Rules for fluxdata.")
     hash: HashRules | None = Field(default=None, description="Identifiers to hash.")
+
+    @model_validator(mode="after")
+    def _group_names(self) -> Filter:
+        for name in self.__pydantic_extra__ or {}:
+            close = difflib.get_close_matches(name, _KNOWN_GROUPS, n=1, cutoff=0.75)
+            if close and close[0] != name:
+                raise ValueError(
+                    f"filter group {name!r} is not in the events; did you mean {close[0]!r}? "
+                    "(any top-level object of the event may be filtered by its exact name)"
+                )
+        return self
 
     def compile(self) -> FieldFilter:
         """The compiled filter used per event."""
@@ -200,7 +225,9 @@ class Connector(_Strict):
     id: str = Field(pattern=r"^[a-z0-9_]+$", description="Unique id; [a-z0-9_]+.")
     type: Literal[CONNECTOR_TYPES] = Field(description="Connector type.")  # type: ignore[valid-type]
     route: Route = Field(default_factory=Route, description="Which events go here.")
-    filter: Filter = Field(default_factory=Filter, description="Which fields they keep.")
+    filter: Filter = Field(
+        default_factory=lambda: Filter.model_validate({}), description="Which fields they keep."
+    )
     package: Package = Field(default_factory=Package, description="How they are reshaped.")
     # The raw section holds resolved secrets: never printed; use deliver_config (SecretStr).
     deliver: dict[str, Any] = Field(

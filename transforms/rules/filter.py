@@ -1,6 +1,8 @@
-"""Field filters: which data points of ``metadata`` and ``fluxdata`` a connector may see.
+"""Field filters: which data points of an event's groups a connector may see.
 
-Each group takes an ``allow`` list, a ``deny`` list, or both (allow first, then deny)::
+A group is any top-level object of the event (``metadata``, ``fluxdata``,
+``attributes``...). Each group takes an ``allow`` list, a ``deny`` list, or both (allow
+first, then deny)::
 
     f = FieldFilter.compile({
         "metadata": {"allow": ["device.*", "player.*", "content.title"]},
@@ -18,9 +20,15 @@ Path semantics:
   ``content.id``.
 * An empty ``allow`` list removes the whole group's content (the group becomes ``{}``);
   an allow list applied to a group that is not an object also yields ``{}``.
-* Fields outside ``metadata`` and ``fluxdata`` are never filtered.
+* A path means the same however the producer spelled the object: a dotted key is read as
+  its segments, so ``deny: [geo.ip]`` removes ``{"geo": {"ip": ..}}`` and
+  ``{"geo.ip": ..}`` alike (a kept dotted key keeps its spelling).
+* Lists are transparent: a path reaches into every object of a list, so ``users.email``
+  (also written ``users[].email``) removes ``email`` from each object of ``users``. Under
+  ``allow``, list items with nothing allowed are dropped.
+* Groups that no rule names pass through unchanged.
 * ``hash: {paths: [metadata.user.id], key: ...}`` then replaces identifiers (paths from
-  the event root) with a keyed HMAC-SHA256 (see :class:`Hasher`).
+  the event root, read the same way) with a keyed HMAC-SHA256 (see :class:`Hasher`).
 
 The output shares unchanged subtrees with the input (no deep copy); later stages must
 copy before they modify, which :mod:`transforms.rules.package` does.
@@ -38,10 +46,11 @@ from typing import Any
 
 import orjson
 
-from transforms.rules.events import get_path
-
 GROUPS = ("metadata", "fluxdata")
-"""The event groups a filter applies to."""
+"""The envelope's groups of data points (a filter may name any other top-level group too)."""
+
+_DROP: Any = object()
+"""What an allowed walk gives for a value with nothing allowed in it."""
 
 _WILDCARD = re.compile(r"[*?\[]")
 
@@ -132,10 +141,14 @@ class _State:
 def normalize_pattern(pattern: str) -> list[str]:
     """Split a filter path into segments; a trailing ``.*`` means the whole subtree.
 
+    ``[]`` after a segment (``users[].email``) is accepted and means the same as without
+    it: lists are always transparent.
+
     Raises:
         ValueError: for an empty path or an empty segment (``a..b``).
     """
-    text = pattern[:-2] if pattern.endswith(".*") else pattern
+    text = pattern.replace("[]", "")
+    text = text[:-2] if text.endswith(".*") else text
     segments = text.split(".")
     if not text or any(not s for s in segments):
         raise ValueError(f"filter path {pattern!r} has an empty segment")
@@ -176,10 +189,41 @@ def _step(nodes: Iterable[_Node], key: str) -> tuple[list[_Node], bool]:
     return out, any(n.terminal for n in out)
 
 
+def _dotted(obj: dict[str, Any]) -> bool:
+    """Whether any key of ``obj`` is a dotted path (``"geo.ip"``)."""
+    return "." in "".join(obj)
+
+
+def _walk_key(state: _State, key: str) -> tuple[_State | None, bool]:
+    """:meth:`_State.step` for a key that may be a dotted path: one step per segment."""
+    if "." not in key:
+        return state.steps.get(key) or state.step(key)
+    nxt: _State | None = state
+    for segment in key.split("."):
+        assert nxt is not None
+        nxt, whole = nxt.steps.get(segment) or nxt.step(segment)
+        if whole:
+            return None, True  # the rest of the key is inside a matched subtree
+        if nxt is None:
+            return None, False
+    return nxt, False
+
+
+def _allow_value(value: Any, state: _State) -> Any:
+    """The allowed part of a value below a non-terminal trie state, or ``_DROP``."""
+    if isinstance(value, dict):
+        sub = _allow(value, state)
+        return sub if sub else _DROP
+    if isinstance(value, list):
+        subs = [s for s in (_allow_value(v, state) for v in value) if s is not _DROP]
+        return subs if subs else _DROP
+    return _DROP
+
+
 def _allow(obj: dict[str, Any], state: _State) -> dict[str, Any]:
     kept: dict[str, Any] = {}
     children = state.children
-    if children is not None:
+    if children is not None and not _dotted(obj):
         # No wildcard here: visit the listed keys, not every key of the object.
         for key, terminal, child in children:
             if key not in obj:
@@ -187,27 +231,41 @@ def _allow(obj: dict[str, Any], state: _State) -> dict[str, Any]:
             value = obj[key]
             if terminal:
                 kept[key] = value
-            elif isinstance(value, dict):
-                sub = _allow(value, child)
-                if sub:
+            else:
+                sub = _allow_value(value, child)
+                if sub is not _DROP:
                     kept[key] = sub
         return {k: kept[k] for k in obj if k in kept} if len(kept) > 1 else kept
-    steps = state.steps
     for key, value in obj.items():
-        nxt, whole = steps.get(key) or state.step(key)
+        nxt, whole = _walk_key(state, key)
         if whole:
             kept[key] = value
-        elif nxt is not None and isinstance(value, dict):
-            sub = _allow(value, nxt)
-            if sub:
+        elif nxt is not None:
+            sub = _allow_value(value, nxt)
+            if sub is not _DROP:
                 kept[key] = sub
     return kept
+
+
+def _deny_value(value: Any, state: _State) -> Any:
+    """A value below a non-terminal trie state, its denied parts removed.
+
+    The same object when nothing was removed, so unchanged subtrees are shared.
+    """
+    if isinstance(value, dict):
+        return _deny(value, state)
+    if isinstance(value, list):
+        subs = [_deny_value(v, state) for v in value]
+        if all(a is b for a, b in zip(subs, value, strict=True)):
+            return value
+        return subs
+    return value
 
 
 def _deny(obj: dict[str, Any], state: _State) -> dict[str, Any]:
     out: dict[str, Any] | None = None
     children = state.children
-    if children is not None:
+    if children is not None and not _dotted(obj):
         for key, terminal, child in children:
             if key not in obj:
                 continue
@@ -215,26 +273,55 @@ def _deny(obj: dict[str, Any], state: _State) -> dict[str, Any]:
                 if out is None:
                     out = dict(obj)
                 del out[key]
-            elif isinstance(obj[key], dict):
-                sub = _deny(obj[key], child)
-                if sub is not obj[key]:
+            else:
+                value = obj[key]
+                sub = _deny_value(value, child)
+                if sub is not value:
                     if out is None:
                         out = dict(obj)
                     out[key] = sub
         return obj if out is None else out
-    steps = state.steps
     for key, value in obj.items():
-        nxt, whole = steps.get(key) or state.step(key)
+        nxt, whole = _walk_key(state, key)
         if whole:
             if out is None:
                 out = dict(obj)
             del out[key]
-        elif nxt is not None and isinstance(value, dict):
-            sub = _deny(value, nxt)
+        elif nxt is not None:
+            sub = _deny_value(value, nxt)
             if sub is not value:
                 if out is None:
                     out = dict(obj)
                 out[key] = sub
+    return obj if out is None else out
+
+
+def _hash_value(value: Any, state: _State, digest: Callable[[Any], str]) -> Any:
+    if isinstance(value, dict):
+        return _hash(value, state, digest)
+    if isinstance(value, list):
+        subs = [_hash_value(v, state, digest) for v in value]
+        if all(a is b for a, b in zip(subs, value, strict=True)):
+            return value
+        return subs
+    return value
+
+
+def _hash(obj: dict[str, Any], state: _State, digest: Callable[[Any], str]) -> dict[str, Any]:
+    """``obj`` with every value a pattern ends at (not null) replaced by its digest."""
+    out: dict[str, Any] | None = None
+    for key, value in obj.items():
+        nxt, whole = _walk_key(state, key)
+        if whole:
+            new = digest(value) if value is not None else None
+        elif nxt is not None:
+            new = _hash_value(value, nxt, digest)
+        else:
+            continue
+        if new is not value:
+            if out is None:
+                out = dict(obj)
+            out[key] = new
     return obj if out is None else out
 
 
@@ -253,19 +340,34 @@ def _generate(root: _Node, kind: str) -> Callable[[dict[str, Any]], dict[str, An
     """
     lines: list[str] = []
     names: dict[int, str] = {}
+    scope: dict[str, Any] = {
+        "_walk": _allow if kind == "allow" else _deny,
+        "_value": _allow_value if kind == "allow" else _deny_value,
+        "_DROP": _DROP,
+    }
 
     def descend(k: str, child: _Node) -> list[str]:
-        # Both walks: the child's function on the value under ``k`` when it is an object.
+        # Both walks: the child's function on the value under ``k`` when it is an object;
+        # lists (rare) go to the general walk from the child's state.
+        fn = emit(child)
+        scope[f"{fn}_state"] = child.state
         return [
             f"    value = obj.get({k})",
-            "    if isinstance(value, dict):",
-            f"        sub = {emit(child)}(value)",
+            "    if isinstance(value, list):",
+            f"        sub = _value(value, {fn}_state)",
+            "    elif isinstance(value, dict):",
+            f"        sub = {fn}(value)",
         ]
 
     def emit(node: _Node) -> str:
         name = f"_{kind}_{len(names)}"
         names[id(node)] = name
-        body: list[str] = []
+        scope[f"{name}_self"] = node.state
+        # A dotted key ("geo.ip") may spell any path: the general walk reads it.
+        body: list[str] = [
+            '    if "." in "".join(obj):',
+            f"        return _walk(obj, {name}_self)",
+        ]
         if kind == "allow":
             body.append("    kept = {}")
             for key, child in node.exact.items():
@@ -275,8 +377,10 @@ def _generate(root: _Node, kind: str) -> Callable[[dict[str, Any]], dict[str, An
                     body.append(f"        kept[{k}] = obj[{k}]")
                 else:
                     body.extend(descend(k, child))
-                    body.append("        if sub:")
-                    body.append(f"            kept[{k}] = sub")
+                    body.append("    else:")
+                    body.append("        sub = _DROP")
+                    body.append("    if sub is not _DROP and sub:")
+                    body.append(f"        kept[{k}] = sub")
             if len(node.exact) > 1:  # keys in the object's order, as the walk gives them
                 body.append("    if len(kept) > 1:")
                 body.append("        return {k: kept[k] for k in obj if k in kept}")
@@ -292,16 +396,18 @@ def _generate(root: _Node, kind: str) -> Callable[[dict[str, Any]], dict[str, An
                     body.append(f"        del out[{k}]")
                 else:
                     body.extend(descend(k, child))
-                    body.append("        if sub is not value:")
-                    body.append("            if out is None:")
-                    body.append("                out = dict(obj)")
-                    body.append(f"            out[{k}] = sub")
+                    body.append("    else:")
+                    body.append("        sub = value")
+                    body.append("    if sub is not value:")
+                    body.append("        if out is None:")
+                    body.append("            out = dict(obj)")
+                    body.append(f"        out[{k}] = sub")
             body.append("    return obj if out is None else out")
         lines.extend([f"def {name}(obj):", *body, ""])
         return name
 
     top = emit(root)
-    return _define("\n".join(lines), top, f"<filter {kind}>", {})
+    return _define("\n".join(lines), top, f"<filter {kind}>", scope)
 
 
 def _define(
@@ -364,6 +470,11 @@ class Hasher:
     paths: tuple[tuple[str, ...], ...]
     key: bytes = field(repr=False)
     length: int = 64
+    root: _Node = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Read like filter paths: dotted keys and lists cannot hide an identifier.
+        object.__setattr__(self, "root", compile_patterns(".".join(p) for p in self.paths))
 
     def digest(self, value: Any) -> str:
         """The keyed hash of one value."""
@@ -372,13 +483,7 @@ class Hasher:
 
     def apply(self, event: dict[str, Any]) -> dict[str, Any]:
         """Return the event with every configured path hashed (copies only those paths)."""
-        from transforms.rules.package import set_path
-
-        for path in self.paths:
-            value = get_path(event, path, None)
-            if value is not None:
-                event = set_path(event, path, self.digest(value))
-        return event
+        return _hash(event, self.root.state, self.digest)
 
 
 @dataclass(frozen=True)
@@ -402,9 +507,8 @@ class FieldFilter:
         root], key: str, length: int}``.
         """
         groups = []
-        for name in GROUPS:
-            rules = spec.get(name)
-            if not rules:
+        for name, rules in spec.items():
+            if name == "hash" or not rules:
                 continue
             allow = rules.get("allow")
             deny = rules.get("deny")

@@ -11,6 +11,21 @@ time), ``{connector}`` and ``{event_type}``. An event whose time is missing or u
 cannot fill a time placeholder: :meth:`PrefixTemplate.render` raises
 :class:`PrefixError` and the caller dead-letters that event with the reason.
 
+Event data never decides where bytes land outside the configured place. A value taken
+from an event becomes exactly one safe path segment (:func:`safe_segment`): letters,
+digits, ``_ - .`` are kept, every other byte of its UTF-8 is percent-encoded (``/`` is
+``%2F``, a newline ``%0A``, ``%`` itself ``%25``), a leading dot is encoded (no ``.``,
+``..`` or hidden names), and a value longer than :data:`MAX_SEGMENT_CHARS` is cut and
+ends in ``~`` and a hash of the whole value. Distinct values stay distinct::
+
+    p = PrefixTemplate.compile("{event_type}/")
+    p.render("archive", "../../etc", None)      # '%2E.%2F..%2Fetc/'
+
+A configured prefix may not leave its root either (no ``..`` or ``.`` segments, no
+leading ``/``, no backslash or control character: :meth:`PrefixTemplate.compile` refuses
+it), and :func:`object_name` checks every name it makes (:func:`check_contained`), also
+for prefixes read back from stored retry records.
+
 An object's name is derived from its content, ``<prefix><connector>-<digest><ext>``
 where the digest hashes the batch's event ids in order, so a retried or rerun batch
 rewrites the same name instead of creating a duplicate. Plain Python, no Beam import.
@@ -30,8 +45,66 @@ PLACEHOLDERS = (*TIME_FIELDS, "connector", "event_type")
 """The names a prefix may use."""
 
 
+MAX_SEGMENT_CHARS = 120
+"""Longest path segment made from an event value; longer values end in ``~<hash>``."""
+
+_SEGMENT_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+_HASH_CHARS = 16
+
+
 class PrefixError(ValueError):
     """A prefix that cannot be rendered for an event (e.g. it has no event time)."""
+
+
+@functools.lru_cache(maxsize=4096)
+def safe_segment(value: str) -> str:
+    """One path segment that says ``value`` and cannot leave its folder, on any store.
+
+    Injective: bytes outside ``[A-Za-z0-9_.-]`` are percent-encoded (``%`` too), so
+    different values give different segments; a leading ``.`` is encoded; over
+    :data:`MAX_SEGMENT_CHARS` the encoded text is cut and ends in ``~`` (which encoding
+    never leaves bare) and 16 hex digits of a BLAKE2b hash of the value.
+
+        >>> safe_segment("heartbeat"), safe_segment("a/b"), safe_segment("..")
+        ('heartbeat', 'a%2Fb', '%2E.')
+    """
+    data = value.encode("utf-8", "surrogatepass")
+    out = "".join(chr(b) if b in _SEGMENT_SAFE else f"%{b:02X}" for b in data)
+    if out.startswith("."):
+        out = "%2E" + out[1:]
+    if len(out) > MAX_SEGMENT_CHARS:
+        head = out[: MAX_SEGMENT_CHARS - _HASH_CHARS - 1]
+        cut = head.rfind("%", len(head) - 2)
+        if cut != -1:  # never end inside an escape
+            head = head[:cut]
+        digest = hashlib.blake2b(data, digest_size=_HASH_CHARS // 2).hexdigest()
+        out = f"{head}~{digest}"
+    return out
+
+
+def check_contained(name: str) -> str:
+    """Return ``name`` if it is a relative name that stays below its root; else raise.
+
+    Refused: an empty name, a leading ``/``, a ``.`` or ``..`` segment, an empty segment
+    before the last, a backslash or a control character. A trailing ``/`` (a folder
+    prefix) is fine.
+
+    Raises:
+        PrefixError: naming what is wrong.
+    """
+    if not name:
+        raise PrefixError("an empty object name")
+    bad = next((c for c in name if c < " " or c in "\\\x7f"), None)
+    if bad is not None:
+        raise PrefixError(f"name {name!r} holds the character {bad!r}")
+    parts = name.split("/")
+    for n, part in enumerate(parts):
+        if part in (".", "..") or (not part and n < len(parts) - 1):
+            raise PrefixError(
+                f"name {name!r} would leave its root (segment {part!r}); "
+                "names must be relative, without '.', '..' or empty segments"
+            )
+    return name
 
 
 @functools.lru_cache(maxsize=4096)
@@ -75,6 +148,13 @@ class PrefixTemplate:
                 f"prefix {text!r} uses unknown placeholder(s) {sorted(unknown)}; "
                 f"allowed: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}"
             )
+        if text:
+            try:
+                check_contained(text.format_map(dict.fromkeys(names, "x")) + "n")
+            except PrefixError as exc:
+                raise ValueError(
+                    f"prefix {text!r} must stay inside the connector's path or bucket: {exc}"
+                ) from exc
         return cls(text, frozenset(names))
 
     @property
@@ -97,7 +177,7 @@ class PrefixTemplate:
         return cached
 
     def _render(self, connector: str, event_type: str, time_ms: int | None) -> str:
-        values = {"connector": connector, "event_type": event_type}
+        values = {"connector": connector, "event_type": safe_segment(event_type)}
         if self.fields & set(TIME_FIELDS):
             if time_ms is None:
                 raise PrefixError(
@@ -120,8 +200,13 @@ def batch_digest(event_ids: Iterable[str]) -> str:
 
 
 def object_name(prefix: str, connector: str, event_ids: Iterable[str], extension: str) -> str:
-    """The content-derived name of a batch: ``<prefix><connector>-<digest><extension>``."""
-    return f"{prefix}{connector}-{batch_digest(event_ids)}{extension}"
+    """The content-derived name of a batch: ``<prefix><connector>-<digest><extension>``.
+
+    Raises:
+        PrefixError: if the name would leave its root (:func:`check_contained`), e.g. a
+            prefix from a tampered retry record.
+    """
+    return check_contained(f"{prefix}{connector}-{batch_digest(event_ids)}{extension}")
 
 
 def stable_shard(key: str, shards: int) -> int:
