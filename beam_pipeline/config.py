@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import difflib
 import os
+import pickle
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
@@ -552,6 +553,15 @@ class CompiledConnector:
     deliver: Any
     record_json: bool = False
     """Whether Package serializes the records (``ConnectorSpec.sends_record_json``)."""
+    source: Any = field(default=None, compare=False, repr=False)
+    """The validated :class:`Connector` it was compiled from (how it pickles)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Compiled filters are generated code, which pickle cannot carry: a copy (a chunk
+        # crossing processes with its rules, see Chunk.rules) compiles its source again.
+        if self.source is None:
+            raise pickle.PicklingError(f"compiled connector {self.id!r} has no source")
+        return (CompiledConnector.of, (self.source,))
 
     @property
     def sends_lines(self) -> bool:
@@ -574,6 +584,7 @@ class CompiledConnector:
             connector.package.compile(),
             connector.deliver_config,
             spec is not None and spec.sends_record_json,
+            connector,
         )
 
 

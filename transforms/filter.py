@@ -13,7 +13,7 @@ import apache_beam as beam
 
 from beam_pipeline.config import DeliveryConfig
 from beam_pipeline.live import LiveRules, as_rules
-from transforms.rules.records import Chunk, is_last, raw_of
+from transforms.rules.records import Chunk, is_last, raw_of, rules_of
 
 
 class _FilterChunk(beam.DoFn):
@@ -24,8 +24,13 @@ class _FilterChunk(beam.DoFn):
         self, element: tuple[str, list[dict[str, Any]]]
     ) -> Iterator[tuple[str, list[tuple[dict[str, Any], dict[str, Any]]]]]:
         cid, events = element
-        apply = self.rules.by_id()[cid].filter.apply
-        yield cid, Chunk([(e, apply(e)) for e in events], is_last(events), raw_of(events))
+        # The rules Route used for this slice (see Chunk.rules), not whatever is live now.
+        connector = rules_of(events) or self.rules.by_id()[cid]
+        apply = connector.filter.apply
+        yield (
+            cid,
+            Chunk([(e, apply(e)) for e in events], is_last(events), raw_of(events), connector),
+        )
 
 
 class FilterFields(beam.PTransform):

@@ -17,7 +17,7 @@ from beam_pipeline.live import LiveRules, as_rules
 from transforms.parse import DEAD_LETTER
 from transforms.rules.encode import dumps, line_json
 from transforms.rules.events import event_time_ms
-from transforms.rules.records import Chunk, DeadLetter, Packaged, is_last, raw_of
+from transforms.rules.records import Chunk, DeadLetter, Packaged, is_last, raw_of, rules_of
 
 
 class _PackageChunk(beam.DoFn):
@@ -28,7 +28,8 @@ class _PackageChunk(beam.DoFn):
         self, element: tuple[str, list[tuple[dict[str, Any], dict[str, Any]]]]
     ) -> Iterator[Any]:
         cid, pairs = element
-        connector = self.rules.by_id()[cid]
+        # The rules Route used for this slice (see Chunk.rules), not whatever is live now.
+        connector = rules_of(pairs) or self.rules.by_id()[cid]
         apply = connector.packager.apply
         # Serialized here, while the record is still cached (see Packaged.data).
         serialize = dumps if connector.record_json else None

@@ -35,12 +35,14 @@ class _RouteChunk(beam.DoFn):
         last = is_last(events)
         raw = raw_of(events)
         kinds = [event["event"]["type"] for event in events]  # Parse checked it is there
+        # One snapshot of the rules for the whole slice; each connector's chunk carries
+        # its compiled connector on to Filter and Package (see Chunk.rules).
         for c in self.rules.connectors():
             cid = c.id
             hits = c.route.select(events, kinds)
             # The events' raw lines go along (see Chunk.raw).
             lines = None if raw is None else [raw[i] for i in hits]
-            mine = Chunk([events[i] for i in hits], last, lines)
+            mine = Chunk([events[i] for i in hits], last, lines, c)
             for i in hits:
                 matched_any[i] = True
             if mine:

@@ -233,19 +233,36 @@ class Chunk(list):  # type: ignore[type-arg,unused-ignore]
     (None where the line does not say everything, e.g. Pub/Sub attributes were added):
     Route and Filter carry it along, Package keeps it as :attr:`Packaged.event`. None when
     there are no lines (events made in tests, or chunks of something else).
+
+    ``rules``, on one connector's chunks between Route and Package, is the compiled
+    connector Route took its snapshot of: Filter and Package use the same one, so a
+    config reloaded while the slice is between stages applies to later slices only,
+    never to half of this one. None before Route (and in tests that build chunks).
     """
 
-    __slots__ = ("last", "raw")
+    __slots__ = ("last", "raw", "rules")
 
-    def __init__(self, items: Any = (), last: bool = True, raw: list[bytes | None] | None = None):
+    def __init__(
+        self,
+        items: Any = (),
+        last: bool = True,
+        raw: list[bytes | None] | None = None,
+        rules: Any = None,
+    ):
         super().__init__(items)
         self.last = last
         self.raw = raw
+        self.rules = rules
 
 
 def is_last(items: Any) -> bool:
     """Whether ``items`` ends its chunk (:attr:`Chunk.last`); any other list is whole."""
     return bool(getattr(items, "last", True))
+
+
+def rules_of(items: Any) -> Any:
+    """The compiled connector a chunk was routed under (:attr:`Chunk.rules`), or None."""
+    return getattr(items, "rules", None)
 
 
 def raw_of(items: Any) -> list[bytes | None] | None:
