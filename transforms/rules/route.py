@@ -1,4 +1,4 @@
-"""Routing rules: does an event go to a connector?
+r"""Routing rules: does an event go to a connector?
 
 A rule is compiled once from the connector's ``route`` config and then called per event::
 
@@ -18,10 +18,33 @@ Semantics (fixed by the config contract):
   ``ne``, ``not_in`` and ``exists: false``, which are true.
 * Numeric ops (``gt gte lt lte``) are false unless both sides are numbers; booleans are
   not numbers. ``eq``/``in`` never equate a boolean with a number (``true`` is not ``1``).
-* ``regex`` is a search (not a full match) and applies to strings only.
+* ``regex`` is a search (not a full match) and applies to strings only. It runs on RE2,
+  whose time is linear in the value's length, so no value (up to 1 MiB) can make
+  routing slow. See `Regex syntax`_.
 * ``sample_sessions`` keeps a fraction of sessions, decided by a stable hash of
   ``session_id`` (``event_id`` when there is no session), so all events of a session
   go or none do, on every worker and every run.
+
+Regex syntax
+------------
+
+``regex`` patterns use RE2 syntax (https://github.com/google/re2/wiki/Syntax), which is
+Python's ``re`` syntax without the constructs that need backtracking. Config validation
+refuses those, naming the construct, rather than run them on another engine:
+backreferences (``\1``, ``(?P=name)``), lookahead and lookbehind (``(?=..)``, ``(?!..)``,
+``(?<=..)``, ``(?<!..)``), atomic groups ``(?>..)``, possessive quantifiers (``a*+``),
+conditionals, comments ``(?#..)``, the inline flags ``x a u L`` (RE2 has ``i m s U``),
+``\Z`` (write ``\z``), ``\uXXXX`` / ``\N{..}`` (write ``\x{e9}``), counts above 1000,
+and ``{,n}`` (RE2 would read it as text; write ``{0,n}``). Where both engines accept a
+pattern the answer is the same (a tested property), except:
+
+* ``\w``, ``\d``, ``\s`` and ``\b`` are ASCII-only: ``^\w+$`` does not match ``"café"``.
+  For any script write Unicode classes: ``[\pL\pN_]`` (a word character), ``\pL``,
+  ``\p{Greek}``, ``\p{Nd}``.
+* ``$`` (without ``(?m)``) is the end of the value only, not also before a final newline.
+
+Examples: ``{field: metadata.player.name, op: regex, value: "^(hls|Shaka)"}`` routes
+``"hls.js"``; ``value: "(i)OS\1"`` is a config error (backreference).
 """
 
 from __future__ import annotations
@@ -33,6 +56,8 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import re2
 
 from transforms.rules.events import MISSING, path_getter, split_path
 
@@ -58,8 +83,8 @@ def compile_condition(field: str, op: str, value: Any) -> Predicate:
 
     Raises:
         ValueError: for an unknown op, a ``value`` of the wrong kind for the op, or a
-            regex that does not compile. Config validation calls this, so a bad rule is
-            reported before the pipeline starts.
+            regex RE2 cannot run (see :func:`compile_regex`). Config validation calls
+            this, so a bad rule is reported before the pipeline starts.
     """
     get = path_getter(split_path(field))
     if op == "exists":
@@ -103,17 +128,125 @@ def compile_condition(field: str, op: str, value: Any) -> Predicate:
     if op == "regex":
         if not isinstance(value, str):
             raise ValueError(f"op 'regex' needs a string pattern, got {value!r}")
-        try:
-            pattern = re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"regex {value!r} does not compile: {exc}") from exc
+        pattern = compile_regex(value)
 
         def search(e: dict[str, Any]) -> bool:
             got = get(e)
-            return isinstance(got, str) and pattern.search(got) is not None
+            # Searching UTF-8 bytes skips the binding's per-call mapping of offsets back
+            # to str positions (a yes/no needs none). surrogatepass: a lone surrogate is
+            # searched as the invalid UTF-8 it encodes to, never an exception.
+            return (
+                isinstance(got, str)
+                and pattern.search(got.encode("utf-8", "surrogatepass")) is not None
+            )
 
         return search
     raise ValueError(f"unknown op {op!r}; expected one of {', '.join(OPS)}")
+
+
+RE2_SYNTAX = "https://github.com/google/re2/wiki/Syntax"
+"""Where the accepted ``regex`` syntax is documented."""
+
+# What RE2's compile error says -> the construct, in the words of the error we raise.
+# RE2 names only the start of the offending text, e.g. "invalid perl operator: (?=".
+_UNSUPPORTED: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(error), construct)
+    for error, construct in (
+        (r"invalid escape sequence: \\[1-9]", r"backreference \N"),
+        (r"invalid escape sequence: \\k", r"backreference \k<name>"),
+        (r"invalid perl operator: \(\?P", "backreference (?P=name)"),
+        (r"invalid perl operator: \(\?=", "lookahead (?=...)"),
+        (r"invalid perl operator: \(\?!", "negative lookahead (?!...)"),
+        (r"invalid perl operator: \(\?<=", "lookbehind (?<=...)"),
+        (r"invalid perl operator: \(\?<!", "negative lookbehind (?<!...)"),
+        (r"invalid perl operator: \(\?>", "atomic group (?>...)"),
+        (r"invalid perl operator: \(\?#", "comment (?#...)"),
+        (r"invalid perl operator: \(\?\(", "conditional (?(...)...)"),
+        (r"invalid perl operator: \(\?[-a-zA-Z]", "inline flag; RE2 has only i, m, s and U"),
+        (r"bad repetition operator: .*\+$", "possessive quantifier such as *+"),
+        (r"invalid repetition size", "repetition count above 1000"),
+        (r"invalid escape sequence: \\Z", r"\Z; write \z for the end of the text"),
+        (r"invalid escape sequence: \\[uUN]", r"\u, \U or \N{...} escape; write \x{e9}"),
+    )
+)
+
+# ``x{,n}`` and ``x{,}``: Python repeats x, RE2 reads the braces as text. Refused, so
+# that no pattern quietly changes meaning. Escapes and ``\Q...\E`` are skipped, and
+# ``[...]`` sets (where braces are text in both) by _outside_sets.
+_OPEN_MIN_REPEAT = re.compile(r"\{,\d*\}")
+
+
+def compile_regex(pattern: str) -> Any:
+    """Compile a route ``regex`` pattern with RE2 (see `Regex syntax`_ above).
+
+    ``compile_regex("^(hls|Shaka)").search(b"hls.js")`` finds a match, in time linear in
+    the value's length whatever the pattern. There is no fallback to Python's ``re``.
+
+    Raises:
+        ValueError: the pattern uses a construct RE2 lacks (named in the message), or
+            does not compile.
+    """
+    if _OPEN_MIN_REPEAT.search(_outside_sets(pattern)):
+        raise ValueError(_unsupported_message(pattern, "{,n} repetition; write {0,n}"))
+    options = re2.Options()
+    options.log_errors = False  # the ValueError says it; RE2 would also print to stderr
+    options.never_capture = True  # only "is there a match" is asked: no group bookkeeping
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        detail = " ".join(
+            a.decode("utf-8", "replace") if isinstance(a, bytes) else str(a) for a in exc.args
+        )
+        for error, construct in _UNSUPPORTED:
+            if error.match(detail):
+                raise ValueError(_unsupported_message(pattern, construct)) from exc
+        raise ValueError(
+            f"regex {pattern!r} does not compile: {detail}; route regexes use RE2 "
+            f"syntax: {RE2_SYNTAX}"
+        ) from exc
+
+
+def _unsupported_message(pattern: str, construct: str) -> str:
+    return (
+        f"regex {pattern!r} uses a construct RE2 does not support ({construct}); route "
+        f"regexes run on RE2 so that no event can make routing slow: {RE2_SYNTAX}"
+    )
+
+
+def _outside_sets(pattern: str) -> str:
+    r"""The pattern's text outside escapes, ``\Q...\E`` and ``[...]`` sets.
+
+    Each such part becomes one space: ``a\{,3}[{,3}]x`` -> ``a ,3} x``.
+    """
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            if pattern.startswith("\\Q", i):
+                end = pattern.find("\\E", i + 2)
+                i = n if end < 0 else end + 2
+            else:
+                i += 2
+            out.append(" ")
+        elif c == "[":
+            i += 1
+            if pattern.startswith("^", i):
+                i += 1
+            if pattern.startswith("]", i):  # a ']' first in a set is a character
+                i += 1
+            while i < n and pattern[i] != "]":
+                if pattern[i] == "\\":
+                    i += 1
+                elif pattern.startswith("[:", i) and (end := pattern.find(":]", i + 2)) >= 0:
+                    i = end + 1
+                i += 1
+            i += 1
+            out.append(" ")
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
 
 
 def _member(got: Any, choices: Sequence[Any]) -> bool:
