@@ -1,8 +1,9 @@
 """Read and Parse stages: input files -> chunks of raw lines -> chunks of events.
 
-The pipeline moves *chunks* (lists of up to ``chunk_lines`` lines or events) rather than
-single events: Beam's per-element cost dominates telemetry work, and a chunk keeps every
-stage's semantics per event while paying that cost once per thousands of events.
+The pipeline moves *chunks* (lists of up to ``chunk_lines`` lines or events, and of about
+``chunk_bytes`` at most) rather than single events: Beam's per-element cost dominates
+telemetry work, and a chunk keeps every stage's semantics per event while paying that
+cost once per thousands of events.
 """
 
 from __future__ import annotations
@@ -22,12 +23,26 @@ from transforms import metrics
 from transforms.progress import PROGRESS
 from transforms.pubsub_read import PubSubReading
 from transforms.rules import gzipio
-from transforms.rules.events import MAX_EVENT_BYTES, parse_line
+from transforms.rules.events import (
+    MAX_DEPTH,
+    MAX_EVENT_BYTES,
+    MAX_ORIGINAL_CHARS,
+    parse_line,
+    too_deep,
+    too_large,
+)
 from transforms.rules.records import Chunk, DeadLetter
 from transforms.runtime import tune_gc_once
 
 DEFAULT_CHUNK_LINES = 5000
 """Lines per chunk: large enough to amortize Beam's per-element cost, small enough for memory."""
+
+DEFAULT_CHUNK_BYTES = 8 << 20
+"""Bytes per chunk at most, about (8 MiB): a chunk also ends at the line that reaches this.
+
+Typical events (~700 bytes) fill 5,000 lines in ~3.5 MB, so this cut is for fat lines:
+without it 5,000 lines of up to 1 MiB each would make a 5 GB chunk. A chunk holds at most
+``DEFAULT_CHUNK_BYTES`` plus one line."""
 
 SLICE_LINES = 250
 """Lines per slice: Parse hands each chunk on in slices of this many lines.
@@ -42,21 +57,51 @@ DEAD_LETTER = "dead_letter"
 """Tag of every stage's failure output (lists of :class:`DeadLetter`)."""
 
 
+BOM = b"\xef\xbb\xbf"
+"""The UTF-8 byte order mark: skipped at the start of a file (editors on Windows write one)."""
+
+
+class LongLine(bytes):
+    """A line over :data:`MAX_EVENT_BYTES`, as :func:`open_lines` gives it: its first bytes.
+
+    The bytes are the line's first :data:`MAX_ORIGINAL_CHARS` (what its dead letter
+    keeps); ``size`` is its full length without the line break. The rest was read past,
+    never held: a 50 MiB line costs a 1 MiB read buffer, not 50 MiB.
+    """
+
+    size: int
+
+
 def open_lines(path: str, progress_every: int = 0) -> Iterator[bytes]:
-    """Yield the lines of a JSON-lines file (plain or gzip, detected by content), no newline.
+    r"""Yield the lines of a JSON-lines file (plain or gzip, detected by content), no newline.
+
+    A line over :data:`MAX_EVENT_BYTES` comes as a :class:`LongLine` (its start and its
+    length), read in pieces of at most that size, so memory stays bounded whatever the
+    input (a file with no line feed at all is one long line). A UTF-8 byte order mark at
+    the start of the file is skipped. Line ends (``\n``, ``\r\n``) are removed.
 
     With ``progress_every``, report the bytes read to :data:`PROGRESS` every that many lines.
     """
     raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     try:
-        head = raw.read(2)
+        head = raw.read(3)
         raw.seek(0)
         stream: Any = raw
-        if head == b"\x1f\x8b":
+        if head[:2] == b"\x1f\x8b":
             stream = gzipio.open_reader(raw)
+            if stream.peek(3)[:3] == BOM:
+                stream.read(3)
+        elif head == BOM:
+            raw.seek(3)
+        readline = stream.readline
+        # A line at the limit, with its CR LF, still comes whole in one read.
+        limit = MAX_EVENT_BYTES + 2
         n = 0
-        for line in stream:
-            yield line.rstrip(b"\r\n")
+        while line := readline(limit):
+            if len(line) == limit and line[-1] != 10:  # no LF within the limit: a long line
+                yield _long_line(line, readline, limit)
+            else:
+                yield line.rstrip(b"\r\n")
             n += 1
             if progress_every and n == progress_every:
                 PROGRESS.advance(path, raw.tell(), n)
@@ -65,6 +110,30 @@ def open_lines(path: str, progress_every: int = 0) -> Iterator[bytes]:
             PROGRESS.advance(path, raw.tell(), n, done=True)
     finally:
         raw.close()
+
+
+def _long_line(start: bytes, readline: Any, limit: int) -> bytes:
+    """Read past the rest of a long line that begins with ``start``; its :class:`LongLine`.
+
+    ``start`` is ``limit`` bytes without a line feed; only when what follows is nothing
+    but the CRs of its end is the line not long after all (then it is the line itself).
+    """
+    size = len(start)
+    carriage_returns = len(start) - len(start.rstrip(b"\r"))  # trailing CRs read so far
+    while (piece := readline(limit)) and piece[-1] != 10:
+        size += len(piece)
+        kept = piece.rstrip(b"\r")
+        carriage_returns = carriage_returns + len(piece) if not kept else len(piece) - len(kept)
+    if piece:  # the piece with the line feed; the CRs before it are the line's end too
+        kept = piece.rstrip(b"\r\n")
+        size = size - carriage_returns if not kept else size + len(kept)
+    else:  # the file ends inside the line
+        size -= carriage_returns
+    if size <= MAX_EVENT_BYTES:  # e.g. 1 MiB then CR CR LF: within ``start``
+        return start[:size]
+    line = LongLine(start[:MAX_ORIGINAL_CHARS])
+    line.size = size
+    return line
 
 
 UNREADABLE = "unreadable_input"
@@ -82,8 +151,9 @@ def unreadable(path: str, lines: int, exc: BaseException) -> DeadLetter:
 
 
 class _ReadChunks(beam.DoFn):
-    def __init__(self, chunk_lines: int):
+    def __init__(self, chunk_lines: int, chunk_bytes: int = DEFAULT_CHUNK_BYTES):
         self.chunk_lines = chunk_lines
+        self.chunk_bytes = chunk_bytes
 
     def setup(self) -> None:
         ns = metrics.PIPELINE
@@ -93,19 +163,29 @@ class _ReadChunks(beam.DoFn):
     def process(self, shard: tuple[str, int, int]) -> Iterator[Any]:
         path, mine, shards = shard
         chunk = Chunk()
-        index = lines = 0
+        index = lines = taken = held = 0  # taken, held: lines and bytes of chunk ``index``
         keep = mine == 0  # whether chunk ``index`` is this shard's
-        size = self.chunk_lines
+        size, max_bytes = self.chunk_lines, self.chunk_bytes
         try:
             for line in open_lines(path, progress_every=size if shards == 1 else 0):
                 lines += 1
-                if keep:
+                taken += 1
+                held += len(line)
+                if type(line) is LongLine:
+                    # Never parsed, so counted here (lines_read = events + invalid + blank).
+                    if keep:
+                        self.lines.inc()
+                        self.invalid.inc()
+                        yield beam.pvalue.TaggedOutput(DEAD_LETTER, [too_large(line, line.size)])
+                elif keep:
                     chunk.append(line)
-                if lines % size == 0:  # chunk ``index`` ends here
+                # Cut where the lines alone say, so every shard and every rerun cuts alike.
+                if taken == size or held >= max_bytes:  # chunk ``index`` ends here
                     if chunk:
                         yield path, index, chunk
                         chunk = Chunk()
                     index += 1
+                    taken = held = 0
                     keep = index % shards == mine
         except gzipio.DAMAGED as exc:
             # Every line read so far goes on; the unreadable rest is one dead letter and
@@ -125,17 +205,20 @@ class ReadEventChunks(beam.PTransform):
     """Read JSON-lines files (globs; local, gs://, s3://; plain or gzip) as chunks of lines.
 
     Main output ``chunks``: ``(path, chunk_index, [line_bytes, ...])``; chunk boundaries
-    are deterministic (every ``chunk_lines`` lines of each file), so reruns cut the same
-    way. With ``shards`` > 1 each file is read by that many workers at once, each
+    are deterministic (a chunk ends after ``chunk_lines`` lines, or at the line that
+    brings it to ``chunk_bytes``, whichever comes first), so reruns cut the same way.
+    With ``shards`` > 1 each file is read by that many workers at once, each
     keeping every ``shards``-th chunk (gzip cannot be split, so each of them decompresses
     the whole file, but parses only its own chunks): the same chunks, spread over worker
     processes, for inputs with fewer files than workers.
 
-    Tagged output ``dead_letter``: a file that cannot be read to its end (truncated or
-    corrupt gzip: :data:`~transforms.rules.gzipio.DAMAGED`) gives its lines up to the
-    damage (less what the last 1 MiB read held: a failing read returns nothing), then one
-    :class:`DeadLetter` (``stage: read``, reason ``unreadable_input``) naming the file and
-    the lines before.
+    Tagged output ``dead_letter``: a line over :data:`MAX_EVENT_BYTES` (read past in
+    pieces, never held whole; see :func:`open_lines`) is a ``too_large`` dead letter with
+    its first 64 KiB and its length, counted as an invalid line. A file that cannot be
+    read to its end (truncated or corrupt gzip: :data:`~transforms.rules.gzipio.DAMAGED`)
+    gives its lines up to the damage (less what the last 1 MiB read held: a failing read
+    returns nothing), then one :class:`DeadLetter` (``stage: read``, reason
+    ``unreadable_input``) naming the file and the lines before.
 
     Example::
 
@@ -144,7 +227,11 @@ class ReadEventChunks(beam.PTransform):
     """
 
     def __init__(
-        self, patterns: list[str], chunk_lines: int = DEFAULT_CHUNK_LINES, shards: int = 1
+        self,
+        patterns: list[str],
+        chunk_lines: int = DEFAULT_CHUNK_LINES,
+        shards: int = 1,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ):
         super().__init__()
         if shards < 1:
@@ -152,6 +239,7 @@ class ReadEventChunks(beam.PTransform):
         self.patterns = patterns
         self.chunk_lines = chunk_lines
         self.shards = shards
+        self.chunk_bytes = chunk_bytes
 
     def expand(self, pbegin: Any) -> Any:
         shards = self.shards
@@ -162,7 +250,7 @@ class ReadEventChunks(beam.PTransform):
             | "Paths" >> beam.FlatMap(lambda m: [(m.path, k, shards) for k in range(shards)])
             | "Spread" >> beam.Reshuffle()
             | "Chunks"
-            >> beam.ParDo(_ReadChunks(self.chunk_lines))
+            >> beam.ParDo(_ReadChunks(self.chunk_lines, self.chunk_bytes))
             .with_output_types(beam.typehints.Tuple[str, int, Chunk])
             .with_outputs(DEAD_LETTER, main="chunks")
         )
@@ -183,6 +271,8 @@ class _ParseChunk(beam.DoFn):
     def process(self, chunk: tuple[Any, ...]) -> Iterator[Any]:
         lines: list[bytes] = chunk[2]
         attributes: list[dict[str, str] | None] | None = chunk[3] if len(chunk) > 3 else None
+        # Messages (chunks with attributes) exist nowhere else: their dead letters keep all.
+        whole = attributes is not None
         refused: list[DeadLetter] = []
         blank = valid = 0
         size = self.slice_lines
@@ -206,11 +296,18 @@ class _ParseChunk(beam.DoFn):
                     and type(body := parsed.get("event")) is dict
                     and type(kind := body.get("type")) is str
                     and kind
+                    # Brackets bound the depth from above: only a line with many is measured
+                    # (find, a memchr, skips counting the lists most events do not have).
+                    and (
+                        line.count(b"{") + (line.count(b"[") if line.find(b"[") >= 0 else 0)
+                        <= MAX_DEPTH
+                        or not too_deep(parsed)
+                    )
                 ):
                     if not line.strip():
                         blank += 1
                         continue
-                    parsed = parse_line(line)
+                    parsed = parse_line(line, whole)
                     if isinstance(parsed, DeadLetter):
                         refused.append(parsed)
                         continue
@@ -240,8 +337,14 @@ class ParseEvents(beam.PTransform):
     ``slice_lines`` lines (:data:`SLICE_LINES`), the last one marked ``last`` and sent
     even when empty; each slice's ``raw`` holds the events' lines (see
     :attr:`Chunk.raw`). Tagged output ``dead_letter``: lists of :class:`DeadLetter`
-    (``stage: parse``). Blank lines are skipped and counted. Counts add up:
+    (``stage: parse``; the reasons of :func:`~transforms.rules.events.parse_line`, e.g.
+    ``bad_json``, ``too_deep``). Blank lines are skipped and counted. Counts add up:
     ``events + invalid + blank_lines = lines_read``.
+
+    A chunk of Pub/Sub messages (``("pubsub", 0, [data, ...], [attributes, ...])``, see
+    :class:`ReadPubSubChunks`) gives dead letters that keep each message's whole data: a
+    file's line keeps its first 64 KiB (the file still has the rest), a message exists
+    nowhere else.
     """
 
     def __init__(self, slice_lines: int = SLICE_LINES):

@@ -14,6 +14,17 @@ naming why the line was refused. It never raises on input::
     >>> parse_line(b'[1]').reason
     'not_an_object'
 
+What a line may be, and what the job does at the edges (the README's "Limits"):
+
+- at most :data:`MAX_EVENT_BYTES` (1 MiB), else ``too_large``;
+- nested at most :data:`MAX_DEPTH` (64) levels, else ``too_deep``;
+- a duplicate key keeps its last value: ``{"k": 1, "k": 2}`` is ``{"k": 2}`` (routes
+  and filters see 2; a connector that passes lines on unchanged writes the line as is);
+- integers in [-2**63, 2**64 - 1] are read exactly, larger ones as the nearest float
+  (``18446744073709551616`` is ``1.8446744073709552e19``): send longer ids as strings;
+- a UTF-8 byte order mark is skipped at the start of a file
+  (:func:`transforms.parse.open_lines`), and is ``bad_json`` anywhere else.
+
 Plain Python, no Beam import: the pipeline, the ``dry-run`` command and the benchmark
 bound all call these functions.
 """
@@ -33,7 +44,21 @@ MAX_EVENT_BYTES = 1024 * 1024
 """Lines longer than this (1 MiB) are dead letters with reason ``too_large``."""
 
 MAX_ORIGINAL_CHARS = 64 * 1024
-"""Dead letters keep at most this much of the raw line (64 KiB), noting the full length."""
+"""Dead letters of a file's line keep at most this much of it (64 KiB), noting its length.
+
+The file still holds the whole line. A Pub/Sub message's dead letter keeps all of it
+(``parse_line(raw, whole=True)``): the message exists nowhere else."""
+
+MAX_DEPTH = 64
+"""Events nested deeper than this (the event object is level 1) are dead letters with reason
+``too_deep``.
+
+Why 64: orjson reads 1,024 levels but writes only 254, and pickling (how chunks cross
+processes) runs out of Python's recursion limit at a few hundred; an event also travels
+nested inside retry records and dead letters (3 levels more), and the rules walk it
+recursively. 64 is 20 times the envelope's own depth (event, ``metadata``, ``device``: 3)
+and far from every one of those limits. Checking costs two byte counts per line; an event with
+more than 64 brackets is then measured exactly (:func:`too_deep`)."""
 
 _MISSING = object()
 
@@ -101,36 +126,94 @@ MISSING = _MISSING
 """Sentinel returned by :func:`get_path` for an absent value when no default is given."""
 
 
-def original_text(raw: bytes) -> dict[str, Any]:
-    """Describe a raw line for a dead letter: UTF-8 text or base64, truncated past 64 KiB."""
-    size = len(raw)
-    clipped = raw[:MAX_ORIGINAL_CHARS]
+def original_text(raw: bytes, size: int | None = None, whole: bool = False) -> dict[str, Any]:
+    """Describe a raw line for a dead letter: UTF-8 text or base64, truncated past 64 KiB.
+
+    ``size`` is the line's full length when ``raw`` is only its start (a line too long to
+    read whole); ``whole`` keeps all of ``raw`` (a Pub/Sub message). A cut never splits a
+    UTF-8 character: ``original_text(b"a" + "é".encode() * 40000)["original"]`` is ``a``
+    and 32,767 ``é`` (65,535 bytes), still text rather than base64.
+    """
+    size = len(raw) if size is None else size
+    clipped = raw if whole else raw[:MAX_ORIGINAL_CHARS]
     out: dict[str, Any]
     try:
-        out = {"original": clipped.decode("utf-8"), "original_encoding": "utf-8"}
+        out = {"original": _utf8_prefix(clipped, len(clipped) < size), "original_encoding": "utf-8"}
     except UnicodeDecodeError:
         out = {
             "original": base64.b64encode(clipped).decode("ascii"),
             "original_encoding": "base64",
         }
     out["original_bytes"] = size
-    out["original_truncated"] = size > MAX_ORIGINAL_CHARS
+    out["original_truncated"] = len(clipped) < size
     return out
 
 
-def _refuse(raw: bytes, reason: str, error: str) -> DeadLetter:
-    return DeadLetter.for_input(reason=reason, error=error, raw=raw)
+def _utf8_prefix(data: bytes, cut: bool) -> str:
+    """``data`` as text; when ``cut``, a character split by the cut is left out."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # Only the last 1-3 bytes of a cut may be a partial character; anything else is not UTF-8.
+        if cut and exc.start >= len(data) - 3 and exc.reason == "unexpected end of data":
+            return data[: exc.start].decode("utf-8")
+        raise
 
 
-def parse_line(raw: bytes) -> dict[str, Any] | DeadLetter:
+def too_large(head: bytes, size: int) -> DeadLetter:
+    """The dead letter of a line of ``size`` bytes over the limit, given its first bytes.
+
+    Readers that stream a long line keep only its start (:data:`MAX_ORIGINAL_CHARS`)::
+
+        >>> too_large(b'{"event_id": "x", "pad": "xx', 3_000_000).reason
+        'too_large'
+    """
+    return DeadLetter(
+        stage="parse",
+        reason="too_large",
+        error=f"line is {size} bytes; the limit is {MAX_EVENT_BYTES}",
+        original=original_text(head, size),
+    )
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether a parsed JSON value nests more than ``limit`` levels (the value is level 1).
+
+    >>> too_deep({"a": [{"b": 1}]}, 3), too_deep({"a": [{"b": 1}]}, 2)
+    (False, True)
+    """
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in node.values() if type(node) is dict else node:
+            if type(child) is dict or type(child) is list:  # orjson makes no other containers
+                stack.append((child, depth + 1))
+    return False
+
+
+def _refuse(raw: bytes, reason: str, error: str, whole: bool) -> DeadLetter:
+    if not whole:
+        return DeadLetter.for_input(reason=reason, error=error, raw=raw)
+    return DeadLetter(
+        stage="parse", reason=reason, error=error, original=original_text(raw, whole=True)
+    )
+
+
+_DEPTH_ERROR = f"nested deeper than the limit of {MAX_DEPTH} levels"
+
+
+def parse_line(raw: bytes, whole: bool = False) -> dict[str, Any] | DeadLetter:
     """Parse one line into an event, or a dead letter saying why it is not one.
 
-    Checks, in order: size (<= 1 MiB), UTF-8, JSON, a JSON object, a string
-    ``event_id``, an object ``event`` with a string ``type``.
+    Checks, in order: size (<= 1 MiB), UTF-8, JSON, depth (<= :data:`MAX_DEPTH`), a JSON
+    object, a string ``event_id``, an object ``event`` with a string ``type``. With
+    ``whole`` (a Pub/Sub message) the dead letter keeps all of ``raw``, not 64 KiB.
     """
     if len(raw) > MAX_EVENT_BYTES:
         return _refuse(
-            raw, "too_large", f"line is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}"
+            raw, "too_large", f"line is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}", whole
         )
     try:
         event = orjson.loads(raw)
@@ -138,15 +221,22 @@ def parse_line(raw: bytes) -> dict[str, Any] | DeadLetter:
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError as uexc:
-            return _refuse(raw, "not_utf8", f"not valid UTF-8: {uexc}")
-        return _refuse(raw, "bad_json", f"not valid JSON: {exc}")
+            return _refuse(raw, "not_utf8", f"not valid UTF-8: {uexc}", whole)
+        if str(exc).startswith("depth limit exceeded"):  # orjson's own, at 1,024 levels
+            return _refuse(raw, "too_deep", _DEPTH_ERROR, whole)
+        return _refuse(raw, "bad_json", f"not valid JSON: {exc}", whole)
+    # Brackets bound the depth from above: only a line with many is measured.
+    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH and too_deep(event):
+        return _refuse(raw, "too_deep", _DEPTH_ERROR, whole)
     if not isinstance(event, dict):
-        return _refuse(raw, "not_an_object", f"expected a JSON object, got {type(event).__name__}")
+        return _refuse(
+            raw, "not_an_object", f"expected a JSON object, got {type(event).__name__}", whole
+        )
     if not isinstance(event.get("event_id"), str) or not event["event_id"]:
-        return _refuse(raw, "no_event_id", "event_id must be a non-empty string")
+        return _refuse(raw, "no_event_id", "event_id must be a non-empty string", whole)
     body = event.get("event")
     if not isinstance(body, dict) or not isinstance(body.get("type"), str) or not body["type"]:
-        return _refuse(raw, "no_event_type", "event.type must be a non-empty string")
+        return _refuse(raw, "no_event_type", "event.type must be a non-empty string", whole)
     return event
 
 
