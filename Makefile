@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 NODE_STAMP := node_modules/.installed-stamp
 
-.PHONY: install sample test lint node flink-jobserver test-flink bench bench-agents clean
+.PHONY: install sample test lint node flink-jobserver test-flink fuzz bench bench-agents clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ test-flink: node flink-jobserver
 ## test: install, lint, then the whole test suite (starts every stand-in it needs)
 test: lint node flink-jobserver
 	$(VENV)/bin/pytest
+
+## fuzz: the adversarial suite's long profile (random seed; `make test` runs 10 fixed examples)
+fuzz: install
+	ADVERSARIAL_EXAMPLES=$${ADVERSARIAL_EXAMPLES:-400} ADVERSARIAL_SEED=random \
+		$(VENV)/bin/pytest tests/adversarial -q
 
 ## bench: the backfill benchmark (long: 100k and 1M events x 1/5/20 connectors); writes bench/RESULTS.md
 bench: install

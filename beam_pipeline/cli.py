@@ -4,7 +4,7 @@ Commands::
 
     run       --config FILE --input GLOB [--input GLOB ...] [any Beam pipeline option]
     run       --config FILE --streaming --subscription projects/P/subscriptions/S [Beam options]
-    validate  --config FILE
+    validate  --config FILE [--event FILE]
     dry-run   --config FILE --event JSON_OR_FILE
     retry     --config FILE [Beam options]   (process the retry location once; schedule it)
     replay    --config FILE --dead-letters PATH [--connector ID] [--since TIME] [Beam options]
@@ -58,16 +58,33 @@ def _load(path: str) -> DeliveryConfig | None:
 
 
 def cmd_validate(argv: Sequence[str]) -> int:
-    """Check a config; print every problem; exit 1 if there is any."""
+    """Check a config, then probe it with an event; print every problem; exit 1 if any."""
+    from beam_pipeline.probe import ProbeEventError, load_probe_events, probe_config
+
     parser = argparse.ArgumentParser(
         prog="beam_pipeline validate", description="Check a delivery config."
     )
     parser.add_argument(
         "--config", required=True, help="Delivery config YAML (local, gs://, s3://)."
     )
+    parser.add_argument(
+        "--event",
+        help="A file of one event (JSON) or several (JSON lines) to probe the connectors "
+        "with; default: a bundled heartbeat, fitted to each connector's route.",
+    )
     args = parser.parse_args(argv)
     config = _load(args.config)
     if config is None:
+        return 1
+    try:
+        events = load_probe_events(args.event) if args.event else None
+    except ProbeEventError as exc:
+        return _fail(str(exc))
+    report = probe_config(config, events)
+    for note in report.notes:
+        print(f"note: {note}")
+    if report.problems:
+        print(str(ConfigError(args.config, report.problems)), file=sys.stderr)
         return 1
     ids = ", ".join(f"{c.id} ({c.type})" for c in config.connectors)
     print(f"{args.config}: OK, {len(config.connectors)} connector(s): {ids}")
@@ -396,25 +413,46 @@ def _pubsub_reading(options: Any, job: Any) -> PubSubReading:
 
 
 def cmd_retry(argv: Sequence[str]) -> int:
-    """Process the retry location once: redeliver what is due (see beam_pipeline.redeliver)."""
+    """Process the retry location once: redeliver what is due (see beam_pipeline.redeliver).
+
+    Refused (exit 2) without a ``retry_topic``, with a Pub/Sub one (the streaming job
+    retries those itself; there is nothing to schedule), or with a Pub/Sub
+    ``dead_letter.topic`` (this command writes its dead letters as files).
+    """
     from beam_pipeline.redeliver import build_retry
 
     options, job, config = _options(argv)
     if config is None:
         return 2
     if config.retry_topic is None:
-        return _fail(f"{job.config} has no retry_topic: there is nothing to retry")
+        return _fail(
+            f"{job.config} has no retry_topic: there is nothing to retry. Fix: set "
+            "retry_topic to the directory, gs:// or s3:// location the run writes retries to"
+        )
     if config.retry_on_pubsub:
-        return _fail("retry_topic is a Pub/Sub topic: the streaming job retries by itself")
+        return _fail(
+            f"{job.config}: retry_topic {config.retry_topic} is a Pub/Sub topic, which the "
+            "streaming job (run --streaming) retries by itself from retry_subscription: "
+            "there is nothing to schedule. Fix: to use the retry command, set retry_topic "
+            "to a directory, gs:// or s3:// location (batch runs)"
+        )
     if config.dead_letter.topic:
-        return _fail("retry needs dead_letter.path (a directory) for what it gives up on")
+        return _fail(
+            f"{job.config}: dead_letter.topic is a Pub/Sub topic, but retry writes what it "
+            "gives up on as files. Fix: set dead_letter.path to a directory, gs:// or s3://"
+        )
     pipeline = _pipeline(options)
     build_retry(pipeline, config)
     return _finish(pipeline, config, job.summary_json)
 
 
 def cmd_replay(argv: Sequence[str]) -> int:
-    """Send dead letters back through delivery (see beam_pipeline.redeliver)."""
+    """Send dead letters back through delivery (see beam_pipeline.redeliver).
+
+    What fails again but may be retried goes to ``retry_topic``: files in the retry
+    location, or messages published to it when it is a Pub/Sub topic (for the streaming
+    job). Refused (exit 2) with a Pub/Sub ``dead_letter.topic``: new dead letters are files.
+    """
     from beam_pipeline.redeliver import build_replay
     from transforms.rules.events import to_epoch_ms
 
@@ -424,7 +462,10 @@ def cmd_replay(argv: Sequence[str]) -> int:
     if not job.dead_letters:
         return _fail("--dead-letters is required: a dead-letter directory, file or glob")
     if config.dead_letter.topic:
-        return _fail("replay writes new dead letters to dead_letter.path: set a directory")
+        return _fail(
+            f"{job.config}: dead_letter.topic is a Pub/Sub topic, but replay writes new dead "
+            "letters as files. Fix: set dead_letter.path to a directory, gs:// or s3://"
+        )
     since_ms = None
     if job.since:
         since_ms = to_epoch_ms(job.since)

@@ -5,9 +5,12 @@
 
 Each field is documented where it is declared (the ``description`` of its ``Field``).
 Unknown keys are errors (with a "did you mean" hint), as are wrong types, bad regexes,
-unknown templates and unrenderable prefixes. Secrets are given only by reference,
-``${env:NAME}``; a reference to an unset variable is an error, and resolved secrets are
-kept as :class:`pydantic.SecretStr` so they never print.
+unknown templates and unrenderable prefixes. Secrets are given only by reference
+(``${env:NAME}``, ``${gcp-secret:projects/P/secrets/S/versions/V}``,
+``${aws-secret:NAME}``) and the parsed config keeps the references, never the values
+(:class:`~transforms.connectors.secrets.SecretRef`): the job graph can be pickled,
+staged and shown without a secret in it, and each worker reads the values in its
+``setup``. A reference to an unset variable is an error.
 
 The file may be local or on any filesystem Beam knows (``gs://``, ``s3://``).
 """
@@ -15,7 +18,6 @@ The file may be local or on any filesystem Beam knows (``gs://``, ``s3://``).
 from __future__ import annotations
 
 import difflib
-import os
 import pickle
 import re
 from collections.abc import Callable
@@ -35,7 +37,9 @@ from pydantic import (
 )
 
 from transforms.connectors import CONNECTORS
+from transforms.connectors._api import SECRET_PART
 from transforms.connectors.base import Batch, StrictModel
+from transforms.connectors.secrets import REFERENCE, SecretRef, check_reference
 from transforms.rules.filter import GROUPS, FieldFilter, normalize_pattern
 from transforms.rules.package import Packager, TemplateError
 from transforms.rules.route import OPS, RouteRule, compile_condition
@@ -57,7 +61,6 @@ CONNECTOR_TYPES = (
 _DELIVER_REPORTED = "deliver section invalid (details reported separately)"
 ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 """A ``${env:NAME}`` reference (group 1: the name) anywhere in a text."""
-_ENV_REF = re.compile(f"^{ENV_REF.pattern}$")
 
 
 class ConfigError(Exception):
@@ -136,7 +139,7 @@ class HashRules(_Strict):
     """Identifiers replaced by a keyed hash (HMAC-SHA256, hex)."""
 
     paths: list[str] = Field(min_length=1, description="Dotted paths from the event root.")
-    key: SecretStr = Field(description="The HMAC key, only as a ${env:NAME} reference.")
+    key: SecretStr = Field(description="The HMAC key, only by reference (${env:NAME} ...).")
     length: int = Field(default=64, ge=16, le=64, description="Hex characters kept (16-64).")
 
 
@@ -187,7 +190,10 @@ class Package(_Strict):
     """How a filtered event becomes the destination's record."""
 
     template: str | dict[str, Any] | None = Field(
-        default=None, description="A template name from templates/, or an inline template mapping."
+        default=None,
+        description="A template name from templates/, or an inline template mapping; "
+        "omitted: the connector type's own template (datadog_logs, splunk_hec, new_relic, "
+        "elasticsearch), if it has one; null: none (the filtered event is sent).",
     )
     rename: dict[str, str] = Field(
         default_factory=dict, description="{src_path: dst_path}, applied second."
@@ -201,9 +207,17 @@ class Package(_Strict):
         self.compile()
         return self
 
-    def compile(self) -> Packager:
-        """The compiled packager used per event."""
-        return Packager.compile(self.values, self.rename, self.template)
+    def compile(self, default_template: str | None = None) -> Packager:
+        """The compiled packager used per event.
+
+        ``default_template`` (the connector type's own, ``ConnectorSpec.default_template``)
+        is used when the section names no template: ``package: {rename: ...}`` on a
+        ``new_relic`` connector packages with ``templates/new_relic.yaml``, while an
+        explicit ``template: null`` means none.
+        """
+        given = "template" in self.model_fields_set
+        template = self.template if given else default_template
+        return Packager.compile(self.values, self.rename, template)
 
 
 class Retry(_Strict):
@@ -212,8 +226,17 @@ class Retry(_Strict):
     immediate: int = Field(default=3, ge=0, le=10, description="Retries inside the connector.")
     delayed_schedule_s: list[float] = Field(
         default_factory=lambda: [300.0, 600.0, 900.0, 1200.0, 1800.0, 2400.0],
-        description="Delays of the later retries through the retry topic (s).",
+        max_length=100,
+        description="Delays of the later retries through the retry topic (s), each 0-7 days.",
     )
+
+    @field_validator("delayed_schedule_s")
+    @classmethod
+    def _delays(cls, delays: list[float]) -> list[float]:
+        for delay in delays:
+            if not 0 <= delay <= 7 * 86400:
+                raise ValueError(f"a delay of {delay} s is outside 0 to 604800 s (7 days)")
+        return delays
 
 
 DELIVER_MODELS = {t: spec.deliver_model for t, spec in CONNECTORS.items()}
@@ -230,7 +253,8 @@ class Connector(_Strict):
         default_factory=lambda: Filter.model_validate({}), description="Which fields they keep."
     )
     package: Package = Field(default_factory=Package, description="How they are reshaped.")
-    # The raw section holds resolved secrets: never printed; use deliver_config (SecretStr).
+    # The raw section, with references (never secret values), validated by the type's model.
+    keeps_references = frozenset({"deliver"})
     deliver: dict[str, Any] = Field(
         description="Where and how they are sent (per type).", repr=False, exclude=True
     )
@@ -339,30 +363,49 @@ class DeliveryConfig(_Strict):
         raise KeyError(connector_id)
 
 
-def _resolve_env(tree: Any, path: str, problems: list[str]) -> Any:
-    """Replace every ``${env:NAME}`` string by the variable's value, noting unset ones."""
+_ENDPOINT_PATH = re.compile(r"^connectors\[\d+\]\.deliver\.endpoint$")
+"""The one place a reference may be part of a string (see HttpApiDeliver)."""
+
+
+def _references(tree: Any, path: str, problems: list[str]) -> Any:
+    """Replace every reference string (``${env:NAME}`` ...) by a :class:`SecretRef`.
+
+    The parsed config keeps references, never values: secret fields hold the
+    :class:`SecretRef` (resolved on the workers), other fields are resolved when validated
+    (see :func:`transforms.connectors.secrets.plain`). An ``${env:NAME}`` must be set here
+    too, so a local run fails before it starts rather than on its first batch.
+    """
     if isinstance(tree, dict):
         return {
-            k: _resolve_env(v, f"{path}.{k}" if path else str(k), problems) for k, v in tree.items()
+            k: _references(v, f"{path}.{k}" if path else str(k), problems) for k, v in tree.items()
         }
     if isinstance(tree, list):
-        return [_resolve_env(v, f"{path}[{i}]", problems) for i, v in enumerate(tree)]
+        return [_references(v, f"{path}[{i}]", problems) for i, v in enumerate(tree)]
     if isinstance(tree, str) and "${" in tree:
-        match = _ENV_REF.match(tree)
-        if not match:
+        if _ENDPOINT_PATH.match(path) and not REFERENCE.match(tree):
+            # An endpoint with secret parts (a webhook token in its path): kept as written,
+            # its parts checked by the connector and filled in on the workers.
+            for part in SECRET_PART.findall(tree):
+                ref = check_reference(part) is None and SecretRef(part)
+                if ref and ref.source == "env" and ref.peek() is None:
+                    problems.append(
+                        f"{path}: environment variable {part[6:-1]} is not set. "
+                        f"Fix: export {part[6:-1]}=... before starting the job."
+                    )
+            return tree
+        problem = check_reference(tree)
+        if problem is not None:
+            problems.append(f"{path}: {problem}")
+            return tree
+        ref = SecretRef(tree)
+        if ref.source == "env" and ref.peek() is None:
+            name = tree[6:-1]
             problems.append(
-                f"{path}: {tree!r} is not a valid secret reference. "
-                "Fix: write exactly ${env:NAME} with NAME an environment variable."
+                f"{path}: environment variable {name} is not set. "
+                f"Fix: export {name}=... before starting the job."
             )
             return tree
-        value = os.environ.get(match.group(1))
-        if value is None:
-            problems.append(
-                f"{path}: environment variable {match.group(1)} is not set. "
-                f"Fix: export {match.group(1)}=... before starting the job."
-            )
-            return tree
-        return value
+        return ref
     return tree
 
 
@@ -378,7 +421,7 @@ def _secrets_by_reference(raw: dict[str, Any]) -> list[str]:
             node: Any = c
             for key in path:
                 node = node.get(key) if isinstance(node, dict) else None
-            if node is not None and not (isinstance(node, str) and _ENV_REF.match(node)):
+            if node is not None and not (isinstance(node, str) and REFERENCE.match(node)):
                 cid = c.get("id") if isinstance(c, dict) else None
                 problems.append(
                     f"connectors[{i}](id={cid}).{'.'.join(path)}: a secret must be given by "
@@ -496,7 +539,7 @@ def parse_config(text: str, source: str = "<config>") -> DeliveryConfig:
         )
     problems: list[str] = []
     problems.extend(_secrets_by_reference(raw))
-    resolved = _resolve_env(raw, "", problems)
+    resolved = _references(raw, "", problems)
     deliver_problems = _deliver_errors(resolved)
     try:
         config = DeliveryConfig.model_validate(resolved)
@@ -581,7 +624,7 @@ class CompiledConnector:
             connector.type,
             connector.route.compile(),
             connector.filter.compile(),
-            connector.package.compile(),
+            connector.package.compile(spec.default_template if spec is not None else None),
             connector.deliver_config,
             spec is not None and spec.sends_record_json,
             connector,

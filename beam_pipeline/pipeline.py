@@ -33,6 +33,7 @@ from transforms.parse import (
 from transforms.pubsub_read import PubSubReading
 from transforms.retry import (
     REQUEUE,
+    ConfigSecrets,
     HoldRetries,
     PublishDeadLetters,
     PublishRetries,
@@ -86,9 +87,11 @@ def build_delivery(
     if streaming and config.retry_on_pubsub:
         assert config.retry_subscription is not None
         if retry_messages is not None:
-            held = retry_messages | "Retries" >> HoldRetries()
+            held = retry_messages | "Retries" >> HoldRetries(config)
         else:
-            held = chunks.pipeline | "Retries" >> ReadRetries(config.retry_subscription, reading)
+            held = chunks.pipeline | "Retries" >> ReadRetries(
+                config.retry_subscription, reading, config
+            )
         ready = (ready, held.due) | "FreshAndDue" >> beam.Flatten()
         extra_failures.append(held.invalid)
         requeued.append(held[REQUEUE])
@@ -101,20 +104,29 @@ def build_delivery(
         *extra_failures,
     ) | "CollectFailures" >> beam.Flatten()
     limits = config.dead_letter.batch
+    # The writers read the config's secret values on the workers, to keep them out.
+    secrets = ConfigSecrets(config)
     if config.dead_letter.topic is not None:
-        dead = failures | "DeadLetters" >> PublishDeadLetters(config.dead_letter.topic)
+        dead = failures | "DeadLetters" >> PublishDeadLetters(config.dead_letter.topic, secrets)
     else:
         dead = failures | "DeadLetters" >> WriteDeadLetters(
-            config.dead_letter.location, streaming, clock, limits.max_events, limits.max_wait_s
+            config.dead_letter.location,
+            streaming,
+            clock,
+            limits.max_events,
+            limits.max_wait_s,
+            secrets,
         )
     out = {"written": delivered.written, "dead_letters": dead}
     if config.retry_on_pubsub:
         assert config.retry_topic is not None
         # Records still waiting when the input ends go back to the topic, unchanged.
         waiting = (delivered[RETRY], *requeued) | "WaitingRetries" >> beam.Flatten()
-        out["retries"] = waiting | "DelayedRetries" >> PublishRetries(config.retry_topic)
+        out["retries"] = waiting | "DelayedRetries" >> PublishRetries(config.retry_topic, secrets)
     elif config.retry_topic is not None:
-        out["retries"] = delivered[RETRY] | "DelayedRetries" >> WriteRetries(config.retry_topic)
+        out["retries"] = delivered[RETRY] | "DelayedRetries" >> WriteRetries(
+            config.retry_topic, secrets
+        )
     return out
 
 

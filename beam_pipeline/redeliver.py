@@ -13,6 +13,26 @@ record is rewritten in place with the next ``not_before``; otherwise -> dead let
 not yet due are left untouched. Run it on a schedule (cron, Cloud Scheduler, Airflow)
 more often than the shortest delay, e.g. every 5 minutes.
 
+Each record is settled on its own: one bad record never holds up the others.
+
+- A file that is not a usable record (not JSON, not an object, fields missing or of the
+  wrong type) becomes one dead letter (``stage: retry``, ``reason:
+  invalid_retry_record``) keeping the file's bytes as ``original``; the file is removed.
+- A record whose connector is no longer in the config becomes one dead letter per event
+  (``reason: connector_removed``, the event kept): add the connector back and ``replay``
+  them. The file is removed.
+- A sink that raises something other than a delivery error (a bug, a bad stored prefix)
+  fails that record's events as ``not_retryable`` dead letters, as in the main job.
+- A file that cannot be read at all (a storage error) is left in place for the next run
+  and logged.
+
+These dead letters have no row in the summary; they are listed by reason with the input's
+(``invalid_retry_record``, ``connector_removed``), and the run's counts still add up.
+
+A retry location must be a directory, ``gs://`` or ``s3://``: with a Pub/Sub
+``retry_topic`` (``projects/P/topics/T``) the streaming job retries by itself, and
+:func:`build_retry` refuses.
+
 ``replay`` sends dead letters back through delivery for their connector::
 
     python -m beam_pipeline replay --config delivery.yaml --dead-letters ./out/dead_letter \
@@ -25,10 +45,16 @@ dead letter of that event, never a dead letter of a dead letter. Dead letters of
 input (``stage: parse``) have no event to replay; they are counted and skipped.
 Events are replayed in ``event_id`` order per connector, so replaying the same dead
 letters twice produces the same batches and object names (idempotent on object stores).
+What still fails but may be retried goes to the ``retry_topic``: files in the retry
+location, or with a Pub/Sub topic, messages published to it (for the streaming job).
+
+Neither command writes a configured secret into a dead letter or retry record
+(:func:`transforms.retry.config_secrets`).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -43,29 +69,37 @@ from apache_beam.metrics import Metrics
 from beam_pipeline.config import DeliveryConfig, compile_connectors
 from transforms import metrics
 from transforms.connectors import make_sink
-from transforms.connectors.base import DeliveryBatch, Sink
+from transforms.connectors._policy import redact
+from transforms.connectors.base import DeliveryBatch, DeliveryError, Sink
 from transforms.connectors.file import join_path, write_bytes
 from transforms.deliver import RETRY, CutBatches, Deliver
 from transforms.filter import FilterFields
 from transforms.package import PackageRecords
 from transforms.parse import DEAD_LETTER, DEFAULT_CHUNK_LINES
 from transforms.retry import (
+    ConfigSecrets,
+    PublishRetries,
     WriteDeadLetters,
     WriteRetries,
+    config_secrets,
     count_dead_letters,
     dead_letter_name,
-    write_retry_record,
+    encode_dead_letters,
+    encode_retry_record,
+    read_retry_message,
 )
-from transforms.rules.encode import encode_ndjson
 from transforms.rules.events import to_epoch_ms
-from transforms.rules.records import RetryRecord
-from transforms.rules.retry import RetryPolicy, deliver_with_retries, settle_failures
+from transforms.rules.records import DeadLetter
+from transforms.rules.retry import Outcome, RetryPolicy, deliver_with_retries, settle_failures
+
+LOG = logging.getLogger(__name__)
 
 
-def read_json(path: str) -> Any:
-    """Read a whole JSON file from any Beam filesystem."""
+def read_bytes(path: str) -> bytes:
+    """Read a whole file from any Beam filesystem."""
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-        return orjson.loads(fh.read())
+        data: bytes = fh.read()
+    return data
 
 
 class _Redeliver(beam.DoFn):
@@ -73,6 +107,8 @@ class _Redeliver(beam.DoFn):
 
     The dead letters and the rewritten record are written *before* the record is removed,
     so a crash in between can only repeat work (idempotent names), never lose an event.
+    A record that cannot be used, or whose connector is gone, is settled as dead letters
+    (see the module doc) without holding up the others.
     """
 
     def __init__(self, config: DeliveryConfig, now_ms: int | None):
@@ -85,42 +121,59 @@ class _Redeliver(beam.DoFn):
             self.sinks[c.id] = make_sink(c.id, c.type, c.deliver)
             self.sinks[c.id].open()
         self.policy = RetryPolicy(immediate=0)
+        self.secrets = config_secrets(self.config)
 
     def process(self, path: str) -> Iterator[str]:
-        record = RetryRecord.from_json_dict(read_json(path))
+        yield from self._settle(path)
+
+    def _settle(self, path: str) -> list[str]:
+        """Settle the record at ``path``; the path when it is settled, else nothing."""
+        try:
+            data = read_bytes(path)
+        except Exception as exc:  # Beam's filesystems raise their own errors
+            # A failed read says nothing about the record: leave it for the next run.
+            LOG.warning("cannot read retry record %s (left for the next run): %s", path, exc)
+            return []
+        read = read_retry_message(data, self.sinks, self.secrets, where=path)
+        if not isinstance(read, list):
+            return self._redeliver(path, read)
+        # No summary row can show them (a removed connector has none): listed by reason.
+        self._write_letters(read, metrics.PIPELINE)
+        FileSystems.delete([path])
+        return [path]
+
+    def _redeliver(self, path: str, record: Any) -> list[str]:
         ns = metrics.connector_namespace(record.connector)
         now_ms = self.now_ms if self.now_ms is not None else int(time.time() * 1000)
-        if record.connector not in self.sinks:
-            raise ValueError(
-                f"{path}: connector {record.connector!r} is not in the config any more; "
-                "add it back (or move the record away) to settle these events"
-            )
         if record.not_before_ms > now_ms:
             Metrics.counter(ns, metrics.RETRY_WAITING).inc(len(record.items))
-            return
+            return []
         Metrics.counter(ns, metrics.RETRY_DUE).inc(len(record.items))
         batch = DeliveryBatch(record.connector, record.prefix, record.items, retry=record)
-        outcome = deliver_with_retries(self.sinks[record.connector], batch, self.policy)
+        try:
+            outcome = deliver_with_retries(self.sinks[record.connector], batch, self.policy)
+        except Exception as exc:  # a sink bug, not a delivery error: still never drop events
+            error = DeliveryError(redact(f"{type(exc).__name__}: {exc}", self.secrets), False)
+            outcome = Outcome(failed=[(i, error, 1) for i in batch.items])
         Metrics.counter(ns, metrics.DELIVERED).inc(outcome.delivered)
         Metrics.counter(ns, metrics.WRITES).inc(outcome.writes)
         Metrics.counter(ns, metrics.BYTES).inc(outcome.bytes)
         schedule = self.config.connector(record.connector).retry.delayed_schedule_s
         again, letters = settle_failures(batch, outcome, schedule, True, now_ms)
         if letters:
-            target = join_path(self.config.dead_letter.location, dead_letter_name(letters))
-            write_bytes(target, encode_ndjson([d.to_json_dict() for d in letters]))
-            count_dead_letters(letters)
+            self._write_letters(letters)
         if again is not None:
-            write_retry_record(self._location, again)
+            # In place: the file's own path, whatever name the record claims.
+            write_bytes(path, encode_retry_record(again, self.secrets))
             Metrics.counter(ns, metrics.RETRIED_DELAYED).inc(len(again.items))
         else:
             FileSystems.delete([path])
-        yield path
+        return [path]
 
-    @property
-    def _location(self) -> str:
-        assert self.config.retry_topic is not None
-        return self.config.retry_topic
+    def _write_letters(self, letters: list[DeadLetter], namespace: str | None = None) -> None:
+        target = join_path(self.config.dead_letter.location, dead_letter_name(letters))
+        write_bytes(target, encode_dead_letters(letters, self.secrets))
+        count_dead_letters(letters, namespace)
 
     def teardown(self) -> None:
         for sink in getattr(self, "sinks", {}).values():
@@ -133,9 +186,19 @@ def retry_patterns(location: str) -> list[str]:
 
 
 def build_retry(p: beam.Pipeline, config: DeliveryConfig, now_ms: int | None = None) -> Any:
-    """The ``retry`` job: redeliver due records from the retry location once."""
+    """The ``retry`` job: redeliver due records from the retry location once.
+
+    Raises:
+        ValueError: without a ``retry_topic``, or with a Pub/Sub one (the streaming job
+            retries those by itself; a path named ``projects/...`` would read nothing).
+    """
     if config.retry_topic is None:
         raise ValueError("the config has no retry_topic: there is nothing to retry")
+    if config.retry_on_pubsub:
+        raise ValueError(
+            "retry_topic is a Pub/Sub topic, which the streaming job retries by itself; "
+            "the retry command needs a directory, gs:// or s3:// location"
+        )
     return (
         p
         | "Patterns" >> beam.Create(retry_patterns(config.retry_topic))
@@ -168,7 +231,13 @@ class _ReadReplayable(beam.DoFn):
         for line in data.splitlines():
             if not line.strip():
                 continue
-            letter = orjson.loads(line)
+            try:
+                letter = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                letter = None
+            if not isinstance(letter, dict):  # not a dead letter: counted, never a crash
+                self.skipped.inc()
+                continue
             cid = letter.get("connector")
             event = letter.get("event")
             if self.only is not None and cid != self.only:
@@ -177,7 +246,12 @@ class _ReadReplayable(beam.DoFn):
                 failed = to_epoch_ms(letter.get("failed_at"))
                 if failed is None or failed < self.since_ms:
                     continue
-            if not isinstance(event, dict) or cid not in self.connectors:
+            if (
+                not isinstance(event, dict)
+                or not isinstance(event.get("event_id"), str)
+                or not isinstance(cid, str)
+                or cid not in self.connectors
+            ):
                 self.skipped.inc()
                 continue
             Metrics.counter(metrics.connector_namespace(cid), metrics.REPLAYED).inc()
@@ -198,7 +272,11 @@ def build_replay(
     connector: str | None = None,
     since_ms: int | None = None,
 ) -> dict[str, Any]:
-    """The ``replay`` job: dead letters -> Filter -> Package -> Batch -> Deliver."""
+    """The ``replay`` job: dead letters -> Filter -> Package -> Batch -> Deliver.
+
+    What fails again goes to dead letters, or, retryable, to the ``retry_topic``: files,
+    or messages published to it when it is a Pub/Sub topic.
+    """
     ids = [c.id for c in config.connectors]
     events = (
         p
@@ -218,8 +296,19 @@ def build_replay(
         batches[DEAD_LETTER],
         delivered[DEAD_LETTER],
     ) | "CollectFailures" >> beam.Flatten()
+    secrets = ConfigSecrets(config)  # values read on the workers, never in the graph
     out = {"written": delivered.written}
-    out["dead_letters"] = failures | "DeadLetters" >> WriteDeadLetters(config.dead_letter.location)
-    if config.retry_topic is not None:
-        out["retries"] = delivered[RETRY] | "DelayedRetries" >> WriteRetries(config.retry_topic)
+    out["dead_letters"] = failures | "DeadLetters" >> WriteDeadLetters(
+        config.dead_letter.location, secrets=secrets
+    )
+    if config.retry_on_pubsub:
+        assert config.retry_topic is not None
+        # The streaming job reads them back from retry_subscription and holds them.
+        out["retries"] = delivered[RETRY] | "DelayedRetries" >> PublishRetries(
+            config.retry_topic, secrets
+        )
+    elif config.retry_topic is not None:
+        out["retries"] = delivered[RETRY] | "DelayedRetries" >> WriteRetries(
+            config.retry_topic, secrets
+        )
     return out

@@ -11,6 +11,7 @@ from beam_pipeline.cli import main
 REPO = Path(__file__).resolve().parents[1]
 SUMMARY_KEYS = {"version", "input", "connectors", "balanced", "elapsed_s"}
 CONNECTOR_KEYS = {
+    "sink_overclaimed",
     "id",
     "type",
     "in",

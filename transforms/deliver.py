@@ -391,12 +391,12 @@ class _DeliverBatch(beam.DoFn):
         try:
             outcome = future.result()
         except Exception as exc:  # a sink bug, not a delivery error: still never drop events
-            outcome = Outcome(
-                failed=[
-                    (i, DeliveryError(f"{type(exc).__name__}: {exc}", False), 1)
-                    for i in batch.items
-                ]
-            )
+            text = self.sinks[cid].redact(f"{type(exc).__name__}: {exc}")
+            outcome = Outcome(failed=[(i, DeliveryError(text, False), 1) for i in batch.items])
+        # deliver_with_retries accounts for every event of the batch exactly once (what a
+        # sink leaves unaccounted is a sink_unaccounted dead letter), so the counts add up.
+        if outcome.overclaimed:
+            counters[metrics.SINK_OVERCLAIMED].inc(outcome.overclaimed)
         counters[metrics.RETRIED_IMMEDIATE].inc(outcome.retries)
         counters[metrics.DELIVERED].inc(outcome.delivered)
         counters[metrics.WRITES].inc(outcome.writes)

@@ -47,6 +47,8 @@ REPLAYED = "replayed"
 ALREADY_PRESENT = "already_present"
 POSSIBLE_DUPLICATES = "possible_duplicates"
 SPILLED = "spilled"
+SINK_OVERCLAIMED = "sink_overclaimed"
+"""Events a sink claimed beyond its batch (a sink bug; capped, never counted delivered)."""
 RETRY_DUE = "retry_due"
 RETRY_WAITING = "retry_waiting"
 
@@ -64,6 +66,7 @@ CONNECTOR_COUNTERS = (
     ALREADY_PRESENT,
     POSSIBLE_DUPLICATES,
     SPILLED,
+    SINK_OVERCLAIMED,
 )
 """Every counter each connector reports, in summary order."""
 

@@ -27,12 +27,13 @@ subclass) and :mod:`transforms.rules.retry` decides.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 
 from transforms.connectors import base
 from transforms.connectors.base import (
@@ -43,10 +44,8 @@ from transforms.connectors.base import (
     StrictModel,
     WriteResult,
 )
+from transforms.connectors.secrets import SecretRef, check_reference
 from transforms.rules.records import Packaged
-
-REDACTED = "***"
-"""What a secret is replaced with in any message."""
 
 
 class Timeouts(StrictModel):
@@ -74,17 +73,111 @@ class ApiDeliver(DeliverConfig):
 
 
 class HttpApiDeliver(ApiDeliver):
-    """An API reached over HTTP(S) at a base URL."""
+    """An API reached over HTTP(S) at a base URL.
+
+    The endpoint may hold secrets as references, e.g. a webhook whose token is in its
+    path: ``https://hooks.slack.com/services/T0/B0/${env:SLACK_HOOK_TOKEN}``, or be one
+    whole reference (``${env:HOOK_URL}``). Such an endpoint is secret: the config keeps
+    the references (never the values); a sink fills them in when it opens (:meth:`resolve`,
+    in ``DoFn.setup`` on the worker) and sends there, names the endpoint in results and
+    messages as it is written (:attr:`shown`, references and all), and redacts every
+    message of the values and of the filled-in URL's path and query.
+    """
+
+    # The endpoint keeps its references (StrictModel would fill in a whole one here).
+    keeps_references = frozenset({"endpoint"})
 
     endpoint: str = Field(
-        description="Base URL, e.g. https://http-intake.logs.datadoghq.com (no credentials)."
+        description="Base URL, e.g. https://http-intake.logs.datadoghq.com (no credentials); "
+        "secret parts as ${env:NAME} (or another secret reference)."
     )
+
+    @field_validator("endpoint", mode="before")
+    @classmethod
+    def _reference_text(cls, endpoint: Any) -> Any:
+        return getattr(endpoint, "reference", endpoint)  # a whole-endpoint SecretRef
 
     @field_validator("endpoint")
     @classmethod
     def _endpoint(cls, endpoint: str) -> str:
-        check_endpoint(endpoint)
+        check_endpoint_template(endpoint)
         return endpoint.rstrip("/")
+
+    @property
+    def shown(self) -> str:
+        """How results and messages name the endpoint: as written, references unresolved."""
+        return self.endpoint
+
+    def resolve(self) -> tuple[str, tuple[str, ...]]:
+        """The URL to send to, and what of it is secret (see :func:`resolve_endpoint`)."""
+        return resolve_endpoint(self.endpoint)
+
+
+SECRET_PART = re.compile(r"\$\{(?:env|gcp-secret|aws-secret):[^}\s]*\}")
+"""A secret reference inside an endpoint (``${env:NAME}``, ``${gcp-secret:...}`` ...)."""
+
+
+def check_endpoint_template(endpoint: str) -> None:
+    """Refuse a malformed reference, or an endpoint that is no http(s) URL once filled in.
+
+    Raises:
+        ValueError: naming the problem and the fix.
+    """
+    for part in SECRET_PART.findall(endpoint):
+        problem = check_reference(part)
+        if problem is not None:
+            raise ValueError(f"endpoint: {problem}")
+    if "${" in SECRET_PART.sub("x", endpoint):
+        raise ValueError(
+            "endpoint: a '${' that is not a secret reference. Fix: write secret parts "
+            "exactly as ${env:NAME}."
+        )
+    # Checked with the values that can be read here; a value read only on the workers
+    # (a secret manager) stands as "x", and a whole endpoint read there is checked there.
+    shape = SECRET_PART.sub(lambda m: SecretRef(m.group(0)).peek() or "x", endpoint)
+    if shape == endpoint:
+        check_endpoint(endpoint)
+    elif shape != "x":
+        _check_secret_endpoint(endpoint, shape)
+
+
+def _check_secret_endpoint(endpoint: str, url: str) -> None:
+    """:func:`check_endpoint` of a filled-in URL, naming it by ``endpoint`` (references)."""
+    try:
+        check_endpoint(url)
+    except ValueError:
+        raise ValueError(
+            f"endpoint {endpoint!r}, filled in, is not an http(s) URL without credentials "
+            "such as https://example.com/path"
+        ) from None
+
+
+def resolve_endpoint(endpoint: str) -> tuple[str, tuple[str, ...]]:
+    """An endpoint with its secret references filled in, and what of it is secret.
+
+    With ``HOOK_TOKEN=xoxb-1``::
+
+        resolve_endpoint("https://h.example/services/${env:HOOK_TOKEN}?a=1")
+        # ('https://h.example/services/xoxb-1?a=1', ('xoxb-1', '/services/xoxb-1', 'a=1'))
+
+    >>> resolve_endpoint("https://h.example/api")
+    ('https://h.example/api', ())
+
+    Raises:
+        SecretError: when a reference cannot be resolved here (e.g. an unset variable).
+    """
+    values: list[str] = []
+
+    def fill(match: re.Match[str]) -> str:
+        values.append(SecretRef(match.group(0)).get_secret_value())
+        return values[-1]
+
+    url = SECRET_PART.sub(fill, endpoint)
+    if not values:
+        return url, ()
+    _check_secret_endpoint(endpoint, url)
+    parts = urlsplit(url)
+    return url, tuple(dict.fromkeys(v for v in (*values, parts.path, parts.query) if v))
 
 
 def check_endpoint(endpoint: str) -> None:
@@ -103,24 +196,6 @@ def check_endpoint(endpoint: str) -> None:
             "endpoint must not contain credentials (user:password@); give them in the "
             "connector's secret fields as ${env:NAME}"
         )
-
-
-def secret_values(*secrets: SecretStr | str | None) -> tuple[str, ...]:
-    """The plain values to redact from messages (short values are too common to hide)."""
-    out = []
-    for s in secrets:
-        value = s.get_secret_value() if isinstance(s, SecretStr) else s
-        if value and len(value) >= 4:
-            out.append(value)
-    return tuple(sorted(set(out), key=len, reverse=True))
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """Replace every occurrence of each secret in ``text`` by ``***``."""
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    return text
 
 
 @dataclass(frozen=True)
@@ -172,6 +247,14 @@ class PartialDeliveryError(base.PartialDeliveryError):
         self.failures = tuple(failures)
         self.failed_event_ids = tuple(f.event_id for f in failures)
         self.requests = requests
+
+    def errors_for(self, items: Sequence[Packaged]) -> list[DeliveryError | None]:
+        """Each written event's error by position (event ids may repeat in a batch)."""
+        out: list[DeliveryError | None] = [None] * len(items)
+        for f in self.failures:
+            if 0 <= f.index < len(items):
+                out[f.index] = DeliveryError(f.reason, f.retryable, f.status, f.retry_after_s)
+        return out
 
     def retry_batch(self, batch: DeliveryBatch) -> DeliveryBatch | None:
         """The events worth another attempt, as a batch (None when there are none)."""

@@ -24,8 +24,10 @@ any other status (400, 401, 403, 404, 413)  ``DeliveryError(retryable=False)``
 connection refused/reset, timeouts          ``DeliveryError(retryable=True, status=None)``
 ==========================================  ===============================================
 
-Messages carry the status and a short excerpt of the response body, with every secret the
-client knows replaced by ``***`` (a server may echo a header back).
+Messages carry the status and a short excerpt of the response body, and name the request
+by its URL path; every secret the client knows (credentials, and the path and query of an
+endpoint with ``${env:NAME}`` parts) is removed by the shared
+:func:`~transforms.connectors._policy.redact`, however the server echoes it back.
 """
 
 from __future__ import annotations
@@ -33,12 +35,17 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from transforms.connectors._api import Timeouts, redact, secret_values
+from transforms.connectors._api import Timeouts
+from transforms.connectors._policy import (
+    guard_logs,
+    is_retryable_status,
+    parse_retry_after,
+    redact,
+    secret_values,
+)
 from transforms.connectors.base import DeliveryError, Sink
 from transforms.rules import gzipio
 
@@ -63,41 +70,14 @@ def gzip_body(data: bytes) -> bytes:
     return gzipio.compress(data, GZIP_LEVEL)
 
 
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date.
-
-    >>> parse_retry_after("3")
-    3.0
-    >>> parse_retry_after("Wed, 26 Nov 2025 06:00:10 GMT",
-    ...                   datetime(2025, 11, 26, 6, 0, 0, tzinfo=timezone.utc))
-    10.0
-
-    A date in the past gives 0; anything unreadable gives None.
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(seconds, 0.0) if seconds == seconds else None  # NaN is not a delay
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    now = now or datetime.now(timezone.utc)
-    return max((when - now).total_seconds(), 0.0)
-
-
 def excerpt(body: bytes, secrets: Sequence[str] = ()) -> str:
     """A one-line, redacted, bounded quote of a response body."""
-    text = " ".join(body[: EXCERPT_CHARS * 4].decode("utf-8", "replace").split())
+    window = EXCERPT_CHARS * 4
+    text = " ".join(body[:window].decode("utf-8", "replace").split())
+    if len(body) > window and secrets:
+        # A secret cut in two by the window is no longer recognisable: drop the tail
+        # where a cut one could start (an encoded character takes up to 12 characters).
+        text = text[: max(len(text) - 12 * max(len(s) for s in secrets), 0)]
     text = redact(text, secrets)
     return text[:EXCERPT_CHARS] + ("…" if len(text) > EXCERPT_CHARS else "")
 
@@ -112,7 +92,7 @@ def classify(
     """The shared response policy (see the module docstring); None means delivered."""
     if 200 <= status < 300:
         return None
-    retryable = status in (408, 429) or status >= 500
+    retryable = is_retryable_status(status)
     retry_after = parse_retry_after(headers.get("Retry-After")) if status in (429, 503) else None
     quoted = excerpt(body, secrets)
     message = f"{what}: HTTP {status}" + (f": {quoted}" if quoted else "")
@@ -135,7 +115,7 @@ class HttpClient:
         name: the connector type, used in messages.
         concurrency: connections kept in the pool (requests in flight at once).
         timeouts: connect and read timeouts of every request.
-        secrets: values to redact from every message.
+        secrets: values to redact from every message (and from the HTTP library's logs).
     """
 
     def __init__(
@@ -159,6 +139,7 @@ class HttpClient:
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         session.headers["User-Agent"] = f"{USER_AGENT} ({self.name})"
+        guard_logs(self.secrets)  # urllib3 logs request paths at DEBUG level
         self.session = session
 
     def close(self) -> None:
@@ -232,14 +213,13 @@ class HttpClient:
         return HttpResponse(response.status_code, response.headers, content)
 
     def where(self, method: str, url: str) -> str:
-        """How messages name a request: connector type, method and URL path."""
-        return f"{self.name} {method} {urlsplit(url).path or '/'}"
+        """How messages name a request: connector type, method and URL path (redacted)."""
+        return redact(f"{self.name} {method} {urlsplit(url).path or '/'}", self.secrets)
 
     def _reason(self, exc: BaseException) -> str:
-        text = str(exc)
+        text = redact(str(exc), self.secrets)  # before cutting: a cut secret is unrecognisable
         found = _ERRNO.search(text)
-        reason = found.group(0).strip() if found else f"{type(exc).__name__}: {text[:160]}"
-        return redact(reason, self.secrets)
+        return found.group(0).strip() if found else f"{type(exc).__name__}: {text[:160]}"
 
 
 def _never_sent(exc: BaseException) -> bool:
@@ -259,7 +239,11 @@ def _never_sent(exc: BaseException) -> bool:
 class HttpApiSink(Sink):
     """Base of the HTTP connectors: holds the config and a pooled :class:`HttpClient`.
 
-    Subclasses list their secrets in :meth:`secrets` and implement ``write``.
+    Subclasses list their secrets in :meth:`secrets` and implement ``write``; the secret
+    parts of the endpoint (:attr:`~._api.HttpApiDeliver.endpoint_secrets`) are added here.
+    They send to :attr:`endpoint_url` (the endpoint with its secret references filled in
+    by :meth:`open`, in ``DoFn.setup``) and name it in results and messages as
+    ``deliver.shown``.
     """
 
     type_name = "http"
@@ -267,6 +251,7 @@ class HttpApiSink(Sink):
     def __init__(self, connector_id: str, deliver: Any):
         self.connector_id = connector_id
         self.deliver = deliver
+        self.endpoint_url = ""
         self.client = HttpClient(
             self.type_name, deliver.concurrency, deliver.timeouts, secret_values(*self.secrets())
         )
@@ -275,8 +260,14 @@ class HttpApiSink(Sink):
         """The secret values of this connector's config (redacted from every message)."""
         return ()
 
+    def secret_values(self) -> tuple[str, ...]:
+        """Every secret of this connector: its credentials and its endpoint's secret parts."""
+        return self.client.secrets
+
     def open(self) -> None:
-        """Create the pooled HTTP client (``DoFn.setup``)."""
+        """Fill in the endpoint's secret references; create the pooled HTTP client."""
+        self.endpoint_url, endpoint_secrets = self.deliver.resolve()
+        self.client.secrets = secret_values(*self.client.secrets, *endpoint_secrets)
         self.client.open()
 
     def close(self) -> None:

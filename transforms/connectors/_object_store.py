@@ -33,15 +33,13 @@ SDK retries are switched off in every client: the shared
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import re
 import threading
-import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from transforms.connectors._policy import redact
 from transforms.connectors.base import DeliveryBatch, DeliveryError, Sink, WriteResult
 from transforms.rules.encode import FORMATS, encode_batch
 from transforms.rules.naming import object_name
@@ -64,46 +62,6 @@ READ_TIMEOUT_S = 60.0
 
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 """What an S3 or GCS bucket name may look like (the stores apply stricter rules)."""
-
-_QUERY = re.compile(r"(https?://[^\s?'\"<>]*)\?[^\s'\"<>]*")
-_SECRET_PARAM = re.compile(
-    r"(?i)\b(sig|accountkey|sharedaccesssignature|x-amz-signature|x-amz-credential"
-    r"|x-amz-security-token|x-goog-signature|x-goog-credential|key|access_token)=[^&;\s'\"<>]+"
-)
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Remove secrets from a message: known values, URL query strings, key-like parameters.
-
-    >>> redact("GET https://a.blob.core.windows.net/c/x?sv=1&sig=abc failed")
-    'GET https://a.blob.core.windows.net/c/x?<redacted> failed'
-    """
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "<redacted>")
-    text = _QUERY.sub(r"\1?<redacted>", text)
-    return _SECRET_PARAM.sub(r"\1=<redacted>", text)
-
-
-def retry_after_s(value: str | None) -> float | None:
-    """Parse an HTTP ``Retry-After`` header (seconds, or an HTTP date) into seconds."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
-
-
-def is_retryable_status(status: int | None) -> bool:
-    """HTTP statuses worth retrying: timeouts, throttling and server errors."""
-    return status is not None and (status in (408, 429) or status >= 500)
 
 
 def check_bucket_name(kind: str, name: str) -> str:

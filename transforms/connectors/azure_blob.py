@@ -44,9 +44,9 @@ from transforms.connectors._object_store import (
     READ_TIMEOUT_S,
     ObjectStoreSink,
     StoredObject,
-    is_retryable_status,
-    retry_after_s,
 )
+from transforms.connectors._policy import is_retryable_status
+from transforms.connectors._policy import parse_retry_after as retry_after_s
 from transforms.connectors.base import ConnectorSpec, DeliveryError, ObjectLayout
 
 CONTAINER_NAME = re.compile(r"^(\$root|\$web|[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62})$")

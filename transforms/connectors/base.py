@@ -16,19 +16,40 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from transforms.connectors._policy import redact
+from transforms.connectors.secrets import plain
 from transforms.rules.encode import FORMATS, GZIP_LEVEL
 from transforms.rules.naming import PrefixTemplate
 from transforms.rules.records import Packaged
 
 
 class StrictModel(BaseModel):
-    """A config section: unknown keys are errors, values are immutable."""
+    """A config section: unknown keys are errors, values are immutable, numbers finite.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    A field that is not a secret may be given by reference too (``endpoint:
+    ${env:URL}``): it is resolved when the section is validated. Secret fields
+    (``SecretStr``) keep the :class:`~transforms.connectors.secrets.SecretRef`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    keeps_references: ClassVar[frozenset[str]] = frozenset()
+    """Fields validated later by another model, kept with their references as given."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _plain_values(cls, value: Any, info: ValidationInfo) -> Any:
+        name = info.field_name or ""
+        field = cls.model_fields.get(name)
+        if name in cls.keeps_references or (
+            field is not None and "SecretStr" in str(field.annotation)
+        ):
+            return value
+        return plain(value)
 
 
 class Batch(StrictModel):
@@ -38,7 +59,7 @@ class Batch(StrictModel):
         default=1000, ge=1, le=1_000_000, description="Events per batch at most."
     )
     max_wait_s: float = Field(
-        default=30.0, gt=0, description="Longest an event waits to be sent (s)."
+        default=30.0, gt=0, le=3600, description="Longest an event waits to be sent (s)."
     )
     shards: int = Field(
         default=1,
@@ -130,6 +151,10 @@ class DeliveryError(Exception):
             read timeout after the request was sent): resending it may duplicate events.
     """
 
+    dead_letter_reason: str | None = None
+    """The ``reason`` of the dead letters this error makes, when not the usual
+    ``not_retryable`` / ``retries_exhausted`` (e.g. ``sink_unaccounted``)."""
+
     def __init__(
         self,
         message: str,
@@ -160,8 +185,22 @@ class Sink:
         """Create clients (called once per DoFn instance, in ``setup``)."""
 
     def write(self, batch: DeliveryBatch) -> WriteResult:
-        """Deliver one batch or raise :class:`DeliveryError`."""
+        """Deliver one batch or raise :class:`DeliveryError`.
+
+        The result counts every event of ``batch`` delivered (``events``); a
+        :class:`PartialDeliveryError` counts the delivered ones and names the others. The
+        shared retry code dead-letters what a sink leaves unaccounted for
+        (``sink_unaccounted``) and never counts more than the batch.
+        """
         raise NotImplementedError
+
+    def secret_values(self) -> tuple[str, ...]:
+        """Values that no error text may show (credentials, secret endpoint parts)."""
+        return ()
+
+    def redact(self, text: str) -> str:
+        """``text`` without this sink's secrets (see :func:`._policy.redact`)."""
+        return redact(text, self.secret_values())
 
     def close(self) -> None:
         """Release clients (called in ``teardown``)."""
@@ -182,6 +221,10 @@ class ConnectorSpec:
     (:func:`~transforms.rules.encode.record_json`): Package then serializes each record
     while it is still in the CPU's caches. False for sinks that build another shape per
     record (Splunk's event envelope, New Relic's flat events)."""
+    default_template: str | None = None
+    """The packaging template (``templates/<name>.yaml``) a connector of this type uses
+    when its ``package`` names none, e.g. ``new_relic``, whose records need an
+    ``eventType``. ``package: {template: null}`` opts out: the filtered event is sent."""
 
 
 class PartialDeliveryError(DeliveryError):
@@ -207,3 +250,7 @@ class PartialDeliveryError(DeliveryError):
         )
         self.delivered = delivered
         self.failed = failed
+
+    def errors_for(self, items: Sequence[Packaged]) -> list[DeliveryError | None]:
+        """The error of each event of the written batch, by position (None: not failed)."""
+        return [self.failed.get(item.event_id) for item in items]

@@ -77,7 +77,8 @@ class DatadogSink(HttpApiSink):
     def open(self) -> None:
         """Create the pooled client and the fixed request headers."""
         super().open()
-        self.url = self.deliver.endpoint + PATH
+        self.url = self.endpoint_url.rstrip("/") + PATH
+        self.target = self.deliver.shown + PATH  # how results and messages name it
         self.headers = {
             "DD-API-KEY": self.deliver.api_key.get_secret_value(),
             "Content-Type": "application/json",
@@ -92,7 +93,7 @@ class DatadogSink(HttpApiSink):
             entries, MAX_ENTRIES, MAX_PAYLOAD_BYTES, max_entry_bytes=MAX_ENTRY_BYTES
         )
         rejected = too_large_failures(too_large, batch.items, "Datadog's 1 MB limit per log")
-        return send_parts(batch, parts, self._send, rejected, self.url)
+        return send_parts(batch, parts, self._send, rejected, self.target)
 
     def _send(self, part: Part) -> int:
         body = json_array(part.entries)
@@ -101,4 +102,6 @@ class DatadogSink(HttpApiSink):
         return len(body)
 
 
-CONNECTOR_TYPES = {"datadog_logs": ConnectorSpec(DatadogDeliver, DatadogSink)}
+CONNECTOR_TYPES = {
+    "datadog_logs": ConnectorSpec(DatadogDeliver, DatadogSink, default_template="datadog_logs")
+}

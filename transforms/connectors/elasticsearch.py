@@ -46,12 +46,12 @@ from transforms.connectors._api import (
     ItemFailure,
     Part,
     PartFailures,
-    redact,
     send_parts,
     split_parts,
     too_large_failures,
 )
 from transforms.connectors._http import HttpApiSink, compress, ndjson
+from transforms.connectors._policy import is_retryable_status, redact
 from transforms.connectors.base import ConnectorSpec, DeliveryBatch, DeliveryError, WriteResult
 from transforms.rules.encode import dumps, record_json
 
@@ -122,7 +122,8 @@ class ElasticsearchSink(HttpApiSink):
         """Create the pooled client and the fixed request headers."""
         super().open()
         d = self.deliver
-        self.url = d.endpoint + "/_bulk"
+        self.url = self.endpoint_url.rstrip("/") + "/_bulk"
+        self.target = d.shown + "/_bulk"  # how results and messages name it
         self.headers = {"Content-Type": "application/x-ndjson"}
         if d.api_key is not None:
             self.headers["Authorization"] = f"ApiKey {d.api_key.get_secret_value()}"
@@ -149,7 +150,7 @@ class ElasticsearchSink(HttpApiSink):
             entries, len(entries) or 1, self.deliver.max_request_bytes, envelope_bytes=1
         )
         rejected = too_large_failures(too_large, batch.items, "max_request_bytes")
-        return send_parts(batch, parts, self._send, rejected, self.url)
+        return send_parts(batch, parts, self._send, rejected, self.target)
 
     def _send(self, part: Part) -> int:
         body = ndjson(part.entries)
@@ -202,11 +203,15 @@ class ElasticsearchSink(HttpApiSink):
             reason = f"{error.get('type', 'error')}: {error.get('reason', '')}"
         else:
             reason = str(error)
-        retryable = status in (408, 429) or status >= 500
-        reason = redact(reason[:200], self.client.secrets)
+        retryable = is_retryable_status(status)
+        reason = redact(reason, self.client.secrets)[:200]  # cut after: a cut secret hides
         return ItemFailure(
             index, "", retryable, f"elasticsearch item HTTP {status}: {reason}", status
         )
 
 
-CONNECTOR_TYPES = {"elasticsearch": ConnectorSpec(ElasticsearchDeliver, ElasticsearchSink)}
+CONNECTOR_TYPES = {
+    "elasticsearch": ConnectorSpec(
+        ElasticsearchDeliver, ElasticsearchSink, default_template="elasticsearch"
+    )
+}

@@ -45,9 +45,9 @@ from transforms.connectors._object_store import (
     ObjectStoreSink,
     StoredObject,
     check_bucket_name,
-    is_retryable_status,
-    retry_after_s,
 )
+from transforms.connectors._policy import is_retryable_status
+from transforms.connectors._policy import parse_retry_after as retry_after_s
 from transforms.connectors.base import ConnectorSpec, DeliveryError, ObjectLayout
 
 EMULATOR_ENV = "STORAGE_EMULATOR_HOST"

@@ -6,6 +6,7 @@
       package: {template: flat_event}      # or any template; the record is sent as is
       deliver:
         endpoint: https://hooks.example.com/video/events   # the full URL, posted as is
+        # a token in the URL: https://hooks.slack.com/services/T0/B0/${env:SLACK_HOOK_TOKEN}
         method: POST                       # POST (default) | PUT | PATCH
         headers:                           # sent with every request; values may be secrets
           Authorization: ${env:WEBHOOK_AUTH}   # e.g. "Bearer abc..." (the whole value)
@@ -22,7 +23,9 @@ records of a batch travel as one JSON array (``Content-Type: application/json``)
 NDJSON (``application/x-ndjson``), gzip-compressed with ``Content-Encoding: gzip`` when
 configured. A header may override ``Content-Type``; ``Content-Length``,
 ``Content-Encoding`` and ``Host`` are set by the client. Every header value is treated
-as a secret: none appears in a message, log or dead letter.
+as a secret: none appears in a message, log or dead letter. So is an endpoint with
+``${env:NAME}`` parts: messages, results and dead letters name it with the references,
+never with their values, and never show its path or query.
 
 The receiver answers with the shared policy: any ``2xx`` delivered; ``408``, ``429``
 (with ``Retry-After``) and ``5xx`` retried; other ``4xx`` dead letters.
@@ -39,7 +42,7 @@ from pydantic import Field, SecretStr, field_validator
 from transforms.connectors._api import (
     HttpApiDeliver,
     Part,
-    check_endpoint,
+    check_endpoint_template,
     send_parts,
     split_parts,
     too_large_failures,
@@ -75,7 +78,7 @@ class HttpDeliver(HttpApiDeliver):
     @field_validator("endpoint")
     @classmethod
     def _endpoint(cls, endpoint: str) -> str:
-        check_endpoint(endpoint)
+        check_endpoint_template(endpoint)
         return endpoint  # the full URL: a trailing slash may matter to the receiver
 
     @field_validator("headers")
@@ -120,13 +123,13 @@ class HttpSink(HttpApiSink):
             envelope_bytes=1 if ndjson_body else 2,
         )
         rejected = too_large_failures(too_large, batch.items, "max_request_bytes")
-        return send_parts(batch, parts, self._send, rejected, self.deliver.endpoint)
+        return send_parts(batch, parts, self._send, rejected, self.deliver.shown)
 
     def _send(self, part: Part) -> int:
         d = self.deliver
         body = ndjson(part.entries) if d.body == "ndjson" else json_array(part.entries)
         body = compress(body, d.compression)
-        self.client.send(d.method, d.endpoint, body, self.headers)
+        self.client.send(d.method, self.endpoint_url, body, self.headers)
         return len(body)
 
 

@@ -55,6 +55,9 @@ MAX_REQUEST_BYTES = 1_000_000
 MAX_ATTRIBUTES = 255
 """Attributes per event at most."""
 
+MAX_UNCOMPRESSED_BYTES = MAX_REQUEST_BYTES * 10
+"""Bytes of a request before compression at most: none compresses 10x and still fits."""
+
 MAX_ENTRIES = 2000
 """Events per request at most (keeps each compression attempt small)."""
 
@@ -103,7 +106,9 @@ class NewRelicSink(HttpApiSink):
     def open(self) -> None:
         """Create the pooled client and the fixed request headers."""
         super().open()
-        self.url = f"{self.deliver.endpoint}/v1/accounts/{self.deliver.account_id}/events"
+        path = f"/v1/accounts/{self.deliver.account_id}/events"
+        self.url = self.endpoint_url.rstrip("/") + path
+        self.target = self.deliver.shown + path  # how results and messages name it
         self.headers = {
             "Api-Key": self.deliver.api_key.get_secret_value(),
             "Content-Type": "application/json",
@@ -125,13 +130,24 @@ class NewRelicSink(HttpApiSink):
             positions.append(i)
         # Cut by uncompressed size first (no request can exceed 10x the limit once
         # compressed), then halve any part whose body is still too large.
-        rough, _ = split_parts(entries, MAX_ENTRIES, MAX_REQUEST_BYTES * 10)
+        rough, too_large = split_parts(entries, MAX_ENTRIES, MAX_UNCOMPRESSED_BYTES)
+        for i, size in too_large:
+            index = positions[i]
+            rejected.append(
+                ItemFailure(
+                    index,
+                    batch.items[index].event_id,
+                    False,
+                    f"new_relic: event of {size} bytes before compression exceeds the 1 MB "
+                    f"request limit (at most {MAX_UNCOMPRESSED_BYTES} bytes are tried)",
+                )
+            )
         parts: list[Part] = []
         for part in rough:
             mapped = Part(tuple(positions[i] for i in part.indices), part.entries)
             parts.extend(self._fit(mapped, batch, rejected))
         rejected.sort(key=lambda f: f.index)
-        return send_parts(batch, parts, self._send, rejected, self.url)
+        return send_parts(batch, parts, self._send, rejected, self.target)
 
     def _fit(self, part: Part, batch: DeliveryBatch, rejected: list[ItemFailure]) -> list[Part]:
         body = json_array(part.entries)
@@ -161,5 +177,7 @@ class NewRelicSink(HttpApiSink):
 
 
 CONNECTOR_TYPES = {
-    "new_relic": ConnectorSpec(NewRelicDeliver, NewRelicSink, sends_record_json=False)
+    "new_relic": ConnectorSpec(
+        NewRelicDeliver, NewRelicSink, sends_record_json=False, default_template="new_relic"
+    )
 }

@@ -90,7 +90,8 @@ class SplunkSink(HttpApiSink):
         """Create the pooled client, the fixed headers and the envelope fields."""
         super().open()
         d = self.deliver
-        self.url = d.endpoint + PATH
+        self.url = self.endpoint_url.rstrip("/") + PATH
+        self.target = d.shown + PATH  # how results and messages name it
         self.headers = {
             "Authorization": f"Splunk {d.token.get_secret_value()}",
             "Content-Type": "application/json",
@@ -122,7 +123,7 @@ class SplunkSink(HttpApiSink):
             entries, len(entries) or 1, self.deliver.max_request_bytes, envelope_bytes=1
         )
         rejected = too_large_failures(too_large, batch.items, "max_request_bytes")
-        return send_parts(batch, parts, self._send, rejected, self.url)
+        return send_parts(batch, parts, self._send, rejected, self.target)
 
     def _send(self, part: Part) -> int:
         body = ndjson(part.entries)
@@ -165,4 +166,8 @@ def _invalid_event(body: bytes) -> tuple[int | None, int | None]:
     return (number if valid else None), (code if isinstance(code, int) else None)
 
 
-CONNECTOR_TYPES = {"splunk_hec": ConnectorSpec(SplunkDeliver, SplunkSink, sends_record_json=False)}
+CONNECTOR_TYPES = {
+    "splunk_hec": ConnectorSpec(
+        SplunkDeliver, SplunkSink, sends_record_json=False, default_template="splunk_hec"
+    )
+}

@@ -11,6 +11,13 @@ non-retryable error fails at once. After a
 :class:`~transforms.connectors.base.PartialDeliveryError` only the failed, retryable
 events are sent again.
 
+Every attempt is accounted per event: what a sink neither counts delivered nor names as
+failed (a sink bug) fails at once with reason ``sink_unaccounted``, so it is dead-lettered
+rather than lost; a sink counting more than it was given is capped at the batch (and the
+excess counted in :attr:`Outcome.overclaimed`). Every error text is redacted of the
+sink's secrets (:meth:`~transforms.connectors.base.Sink.redact`) before it can reach a
+dead letter or a retry record.
+
 Then :func:`settle_failures` decides, per failed event, between a delayed retry (a
 :class:`~transforms.rules.records.RetryRecord` in the retry location, due after the next
 step of ``retry.delayed_schedule_s``) and a dead letter. Plain Python, no Beam import.
@@ -19,6 +26,7 @@ step of ``retry.delayed_schedule_s``) and a dead letter. Plain Python, no Beam i
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -38,6 +46,19 @@ BASE_BACKOFF_S = 0.2
 MAX_BACKOFF_S = 2.0
 MAX_RETRY_AFTER_S = 5.0
 
+UNACCOUNTED = "sink_unaccounted"
+"""Dead-letter reason of events a sink's result did not account for."""
+
+
+class UnaccountedError(DeliveryError):
+    """Events a sink neither reported delivered nor failed: dead letters, never retried.
+
+    Which of a batch's events the sink did deliver is unknown (it said how many, not which),
+    so the last ones are taken as the missing ones; a replay may duplicate some.
+    """
+
+    dead_letter_reason = UNACCOUNTED
+
 
 @dataclass
 class RetryPolicy:
@@ -48,10 +69,17 @@ class RetryPolicy:
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
     def delay(self, retry: int, error: DeliveryError) -> float:
-        """Seconds to wait before retry number ``retry`` (1-based)."""
-        if error.retry_after_s is not None:
-            return min(max(error.retry_after_s, 0.0), MAX_RETRY_AFTER_S)
-        cap = min(BASE_BACKOFF_S * 2 ** (retry - 1), MAX_BACKOFF_S)
+        """Seconds to wait before retry number ``retry`` (1-based).
+
+        Total: always a finite number from 0 to :data:`MAX_RETRY_AFTER_S`, whatever the
+        error carries (a NaN or infinite ``retry_after_s`` is ignored) and whatever
+        ``retry`` is.
+        """
+        after = error.retry_after_s
+        if isinstance(after, (int, float)) and math.isfinite(after):
+            return min(max(float(after), 0.0), MAX_RETRY_AFTER_S)
+        # Past 2**5 the cap holds anyway; a bounded exponent never overflows a float.
+        cap = min(BASE_BACKOFF_S * 2.0 ** min(max(retry - 1, 0), 5), MAX_BACKOFF_S)
         return cap / 2 + self.rng.random() * cap / 2
 
 
@@ -65,22 +93,33 @@ class Outcome:
     retries: int = 0
     already_present: int = 0
     possible_duplicates: int = 0
+    overclaimed: int = 0
+    """Events a sink reported delivered beyond what it was given (a sink bug; not counted)."""
     names: list[str] = field(default_factory=list)
     failed: list[tuple[Packaged, DeliveryError, int]] = field(default_factory=list)
 
-    def add(self, result: WriteResult) -> None:
-        """Count one successful write."""
-        self.delivered += result.events
-        self.already_present += result.events if result.existed else 0
+    def add(self, result: WriteResult, limit: int | None = None) -> int:
+        """Count one successful write of at most ``limit`` events.
+
+        Returns how many of the ``limit`` events it did not account for.
+        """
+        events = max(result.events, 0)
+        if limit is not None and events > limit:
+            self.overclaimed += events - limit
+            events = limit
+        self.delivered += events
+        self.already_present += events if result.existed else 0
         self.writes += 1
         self.bytes += result.bytes
         self.names.append(result.name)
+        return 0 if limit is None else limit - events
 
 
 def deliver_with_retries(sink: Sink, batch: DeliveryBatch, policy: RetryPolicy) -> Outcome:
     """Write a batch with immediate retries; never raises a DeliveryError.
 
-    Every item of ``batch`` ends counted in ``delivered`` or listed in ``failed``.
+    Every item of ``batch`` ends counted in ``delivered`` or listed in ``failed``, exactly
+    once, whatever the sink reports (see the module docstring).
     """
     outcome = Outcome()
     pending = batch
@@ -88,21 +127,24 @@ def deliver_with_retries(sink: Sink, batch: DeliveryBatch, policy: RetryPolicy) 
     unknown: set[str] = set()  # events sent in an attempt whose outcome is unknown
     while pending.items:
         attempt += 1
+        sent = len(pending.items)
         try:
-            outcome.add(sink.write(pending))
-            if unknown:
-                outcome.possible_duplicates += sum(
-                    1 for i in pending.items if i.event_id in unknown
-                )
-            return outcome
+            result = sink.write(pending)
         except PartialDeliveryError as exc:
-            outcome.add(exc.delivered)
+            errors = exc.errors_for(pending.items)
+            fine = [n for n, error in enumerate(errors) if error is None]
+            missing = outcome.add(exc.delivered, len(fine))
+            lost = set(fine[len(fine) - missing :]) if missing else set()
             again = []
-            for item in pending.items:
-                error = exc.failed.get(item.event_id)
-                if error is None:
+            for n, item in enumerate(pending.items):
+                error = errors[n]
+                if n in lost:
+                    outcome.failed.append(
+                        (item, _unaccounted(exc.delivered, sent, missing), attempt)
+                    )
+                elif error is None:
                     continue
-                if error.retryable and attempt <= policy.immediate:
+                elif error.retryable and attempt <= policy.immediate:
                     again.append(item)
                 else:
                     outcome.failed.append((item, error, attempt))
@@ -113,12 +155,56 @@ def deliver_with_retries(sink: Sink, batch: DeliveryBatch, policy: RetryPolicy) 
                 unknown.update(i.event_id for i in pending.items)
             if not exc.retryable or attempt > policy.immediate:
                 outcome.failed.extend((item, exc, attempt) for item in pending.items)
-                return outcome
+                return _redacted(outcome, sink)
             error_for_delay = exc
+        else:
+            missing = outcome.add(result, sent)
+            if missing:
+                error = _unaccounted(result, sent, missing)
+                outcome.failed.extend(
+                    (item, error, attempt) for item in pending.items[sent - missing :]
+                )
+            if unknown:
+                outcome.possible_duplicates += sum(
+                    1 for i in pending.items[: sent - missing] if i.event_id in unknown
+                )
+            return _redacted(outcome, sink)
         if pending.items:
             outcome.retries += 1
             policy.sleep(policy.delay(attempt, error_for_delay))
+    return _redacted(outcome, sink)
+
+
+def _unaccounted(result: WriteResult, sent: int, missing: int) -> UnaccountedError:
+    return UnaccountedError(
+        f"the sink reported {result.events} of {sent} events delivered and nothing about "
+        f"{missing} of them; these are dead-lettered as not known to be delivered",
+        retryable=False,
+    )
+
+
+def _redacted(outcome: Outcome, sink: Sink) -> Outcome:
+    """The outcome with every error text redacted of the sink's secrets."""
+    if not outcome.failed:
+        return outcome
+    clean: dict[int, DeliveryError] = {}
+    failed = []
+    for item, error, attempts in outcome.failed:
+        if id(error) not in clean:
+            text = str(error)
+            safe = sink.redact(text)
+            clean[id(error)] = error if safe == text else _with_text(error, safe)
+        failed.append((item, clean[id(error)], attempts))
+    outcome.failed = failed
     return outcome
+
+
+def _with_text(error: DeliveryError, text: str) -> DeliveryError:
+    copy = DeliveryError(
+        text, error.retryable, error.status, error.retry_after_s, error.outcome_unknown
+    )
+    copy.dead_letter_reason = error.dead_letter_reason
+    return copy
 
 
 def settle_failures(
@@ -149,7 +235,9 @@ def settle_failures(
             waiting.append(item)
             last = (error, total)
             continue
-        reason = "not_retryable" if not error.retryable else "retries_exhausted"
+        reason = error.dead_letter_reason or (
+            "not_retryable" if not error.retryable else "retries_exhausted"
+        )
         letters.append(
             DeadLetter.for_event(
                 "deliver", batch.connector_id, item.event, reason, str(error), error.status, total
