@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 NODE_STAMP := node_modules/.installed-stamp
 
-.PHONY: install sample test lint node flink-jobserver test-flink fuzz bench bench-agents clean
+.PHONY: install sample test lint node flink-jobserver prism test-flink fuzz bench bench-agents clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,12 +40,16 @@ $(NODE_STAMP): package.json $(wildcard package-lock.json)
 flink-jobserver: install
 	$(PY) scripts/fetch_flink_jobserver.py
 
+## prism: find or build (once, with Go) Beam's Prism runner, the streaming engine; print its path
+prism: install
+	$(PY) scripts/fetch_prism.py
+
 ## test-flink: the Flink end-to-end tests only
 test-flink: node flink-jobserver
 	$(VENV)/bin/pytest tests/test_flink.py
 
 ## test: install, lint, then the whole test suite (starts every stand-in it needs)
-test: lint node flink-jobserver
+test: lint node flink-jobserver prism
 	$(VENV)/bin/pytest
 
 ## fuzz: the adversarial suite's long profile (random seed; `make test` runs 10 fixed examples)

@@ -28,7 +28,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -132,16 +132,17 @@ def _pipeline(options: Any, skip: Sequence[str] = ()) -> Any:
     """A pipeline on the given runner, or a pinned local one when none is given.
 
     Batch: Beam's FnApiRunner, whose worker processes (if any) import Beam without the
-    modules in ``skip`` (:class:`~beam_pipeline.local_runner.LocalRunner`). Streaming: the
-    BundleBasedDirectRunner (the DirectRunner's streaming engine), pinned so neither
-    depends on network access.
+    modules in ``skip`` (:class:`~beam_pipeline.local_runner.LocalRunner`). Streaming:
+    Prism (set by :func:`_use_prism` before this); ``--runner DirectRunner`` gets the
+    BundleBasedDirectRunner (the DirectRunner's streaming engine), pinned so it does not
+    try to download Prism first.
     """
     import apache_beam as beam
     from apache_beam.options.pipeline_options import StandardOptions
 
     runner: Any = None
     standard = options.view_as(StandardOptions)
-    if standard.runner is None and standard.streaming:
+    if standard.streaming and standard.runner in (None, "DirectRunner"):
         from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 
         runner = BundleBasedDirectRunner()
@@ -334,6 +335,10 @@ def _run_streaming(options: Any, job: Any, config: DeliveryConfig) -> int:
     if job.config_refresh_s is not None and job.config_refresh_s <= 0:
         return _fail("--config-refresh-s must be positive")
     options.view_as(StandardOptions).streaming = True
+    if options.view_as(StandardOptions).runner is None:
+        problem = _use_prism(options)
+        if problem:
+            return _fail(problem)
     try:
         reading = _pubsub_reading(options, job)
     except ReadingError as exc:
@@ -351,9 +356,80 @@ def _run_streaming(options: Any, job: Any, config: DeliveryConfig) -> int:
         config_refresh_s=job.config_refresh_s,
         reading=reading,
     )
-    # The portable reader stops by itself at run_for_s and the job drains and finishes;
-    # Beam's reader never stops, so that job is cancelled after run_for_s.
-    return _finish(pipeline, config, job.summary_json, None if reading.portable else job.run_for_s)
+    # The portable reader stops by itself at run_for_s, or at SIGINT/SIGTERM, and the job
+    # drains and finishes; Beam's reader never stops, so that job is cancelled after
+    # run_for_s (the DirectRunner: documented as a functional stand-in only).
+    if not reading.portable:
+        return _finish(pipeline, config, job.summary_json, job.run_for_s)
+    with _drain_on_signals():
+        return _finish(pipeline, config, job.summary_json)
+
+
+def _use_prism(options: Any) -> str | None:
+    """Make Prism the runner of a streaming run that names none; a problem, or None.
+
+    Prism (Beam's portable local runner) is the embedded streaming engine: the binary
+    comes from :func:`beam_pipeline.prism.prism_path` (built once with Go, cached), the
+    SDK harness runs in this process (``LOOPBACK``) unless ``--environment_type`` says
+    otherwise.
+    """
+    from apache_beam.options.pipeline_options import (
+        PortableOptions,
+        PrismRunnerOptions,
+        StandardOptions,
+    )
+
+    from beam_pipeline.prism import PrismUnavailable, prism_path
+
+    prism = options.view_as(PrismRunnerOptions)
+    if not prism.prism_location:
+        try:
+            prism.prism_location = prism_path()
+        except PrismUnavailable as exc:
+            return str(exc)
+    portable = options.view_as(PortableOptions)
+    if not portable.environment_type:
+        portable.environment_type = "LOOPBACK"
+    options.view_as(StandardOptions).runner = "PrismRunner"
+    return None
+
+
+@contextlib.contextmanager
+def _drain_on_signals() -> Iterator[None]:
+    """SIGINT/SIGTERM stop the portable reader, so the job drains and ends by itself.
+
+    Draining: open batches flush, dead letters are written and held retries go back to
+    their topic before the job finishes (the reader ends, so the watermark reaches the
+    end). It needs the reader in this process (``LOOPBACK``: the default engine); on a
+    cluster use the runner's own drain (Flink stop --drain, ``gcloud dataflow jobs
+    drain``). A second signal stops at once, as the signal would without this.
+    """
+    import signal
+
+    from transforms.pubsub_read import STOP
+
+    previous: dict[int, Any] = {}
+
+    def drain(signum: int, frame: Any) -> None:
+        if STOP.is_set():
+            signal.signal(signum, previous.get(signum, signal.SIG_DFL))
+            signal.raise_signal(signum)
+            return
+        print(
+            f"{signal.Signals(signum).name}: stopping the read and draining "
+            "(again to stop at once)",
+            file=sys.stderr,
+        )
+        STOP.set()
+
+    STOP.clear()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, drain)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 PORTABLE_RUNNERS = ("flink", "portable", "prism")

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -69,6 +70,10 @@ END = sys.maxsize
 """The end of every reader's offset range: claiming it finishes the reader."""
 
 _LOG = logging.getLogger(__name__)
+
+STOP = threading.Event()
+"""Set to end every reader in this process as ``stop_at`` would (the CLI's SIGINT/SIGTERM
+drain; the reader runs in the launching process on the default engine, ``LOOPBACK``)."""
 
 
 class _UnboundedOffsetTracker(OffsetRestrictionTracker):
@@ -215,14 +220,18 @@ class _PullSubscription(beam.DoFn):
                 )
                 yield TimestampedValue(message, Timestamp.of(when))
             ack_ids = [r.ack_id for r in received]
-            if ack_ids and self.ack == "finalize":
-                if self.lease_s:
+            if self.ack == "finalize":
+                if ack_ids and self.lease_s:
                     self._extend(subscription, ack_ids)
+                # Registered even with nothing to ack: a runner may finalize every bundle
+                # of a stage that can ask for it (Prism does), and the SDK refuses to
+                # finalize a bundle that registered nothing ("Bundle is not in a
+                # finalizable state", an error per empty pull).
                 finalizer.register(lambda ids=ack_ids: self._finalize(subscription, ids))
             elif ack_ids:
                 self._acknowledge(subscription, ack_ids)
-            if self.stop_at is not None and time.time() >= self.stop_at:
-                _LOG.info("reading %s: stop time reached, finishing", subscription)
+            if STOP.is_set() or (self.stop_at is not None and time.time() >= self.stop_at):
+                _LOG.info("reading %s: stop time or signal reached, finishing", subscription)
                 tracker.try_claim(END)  # the rest of the range is done: the reader ends
             else:
                 mark = Timestamp.of(oldest if oldest is not None else time.time())
