@@ -282,3 +282,20 @@ def test_gcp_secret_manager_reference_is_read_over_rest(
         assert "gcp-held-value-41" not in str(refused.value)
     finally:
         server.shutdown()
+
+
+def test_an_endpoint_with_a_secret_part_keeps_its_reference(
+    tmp_path: Path, secret_vars: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = _config(tmp_path).replace(
+        'endpoint: "http://127.0.0.1:9", api_key',
+        'endpoint: "http://127.0.0.1:9/t/${env:T_DD}", api_key',
+    )
+    config = parse_config(text)
+    deliver = config.connectors[0].deliver_config
+    assert deliver.endpoint == "http://127.0.0.1:9/t/${env:T_DD}"
+    assert DD_KEY.encode() not in pickle.dumps(config)
+    assert deliver.resolve()[0] == f"http://127.0.0.1:9/t/{DD_KEY}"
+    monkeypatch.delenv("T_DD")
+    with pytest.raises(ConfigError, match="T_DD is not set"):
+        parse_config(text)
