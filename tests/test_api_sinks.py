@@ -163,15 +163,24 @@ def test_client_errors_for_refused_and_hung_connections(
         receiver.clear_faults()
         receiver.hang(seconds=0.05)  # then drops the connection without an answer
         with pytest.raises(DeliveryError) as dropped:
-            client.send("POST", receiver.url + "/x", b"[]", {})
+            client.send("POST", receiver.url + "/x", b"[]", {"X-Secret": "hidden-value"})
         assert dropped.value.retryable and dropped.value.outcome_unknown
         assert "connection failed" in str(dropped.value)
+        receiver.clear_faults()
+        receiver.reject_when(lambda items: True, status=503, echo_headers=True)
+        with pytest.raises(DeliveryError) as echoed:
+            client.send("POST", receiver.url + "/x", b"[]", {"X-Secret": "hidden-value"})
+        assert b"hidden-value" in receiver.snapshot()[0][-1].response, "the server echoed it"
+        assert echoed.value.retryable and echoed.value.status == 503
+        assert "***" in str(echoed.value)
         receiver.outage()
         with pytest.raises(DeliveryError) as down:
-            client.send("POST", receiver.url + "/x", b"[]", {})
+            client.send("POST", receiver.url + "/x", b"[]", {"X-Secret": "hidden-value"})
         assert down.value.retryable and "Connection refused" in str(down.value)
         assert not down.value.outcome_unknown  # never sent: resending cannot duplicate
         assert down.value.__cause__ is None and down.value.__suppress_context__
+        for error in (hung.value, dropped.value, echoed.value, down.value):
+            assert "hidden-value" not in str(error) + repr(error.args)
     finally:
         client.close()
 

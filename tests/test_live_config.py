@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 
+import beam_pipeline.live
 from beam_pipeline.config import load_config
 from beam_pipeline.live import LiveRules
 from beam_pipeline.pipeline import build_streaming_pipeline
@@ -42,20 +45,38 @@ dead_letter: {{path: "{out}/dl"}}
     )
 
 
-def wait_ttl(rules: LiveRules) -> None:
-    assert rules.refresh_s is not None
-    time.sleep(rules.refresh_s * 1.5)  # the TTL itself is what is being tested
+def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Ask ``condition`` (which reads the rules, so it is what triggers a due re-read)
+    until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
 
-def test_new_rules_apply_after_the_refresh(tmp_path: Path) -> None:
+class FakeClock:
+    """``time.monotonic`` of beam_pipeline.live, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_new_rules_apply_after_the_refresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(beam_pipeline.live, "time", clock)
     cfg = tmp_path / "delivery.yaml"
     write_config(cfg, tmp_path, ["heartbeat"])
-    rules = LiveRules(load_config(str(cfg)), str(cfg), refresh_s=0.05)
+    rules = LiveRules(load_config(str(cfg)), str(cfg), refresh_s=60)
     hb, err = make_event(etype="heartbeat"), make_event(etype="error")
     assert rules.by_id()["ops"].route.matches(hb) and not rules.by_id()["ops"].route.matches(err)
     write_config(cfg, tmp_path, ["error"])
+    clock.now += 59.999
     assert rules.by_id()["ops"].route.matches(hb), "not before the refresh period"
-    wait_ttl(rules)
+    assert rules.version == 0
+    clock.now += 0.001  # the TTL itself is what is being tested
     assert rules.by_id()["ops"].route.matches(err) and not rules.by_id()["ops"].route.matches(hb)
     assert rules.version == 1
 
@@ -70,20 +91,22 @@ def test_invalid_or_reshaped_configs_are_rejected(
     rules.connectors()
     caplog.set_level(logging.WARNING, logger="beam_pipeline.live")
 
+    def logged(text: str) -> bool:
+        rules.connectors()  # asking for the rules is what re-reads a due config
+        return text in caplog.text
+
     cfg.write_text("connectors: [{id: ops, type: file, route: {evnts: [x]}}]")
-    wait_ttl(rules)
+    until(lambda: logged("reload rejected"))
     assert rules.by_id()["ops"].route.matches(hb)
-    assert "reload rejected" in caplog.text and "evnts" in caplog.text
+    assert "evnts" in caplog.text
 
     extra = f'  - {{id: more, type: file, deliver: {{path: "{tmp_path}/more"}}}}'
     write_config(cfg, tmp_path, ["error"], extra=extra)
-    wait_ttl(rules)
+    until(lambda: logged("restart required"))
     assert list(rules.by_id()) == ["ops"] and rules.by_id()["ops"].route.matches(hb)
-    assert "restart required" in caplog.text
 
     write_config(cfg, tmp_path, ["error"], max_events=99)
-    wait_ttl(rules)
-    assert not rules.by_id()["ops"].route.matches(hb), "route change applied"
+    until(lambda: not rules.by_id()["ops"].route.matches(hb))  # the route change applied
     assert rules.by_id()["ops"].deliver.batch.max_events == 10, "deliver change needs a restart"
     assert "need a restart" in caplog.text
 
@@ -129,7 +152,15 @@ def test_streaming_job_follows_a_changed_config(tmp_path: Path, pubsub_env: PubS
             publish("before")
             wait_for(lambda: len(read_ids(tmp_path / "ops")) >= 5)
             write_config(cfg, tmp_path, ["error"])
-            time.sleep(1.5)  # one refresh period
+            probes = itertools.count()
+
+            def new_rules_in_force() -> bool:
+                # An error event is delivered only once the job routes by the new config.
+                probe = make_event(event_id=f"probe{next(probes)}", etype="error")
+                publisher.publish(topic, json.dumps(probe).encode()).result(timeout=30)
+                return any(i.startswith("probe") for i in read_ids(tmp_path / "ops"))
+
+            wait_for(new_rules_in_force)
             publish("after")
             wait_for(
                 lambda: len([i for i in read_ids(tmp_path / "ops") if i.startswith("after")]) >= 5

@@ -1,5 +1,11 @@
 from __future__ import annotations
 
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import make_event
@@ -131,10 +137,39 @@ def test_sampling_is_stable_per_session_and_close_to_the_fraction() -> None:
         if verdicts.pop():
             kept_sessions.add(s)
     assert 0.27 < len(kept_sessions) / 4000 < 0.33
-    # Stable across processes: a fixed value for a fixed id.
-    assert session_bucket("abc") == pytest.approx(session_bucket("abc"))
     assert RouteRule.compile(sample_sessions=0.0).matches(E) is False
     assert RouteRule.compile(sample_sessions=1.0).matches(E) is True
+
+
+# The documented rule, computed by hand: the first 8 bytes of BLAKE2b-64("abc") read as a
+# big-endian integer, over 2**64 (`b2sum -l 64` of "abc" prints d8bb14d833d59559).
+ABC_BUCKET = 0xD8BB14D833D59559 / 2**64
+
+
+def test_session_bucket_is_the_documented_hash_in_every_process() -> None:
+    assert session_bucket("abc") == ABC_BUCKET
+    assert (
+        session_bucket("s1")
+        == int.from_bytes(hashlib.blake2b(b"s1", digest_size=8).digest(), "big") / 2**64
+    )
+    # Another interpreter with another string-hash seed: the same numbers, to the bit.
+    script = (
+        "from transforms.rules.route import session_bucket;"
+        "print(repr(session_bucket('abc')), repr(session_bucket('s1')))"
+    )
+    values = set()
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run(
+            [sys.executable, "-c", script],
+            env=env,
+            cwd=Path(__file__).resolve().parents[1],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        values.add(out.stdout.strip())
+    assert values == {f"{session_bucket('abc')!r} {session_bucket('s1')!r}"}
 
 
 def test_sampling_without_session_uses_event_id() -> None:
