@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 NODE_STAMP := node_modules/.installed-stamp
 
-.PHONY: install sample test lint node flink-jobserver prism test-flink fuzz bench bench-agents clean
+.PHONY: install sample test lint node flink-jobserver prism test-flink fuzz mutants bench bench-agents clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ test: lint node flink-jobserver prism
 fuzz: install
 	ADVERSARIAL_EXAMPLES=$${ADVERSARIAL_EXAMPLES:-400} ADVERSARIAL_SEED=random \
 		$(VENV)/bin/pytest tests/adversarial -q
+
+## mutants: the scripted mutation check (scripts/mutants.py): every deliberate bug must fail its tests
+mutants: install
+	$(PY) scripts/mutants.py
 
 ## bench: the backfill benchmark (long: 100k and 1M events x 1/5/20 connectors); writes bench/RESULTS.md
 bench: install

@@ -25,8 +25,8 @@ emulator with anonymous credentials and the project ``GOOGLE_CLOUD_PROJECT`` (de
 ``emulator``), skipping the credential lookup that otherwise retries for ~19 s on a
 machine without Google credentials. Note: gcp-storage-emulator, the stand-in the tests
 use, does not enforce ``ifGenerationMatch`` (a second write of a name overwrites it), so
-the create-only behaviour is proven against the S3 and Azure stand-ins; real GCS enforces
-it.
+tests/test_gcs_precondition.py puts a front before it that enforces the precondition as
+real GCS does.
 
 Errors: 408, 429, 5xx, connection failures and timeouts are retryable; anything else
 (403 access denied, 404 no such bucket, no credentials) is not.
