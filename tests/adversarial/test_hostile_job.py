@@ -28,7 +28,9 @@ import json
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +54,9 @@ from tests.receivers.credentials import WEBHOOK_AUTH, WEBHOOK_PATH, make_api
 pytest_plugins = ["tests.receivers.fixtures"]
 
 EXAMPLES = int(os.environ.get("ADVERSARIAL_EXAMPLES", "10"))
+EXAMPLE_TIMEOUT_S = 120
+"""The job must end: each example (one whole run) gets this long, as a failure of its own."""
+TEST_TIMEOUT_S = 120 + EXAMPLES * 2 * EXAMPLE_TIMEOUT_S
 HASH_KEY = "adv-hash-key-4b1e9d0c"
 DENIED = "DENIED-"
 
@@ -249,12 +254,30 @@ SETTINGS = settings(
 
 @contextlib.contextmanager
 def _workspace(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A scratch folder, the secrets' variables, and a bound on this example's time.
+
+    The bound is per example (SIGALRM in the main thread, where Beam waits): pytest's
+    timeout applies to the whole hypothesis test, all its examples together.
+    """
     monkeypatch.setenv("ADV_HASH_KEY", HASH_KEY)
     monkeypatch.setenv("ADV_HOOK_AUTH", WEBHOOK_AUTH)
     root = Path(tempfile.mkdtemp(prefix="adv-"))
+
+    def too_long(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"one example ran longer than {EXAMPLE_TIMEOUT_S} s: the job hung")
+
+    # pytest-timeout's own timer (the same ITIMER_REAL) is put back, less the time spent.
+    outer, started = signal.getitimer(signal.ITIMER_REAL)[0], time.monotonic()
+    previous = signal.signal(signal.SIGALRM, too_long)
+    signal.setitimer(signal.ITIMER_REAL, EXAMPLE_TIMEOUT_S)
     try:
         yield root
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if outer:
+            left = outer - (time.monotonic() - started)
+            signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -263,7 +286,7 @@ def _workspace(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 @SETTINGS
 @given(lines=hostile_file(), variant=config_variants)
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(TEST_TIMEOUT_S)
 def test_hostile_input_keeps_every_promise(
     lines: list[bytes],
     variant: dict[str, Any],
@@ -323,7 +346,7 @@ def _fake_clock() -> float:
 
 @SETTINGS
 @given(lines=hostile_file(), variant=config_variants, attributes=st.booleans(), lf=st.booleans())
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(TEST_TIMEOUT_S)
 def test_hostile_messages_keep_every_promise_when_streaming(
     lines: list[bytes],
     variant: dict[str, Any],
