@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 NODE_STAMP := node_modules/.installed-stamp
 
-.PHONY: install sample test lint node flink-jobserver prism test-flink fuzz mutants bench bench-agents clean
+.PHONY: install sample test lint node flink-jobserver prism test-flink test-unit fmt fuzz mutants bench bench-agents clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,15 @@ prism: install
 ## test-flink: the Flink end-to-end tests only
 test-flink: node flink-jobserver
 	$(VENV)/bin/pytest tests/test_flink.py
+
+## test-unit: the fast tier: no stand-in server, JVM, npm or emulator (about a minute)
+test-unit: install
+	$(VENV)/bin/pytest -m unit -q
+
+## fmt: apply ruff's safe fixes and format, in place
+fmt: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 ## test: install, lint, then the whole test suite (starts every stand-in it needs)
 test: lint node flink-jobserver prism

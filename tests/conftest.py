@@ -36,3 +36,73 @@ def make_event(
 @pytest.fixture
 def event() -> dict[str, Any]:
     return make_event()
+
+
+# --- Test tiers -------------------------------------------------------------------------
+#
+# Every collected test gets exactly one tier marker, assigned here from what it uses, so a
+# new test cannot silently land in the fast tier while starting a server:
+#
+#   unit         no stand-in server, no JVM, no npm, no emulator, no subprocess job
+#                (``make test-unit`` = ``pytest -m unit``)
+#   integration  starts a stand-in (HTTP receivers, moto, gcp-storage-emulator, Azurite,
+#                the Pub/Sub emulator, Prism) or runs the job in other processes
+#   flink        the job on Flink's embedded cluster (a JVM and the job server jar)
+#   perf         throughput measured now against the benchmark's bound
+#
+# A test may also carry one tier marker itself; a ``unit`` marker on a test that uses a
+# stand-in fixture is refused at collection.
+
+TIERS = ("unit", "integration", "flink", "perf")
+
+STANDIN_FIXTURES = frozenset(
+    {
+        "pubsub_emulator",  # Google's Pub/Sub emulator (a JVM)
+        "pubsub_env",
+        "moto_server",
+        "gcs_emulator",
+        "azurite",  # npm (node_modules/.bin/azurite-blob)
+        "object_store",  # starts its store's server through request.getfixturevalue
+        "start_receiver",  # threaded HTTP receivers (tests/receivers)
+        "receivers",
+        "flink_job_server_jar",
+    }
+)
+"""Fixtures that start a stand-in; any test whose fixture closure holds one is integration."""
+
+FILE_TIERS = {
+    "test_flink.py": ("flink", "the job on Flink's embedded cluster (JVM, job server jar)"),
+    "test_bench_regression.py": ("perf", "measures throughput against the benchmark bound"),
+    "test_streaming_default_engine.py": ("integration", "the streaming job on Prism"),
+    "test_startup.py": ("integration", "runs the command line in fresh interpreters"),
+    "test_local_runner.py": ("integration", "starts real multi-process Beam workers"),
+    "test_agent_compare.py": ("integration", "runs the job in a subprocess"),
+    "test_mutants_script.py": ("integration", "runs pytest in a subprocess"),
+    "test_hostile_job.py": ("integration", "starts an HTTP receiver without a fixture"),
+}
+"""Files whose tests start servers or subprocess jobs without a fixture, by file name."""
+
+
+def tier_of(item: pytest.Item) -> str:
+    """The tier of one collected test, e.g. ``"unit"`` for a test of a pure rule."""
+    own = [name for name in TIERS if item.get_closest_marker(name) is not None]
+    uses_standin = sorted(STANDIN_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+    if len(own) > 1:
+        raise pytest.UsageError(f"{item.nodeid}: more than one tier marker: {own}")
+    if own:
+        if own[0] == "unit" and uses_standin:
+            raise pytest.UsageError(
+                f"{item.nodeid}: marked unit but uses stand-in fixture(s) {uses_standin}"
+            )
+        return own[0]
+    by_file = FILE_TIERS.get(item.path.name)
+    if by_file is not None:
+        return by_file[0]
+    return "integration" if uses_standin else "unit"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = tier_of(item)
+        if item.get_closest_marker(tier) is None:
+            item.add_marker(getattr(pytest.mark, tier))
