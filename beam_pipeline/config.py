@@ -44,19 +44,9 @@ from transforms.rules.filter import GROUPS, FieldFilter, normalize_pattern
 from transforms.rules.package import Packager, TemplateError
 from transforms.rules.route import OPS, RouteRule, compile_condition
 
-CONNECTOR_TYPES = (
-    "file",
-    "s3",
-    "gcs",
-    "azure_blob",
-    "http",
-    "datadog_logs",
-    "splunk_hec",
-    "new_relic",
-    "elasticsearch",
-    "pubsub",
-)
-"""Every connector type name the config accepts (a fixed contract)."""
+CONNECTOR_TYPES: tuple[str, ...] = tuple(CONNECTORS)
+"""Every connector type name the config accepts: the registry's (:mod:`transforms.connectors`
+discovers each connector module), e.g. ``('file', 's3', 'gcs', ...)``."""
 
 _DELIVER_REPORTED = "deliver section invalid (details reported separately)"
 ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
