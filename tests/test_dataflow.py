@@ -216,7 +216,8 @@ def write_config(tmp: Path) -> Path:
     return path
 
 
-def dataflow_flags(tmp: Path) -> list[str]:
+def dataflow_flags(tmp: Path, config: Path | None = None) -> list[str]:
+    """DataflowRunner dry-run flags, for ``config`` (default: :func:`write_config`'s)."""
     return [
         "--runner=DataflowRunner",
         "--project=fake-project",
@@ -225,7 +226,7 @@ def dataflow_flags(tmp: Path) -> list[str]:
         "--staging_location=gs://fake-bucket/staging",
         "--dry_run=True",
         "--sdk_location=container",
-        f"--config={write_config(tmp)}",
+        f"--config={config or write_config(tmp)}",
     ]
 
 

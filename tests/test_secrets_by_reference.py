@@ -28,6 +28,11 @@ from beam_pipeline.config import ConfigError, parse_config
 from beam_pipeline.pipeline import build_pipeline
 from tests.receivers.base import Receiver
 from tests.receivers.credentials import WEBHOOK_AUTH, WEBHOOK_PATH, make_api
+from tests.test_dataflow import (
+    dataflow_flags,
+    no_google_credentials,  # noqa: F401 (a fixture, used by name)
+    translate,
+)
 from transforms.connectors.secrets import SecretError, SecretRef, resolve
 
 pytest_plugins = ["tests.standins.object_stores", "tests.receivers.fixtures"]
@@ -196,31 +201,12 @@ dead_letter: {{path: ./dl}}
         parse_config(text)
 
 
-def test_no_secret_value_in_the_dataflow_job(
-    tmp_path: Path, secret_vars: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from tests.test_dataflow import closed_port, translate
-
-    port = closed_port()  # no Google credentials: a dry run must not need any
-    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "none.json"))
-    monkeypatch.setenv("GCE_METADATA_HOST", f"127.0.0.1:{port}")
-    monkeypatch.setenv("GCE_METADATA_IP", f"127.0.0.1:{port}")
-    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "no-gcloud"))
+@pytest.mark.usefixtures("no_google_credentials")
+def test_no_secret_value_in_the_dataflow_job(tmp_path: Path, secret_vars: None) -> None:
     config = tmp_path / "delivery.yaml"
     config.write_text(_config(tmp_path).replace(f"{tmp_path}/", "gs://my-bucket/"))
-    job = translate(
-        [
-            "--runner=DataflowRunner",
-            "--project=fake-project",
-            "--region=europe-west1",
-            "--temp_location=gs://fake-bucket/tmp",
-            "--staging_location=gs://fake-bucket/staging",
-            "--dry_run=True",
-            "--sdk_location=container",
-            f"--config={config}",
-            "--input=gs://my-bucket/events/*.jsonl.gz",
-        ]
-    )
+    flags = dataflow_flags(tmp_path, config)
+    job = translate([*flags, "--input=gs://my-bucket/events/*.jsonl.gz"])
     graph = _decoded(job.proto_pipeline) + job.json().encode()
     assert b"${env:T_DD}" in graph
     for secret in (DD_KEY, HASH_KEY):
