@@ -159,10 +159,12 @@ def _finish(
     summary_json: str | None,
     run_for_s: float | None = None,
     progress: bool = False,
+    drain: bool = False,
 ) -> int:
     """Run a built pipeline, print the summary, write it as JSON if asked.
 
-    With ``run_for_s`` (streaming), stop the job after that many seconds.
+    With ``run_for_s`` (streaming), stop the job after that many seconds. With ``drain``,
+    SIGINT and SIGTERM stop the reader and the job drains (:func:`_drain_on_signals`).
     """
     from apache_beam.runners.runner import PipelineState
 
@@ -172,7 +174,12 @@ def _finish(
     started = time.monotonic()
     with ProgressPrinter() if progress else contextlib.nullcontext():
         result = pipeline.run()
-        if run_for_s is not None:
+        if drain:
+            # Installed after run(): a portable runner's job server sets its own SIGINT
+            # handler when it starts, one that stops the server (and the job) at once.
+            with _drain_on_signals():
+                result.wait_until_finish()
+        elif run_for_s is not None:
             time.sleep(run_for_s)
             if result.state == PipelineState.FAILED:
                 print("error: the streaming job failed; see the log above", file=sys.stderr)
@@ -343,26 +350,63 @@ def _run_streaming(options: Any, job: Any, config: DeliveryConfig) -> int:
         reading = _pubsub_reading(options, job)
     except ReadingError as exc:
         return _fail(str(exc))
-    if reading.portable and job.topic:
-        return _fail("the portable Pub/Sub reader reads a --subscription; create one on the topic")
-    pipeline = _pipeline(options)
-    build_streaming_pipeline(
-        pipeline,
-        config,
-        job.subscription,
-        job.topic,
-        job.timestamp_attribute,
-        config_source=job.config,
-        config_refresh_s=job.config_refresh_s,
-        reading=reading,
+    with contextlib.ExitStack() as stack:
+        subscription, topic = job.subscription, job.topic
+        if reading.portable and topic:
+            # The portable reader reads subscriptions: --topic gets one for this run.
+            try:
+                subscription = stack.enter_context(_temporary_subscription(topic))
+            except Exception as exc:  # the client's errors: say which and stop
+                return _fail(f"cannot create a subscription on --topic {topic}: {exc}")
+            topic = None
+        pipeline = _pipeline(options)
+        build_streaming_pipeline(
+            pipeline,
+            config,
+            subscription,
+            topic,
+            job.timestamp_attribute,
+            config_source=job.config,
+            config_refresh_s=job.config_refresh_s,
+            reading=reading,
+        )
+        # The portable reader stops by itself at run_for_s, or at SIGINT/SIGTERM, and the
+        # job drains and finishes; Beam's reader never stops, so that job is cancelled
+        # after run_for_s (the DirectRunner: documented as a functional stand-in only).
+        if not reading.portable:
+            return _finish(pipeline, config, job.summary_json, job.run_for_s)
+        return _finish(pipeline, config, job.summary_json, drain=True)
+    return 1  # not reached: the block returns (mypy cannot tell ExitStack does not swallow)
+
+
+@contextlib.contextmanager
+def _temporary_subscription(topic: str) -> Iterator[str]:
+    """A pull subscription on ``topic`` for this run only (``--topic``), deleted after it.
+
+    As with Beam's ``ReadFromPubSub(topic=...)``, only messages published after the run
+    starts are read. The name is the topic's with ``-td-`` and a random suffix.
+    """
+    import uuid
+
+    from google.cloud import pubsub_v1
+
+    if not topic.startswith("projects/") or "/topics/" not in topic:
+        raise ValueError("expected projects/P/topics/T")
+    project, short = topic.split("/")[1], topic.rsplit("/", 1)[-1]
+    name = f"projects/{project}/subscriptions/{short[:200]}-td-{uuid.uuid4().hex[:12]}"
+    subscriber = pubsub_v1.SubscriberClient()
+    subscriber.create_subscription(
+        request={"name": name, "topic": topic, "ack_deadline_seconds": 60}, timeout=30
     )
-    # The portable reader stops by itself at run_for_s, or at SIGINT/SIGTERM, and the job
-    # drains and finishes; Beam's reader never stops, so that job is cancelled after
-    # run_for_s (the DirectRunner: documented as a functional stand-in only).
-    if not reading.portable:
-        return _finish(pipeline, config, job.summary_json, job.run_for_s)
-    with _drain_on_signals():
-        return _finish(pipeline, config, job.summary_json)
+    print(f"reading --topic through the temporary subscription {name}", file=sys.stderr)
+    try:
+        yield name
+    finally:
+        try:
+            subscriber.delete_subscription(request={"subscription": name}, timeout=30)
+        except Exception as exc:  # leave it, say so: Pub/Sub expires idle ones after 31 days
+            print(f"warning: cannot delete subscription {name}: {exc}", file=sys.stderr)
+        subscriber.close()
 
 
 def _use_prism(options: Any) -> str | None:

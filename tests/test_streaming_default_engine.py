@@ -161,3 +161,64 @@ dead_letter: {{path: "{out}/dead_letter", batch: {{max_wait_s: 1}}}}
         assert not set(delivered) & set(left), f"{cid}: delivered and still waiting"
         assert set(delivered) | set(left) == published, f"{cid}: lost events"
     assert _ids(out / "realtime") and sorted(_ids(out / "bulk")) == sorted(_ids(out / "realtime"))
+
+
+def test_topic_reads_through_a_temporary_subscription_deleted_after(
+    tmp_path: Path, pubsub_env: PubSubEmulator
+) -> None:
+    from google.cloud import pubsub_v1
+
+    topic = pubsub_env.create_topic("events")
+    publisher = pubsub_v1.PublisherClient()
+    out = tmp_path / "out"
+    (tmp_path / "delivery.yaml").write_text(
+        f"""
+connectors:
+  - id: realtime
+    type: file
+    deliver: {{path: "{out}/realtime", format: ndjson, batch: {{max_events: 50, max_wait_s: 0.5}}}}
+dead_letter: {{path: "{out}/dead_letter", batch: {{max_wait_s: 1}}}}
+"""
+    )
+
+    def subscriptions() -> list[str]:
+        return list(publisher.list_topic_subscriptions(request={"topic": topic}, timeout=30))
+
+    log = (tmp_path / "job.log").open("w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "beam_pipeline",
+            "run",
+            "--config",
+            str(tmp_path / "delivery.yaml"),
+            "--streaming",
+            "--topic",
+            topic,
+            "--summary-json",
+            str(out / "summary.json"),
+        ],
+        cwd=REPO,
+        env=dict(os.environ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = list(generate(40, seed=5))
+    try:
+        _wait_for(lambda: len(subscriptions()) == 1, 120, "a temporary subscription", proc)
+        for line in lines:
+            publisher.publish(topic, line).result(timeout=30)
+        _wait_for(lambda: len(_ids(out / "realtime")) >= len(lines), 120, "40 events", proc)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    printed = (tmp_path / "job.log").read_text()
+    assert proc.returncode == 0, printed[-3000:]
+    assert "temporary subscription" in printed
+    assert sorted(_ids(out / "realtime")) == sorted(json.loads(x)["event_id"] for x in lines)
+    assert subscriptions() == []  # deleted after the run
