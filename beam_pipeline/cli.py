@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from beam_pipeline.config import ConfigError, DeliveryConfig, load_config
 from beam_pipeline.startup import import_beam, modules_to_skip
+from transforms.config import ConfigError, DeliveryConfig, load_config
 from transforms.progress import PROGRESS, ProgressPrinter
 from transforms.runtime import tune_gc
 

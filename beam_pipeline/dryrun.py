@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from beam_pipeline.config import DeliveryConfig, compile_connectors
+from transforms.config import DeliveryConfig, compile_connectors
 from transforms.rules.encode import FORMATS
 from transforms.rules.events import event_time_ms
 from transforms.rules.naming import PrefixError, PrefixTemplate, object_name

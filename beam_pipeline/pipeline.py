@@ -18,10 +18,10 @@ from typing import Any
 
 import apache_beam as beam
 
-from beam_pipeline.config import DeliveryConfig
-from beam_pipeline.live import LiveRules
+from transforms.config import DeliveryConfig
 from transforms.deliver import RETRY, CutBatches, Deliver, StreamBatches
 from transforms.filter import FilterFields
+from transforms.live import LiveRules
 from transforms.package import PackageRecords
 from transforms.parse import (
     DEAD_LETTER,
@@ -60,7 +60,7 @@ def build_delivery(
     ``GroupIntoBatches`` per connector by count and processing time (streaming).
     ``clock`` is passed to every ``GroupIntoBatches`` (TestStream tests need a fake one).
     ``rules`` (default: the config's, fixed) lets Route, Filter and Package follow a
-    config that changes while the job runs (see :mod:`beam_pipeline.live`).
+    config that changes while the job runs (see :mod:`transforms.live`).
     ``retry_messages`` (streaming with a Pub/Sub retry topic) replaces the read of
     ``retry_subscription`` with a PCollection of the same messages (TestStream tests).
     ``reading`` says how subscriptions are read (see :mod:`transforms.pubsub_read`).

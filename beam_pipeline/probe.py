@@ -3,7 +3,7 @@
 The schema cannot see that a New Relic connector's records have no ``eventType``, that an
 endpoint already ends in the path its connector appends, or that a producer's epoch
 seconds file everything under 1970. The probe runs an event through each connector's
-own compiled rules (route, filter, package: :func:`~beam_pipeline.config.compile_connectors`,
+own compiled rules (route, filter, package: :func:`~transforms.config.compile_connectors`,
 exactly what the job runs), then through what the destination checks of a record, with
 no network::
 
@@ -58,7 +58,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from beam_pipeline.config import (
+from transforms.config import (
     CompiledConnector,
     Connector,
     DeliveryConfig,

@@ -66,8 +66,8 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from beam_pipeline.config import DeliveryConfig, compile_connectors
 from transforms import metrics
+from transforms.config import DeliveryConfig, compile_connectors
 from transforms.connectors import make_sink
 from transforms.connectors._policy import redact
 from transforms.connectors.base import DeliveryBatch, DeliveryError, Sink

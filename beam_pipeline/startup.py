@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from beam_pipeline.config import ENV_REF
+from transforms.config import ENV_REF
 
 FILESYSTEM_PLUGINS = {
     "gs": "apache_beam.io.gcp.gcsfilesystem",

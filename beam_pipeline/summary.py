@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from beam_pipeline.config import DeliveryConfig
 from transforms import metrics
+from transforms.config import DeliveryConfig
 
 SUMMARY_VERSION = 1
 """Bumped when the JSON summary's shape changes incompatibly."""

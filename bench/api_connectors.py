@@ -165,7 +165,7 @@ def standin_cpu(emulator: Any) -> float:
 
 def plain_loop(config_path: str, source: str, summary: str) -> None:
     """The Python bound: the same rules and the same sink, no Beam, one request at a time."""
-    from beam_pipeline.config import compile_connectors, load_config
+    from transforms.config import compile_connectors, load_config
     from transforms.connectors import make_sink
     from transforms.connectors.base import DeliveryBatch
     from transforms.parse import open_lines

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from beam_pipeline.config import CompiledConnector, compile_connectors, load_config  # noqa: E402
+from transforms.config import CompiledConnector, compile_connectors, load_config  # noqa: E402
 from transforms.connectors import make_sink  # noqa: E402
 from transforms.connectors.base import DeliveryBatch, Sink  # noqa: E402
 from transforms.rules import gzipio  # noqa: E402

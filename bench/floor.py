@@ -38,9 +38,9 @@ sys.path.insert(0, str(ROOT))
 
 import orjson  # noqa: E402
 
-from beam_pipeline.config import CompiledConnector, compile_connectors, load_config  # noqa: E402
 from bench.bound import Bound, read_chunks  # noqa: E402
 from bench.corpus import DEFAULT_SEED, bench_config, ensure_corpus  # noqa: E402
+from transforms.config import CompiledConnector, compile_connectors, load_config  # noqa: E402
 from transforms.connectors.base import DeliveryBatch, Sink, WriteResult  # noqa: E402
 from transforms.rules import gzipio  # noqa: E402
 from transforms.rules.encode import GZIP_LEVEL, encode_batch  # noqa: E402

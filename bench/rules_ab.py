@@ -45,7 +45,7 @@ _CHILD = r"""
 import hashlib, json, sys, time
 import orjson
 from bench.bound import read_lines
-from beam_pipeline.config import compile_connectors, load_config
+from transforms.config import compile_connectors, load_config
 from transforms.rules.encode import encode_batch
 from transforms.rules.events import event_time_ms, parse_line
 from transforms.rules.records import Packaged

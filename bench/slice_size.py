@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from beam_pipeline.config import compile_connectors, load_config  # noqa: E402
 from bench.bound import read_lines  # noqa: E402
 from bench.corpus import ensure_corpus  # noqa: E402
+from transforms.config import compile_connectors, load_config  # noqa: E402
 from transforms.rules.encode import dumps  # noqa: E402
 from transforms.rules.events import event_time_ms, parse_line  # noqa: E402
 from transforms.rules.records import DeadLetter, Packaged  # noqa: E402

@@ -121,8 +121,8 @@ def run(args: argparse.Namespace, http_port: int, out: Path) -> None:
     from google.cloud import pubsub_v1  # type: ignore[attr-defined,unused-ignore]
 
     import beam_pipeline.options  # noqa: F401  (declares the Flink options it passes on)
-    from beam_pipeline.config import parse_config
     from beam_pipeline.pipeline import build_streaming_pipeline
+    from transforms.config import parse_config
     from transforms.pubsub_read import PubSubReading
 
     pub, sub = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()

@@ -153,7 +153,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "default_schedule_five_steps",
-        "beam_pipeline/config.py",
+        "transforms/config.py",
         "default_factory=lambda: [300.0, 600.0, 900.0, 1200.0, 1800.0, 2400.0],",
         "default_factory=lambda: [600.0, 900.0, 1200.0, 2000.0, 2500.0],",
         ("tests/test_config.py", "tests/test_retry_policy.py", "tests/test_oracles.py"),

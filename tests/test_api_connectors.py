@@ -26,7 +26,6 @@ import orjson
 import pytest
 
 from beam_pipeline.cli import main
-from beam_pipeline.config import ConfigError, compile_connectors, parse_config
 from beam_pipeline.dryrun import explain
 from examples.generate_events import generate
 from tests.receivers.apis import ItemFault
@@ -42,6 +41,7 @@ from tests.receivers.credentials import (
     WEBHOOK_AUTH,
     WEBHOOK_PATH,
 )
+from transforms.config import ConfigError, compile_connectors, parse_config
 from transforms.rules.events import parse_line
 
 if TYPE_CHECKING:

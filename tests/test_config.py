@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from beam_pipeline.config import ConfigError, load_config, parse_config
+from transforms.config import ConfigError, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,7 @@ connector module is checked without editing this file; a registered type in no f
 (:data:`FAMILIES`, or the module's own ``CONTRACT_FAMILY``) fails. Per type:
 
 - its documented example (the ``- id: ...`` block of its module's docstring) validates
-  with :func:`~beam_pipeline.config.parse_config`, and so do the docs' examples of it;
+  with :func:`~transforms.config.parse_config`, and so do the docs' examples of it;
 - an unknown key in its ``deliver`` is rejected, naming the key;
 - its secrets (``${env:...}`` values) never appear in ``repr`` of its config or sink,
   in a :class:`DeliveryError` from a failing stand-in, or in the dead letters;
@@ -34,7 +34,6 @@ from typing import Any
 import pytest
 import yaml
 
-from beam_pipeline.config import CONNECTOR_TYPES, ConfigError, Connector, parse_config
 from tests.receivers.apis import (
     DatadogLogsApi,
     ElasticsearchBulkApi,
@@ -51,6 +50,7 @@ from tests.receivers.credentials import (
     WEBHOOK_AUTH,
 )
 from tests.standins.object_stores import CREATE_ONLY_KINDS, Store, closed_port
+from transforms.config import CONNECTOR_TYPES, ConfigError, Connector, parse_config
 from transforms.connectors import CONNECTORS, LISTED_FIRST
 from transforms.connectors._policy import is_retryable_status
 from transforms.connectors.base import ConnectorSpec, DeliveryBatch, DeliveryError, Sink

@@ -18,9 +18,9 @@ from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 
-from beam_pipeline.config import parse_config
 from tests.receivers.base import Receiver
 from tests.receivers.credentials import make_api, webhook_connector
+from transforms.config import parse_config
 from transforms.connectors.base import DeliveryBatch
 from transforms.deliver import RETRY, Delivered, _DeliverBatch
 from transforms.rules.records import Packaged, RetryRecord

@@ -17,7 +17,7 @@ from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 
-from beam_pipeline.config import compile_connectors, parse_config
+from transforms.config import compile_connectors, parse_config
 from transforms.connectors import make_sink
 from transforms.connectors.base import DeliveryBatch, DeliveryError
 from transforms.deliver import DEAD_LETTER, RETRY, InlineExecutor, _DeliverBatch

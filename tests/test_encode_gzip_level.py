@@ -10,8 +10,8 @@ import pytest
 from isal import igzip
 from zlib_ng import gzip_ng
 
-from beam_pipeline.config import ConfigError, parse_config
 from tests.conftest import make_event
+from transforms.config import ConfigError, parse_config
 from transforms.connectors import make_sink
 from transforms.connectors.base import DeliveryBatch
 from transforms.rules import gzipio

@@ -31,7 +31,6 @@ import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipeline.cli import main
-from beam_pipeline.config import parse_config
 from beam_pipeline.pipeline import build_delivery
 from tests.standins.object_stores import Server, Store, make_store
 from tests.standins.pubsub import PubSubEmulator
@@ -44,6 +43,7 @@ from tests.test_end_to_end import (
     read_records,
     write_corpus,
 )
+from transforms.config import parse_config
 from transforms.rules.records import Chunk
 
 pytest_plugins = ["tests.standins.object_stores", "tests.standins.pubsub"]

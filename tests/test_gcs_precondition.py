@@ -32,9 +32,9 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 
 from beam_pipeline.cli import main
-from beam_pipeline.config import parse_config
 from examples.generate_events import generate
 from tests.standins.object_stores import Server, Store, make_store
+from transforms.config import parse_config
 from transforms.connectors import make_sink
 from transforms.connectors.base import DeliveryBatch, WriteResult
 from transforms.rules.encode import FORMATS

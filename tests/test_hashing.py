@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from beam_pipeline.cli import main
-from beam_pipeline.config import ConfigError, parse_config
 from examples.generate_events import generate
 from tests.conftest import make_event
+from transforms.config import ConfigError, parse_config
 from transforms.rules.filter import FieldFilter
 
 

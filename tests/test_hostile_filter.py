@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beam_pipeline.config import ConfigError, parse_config
+from transforms.config import ConfigError, parse_config
 from transforms.rules.filter import FieldFilter
 
 SECRET = "SECRET-7f3a9"

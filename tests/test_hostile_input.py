@@ -22,15 +22,15 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from beam_pipeline.config import parse_config
-from beam_pipeline.live import as_rules
 from beam_pipeline.pipeline import build_delivery, build_pipeline
 from beam_pipeline.summary import collect_summary
 from tests.receivers.apis import ElasticsearchBulkApi, WebhookApi
 from tests.receivers.credentials import ES_API_KEY, WEBHOOK_AUTH
+from transforms.config import parse_config
 from transforms.connectors import CONNECTORS, make_sink
 from transforms.connectors.base import DeliveryBatch
 from transforms.filter import _FilterChunk
+from transforms.live import as_rules
 from transforms.package import _PackageChunk
 from transforms.parse import DEAD_LETTER, _ParseChunk, _ReadChunks, open_lines
 from transforms.route import _RouteChunk

@@ -13,10 +13,10 @@ from typing import Any
 
 import orjson
 
-from beam_pipeline import live
-from beam_pipeline.config import load_config
-from beam_pipeline.live import LiveRules
+from transforms import live
+from transforms.config import load_config
 from transforms.filter import _FilterChunk
+from transforms.live import LiveRules
 from transforms.package import _PackageChunk
 from transforms.route import _RouteChunk
 from transforms.rules.records import Chunk, record_of

@@ -31,12 +31,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from beam_pipeline.cli import main
-from beam_pipeline.config import parse_config
 from examples.generate_events import generate
 from tests.conftest import make_event
 from tests.receivers.base import Receiver
 from tests.receivers.credentials import make_api, webhook_connector
 from tests.standins.pubsub import PubSubEmulator
+from transforms.config import parse_config
 from transforms.retry import (
     HoldRetries,
     _key_record,

@@ -17,9 +17,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from beam_pipeline.cli import main
-from beam_pipeline.config import compile_connectors, parse_config
 from tests.conftest import make_event
 from tests.test_raw_original import run_stages
+from transforms.config import compile_connectors, parse_config
 from transforms.rules.encode import dumps, line_json
 
 TEXT = st.text(alphabet=st.sampled_from('ab é—’\u2028\u2029"\\\n\t'), max_size=8)

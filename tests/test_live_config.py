@@ -1,4 +1,4 @@
-"""Routing rules that change while the job runs (beam_pipeline.live)."""
+"""Routing rules that change while the job runs (transforms.live)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 
-import beam_pipeline.live
-from beam_pipeline.config import load_config
-from beam_pipeline.live import LiveRules
+import transforms.live
 from beam_pipeline.pipeline import build_streaming_pipeline
 from tests.conftest import make_event
 from tests.standins.pubsub import PubSubEmulator
 from tests.test_streaming_pubsub import Ticker, stop_streaming_job
+from transforms.config import load_config
+from transforms.live import LiveRules
 
 pytest_plugins = ["tests.standins.pubsub"]
 
@@ -55,7 +55,7 @@ def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
 
 
 class FakeClock:
-    """``time.monotonic`` of beam_pipeline.live, moved by hand."""
+    """``time.monotonic`` of transforms.live, moved by hand."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -66,7 +66,7 @@ class FakeClock:
 
 def test_new_rules_apply_after_the_refresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock()
-    monkeypatch.setattr(beam_pipeline.live, "time", clock)
+    monkeypatch.setattr(transforms.live, "time", clock)
     cfg = tmp_path / "delivery.yaml"
     write_config(cfg, tmp_path, ["heartbeat"])
     rules = LiveRules(load_config(str(cfg)), str(cfg), refresh_s=60)
@@ -89,7 +89,7 @@ def test_invalid_or_reshaped_configs_are_rejected(
     rules = LiveRules(load_config(str(cfg)), str(cfg), refresh_s=0.05)
     hb = make_event(etype="heartbeat")
     rules.connectors()
-    caplog.set_level(logging.WARNING, logger="beam_pipeline.live")
+    caplog.set_level(logging.WARNING, logger="transforms.live")
 
     def logged(text: str) -> bool:
         rules.connectors()  # asking for the rules is what re-reads a due config

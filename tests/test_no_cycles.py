@@ -18,7 +18,7 @@ import pytest
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 
-from beam_pipeline.config import parse_config
+from transforms.config import parse_config
 from transforms.connectors.base import DeliveryBatch
 from transforms.deliver import _DeliverBatch
 from transforms.rules.records import Packaged

@@ -23,7 +23,6 @@ import fastavro
 import pytest
 
 from beam_pipeline.cli import main
-from beam_pipeline.config import ConfigError, parse_config
 from examples.generate_events import generate
 from tests.standins.object_stores import (
     AZURITE_ACCOUNT,
@@ -33,6 +32,7 @@ from tests.standins.object_stores import (
     Store,
     closed_port,
 )
+from transforms.config import ConfigError, parse_config
 from transforms.connectors import make_sink
 from transforms.connectors.base import DeliveryBatch, DeliveryError, WriteResult
 from transforms.rules.records import Packaged

@@ -26,10 +26,10 @@ from apache_beam.metrics.metric import Metrics
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from beam_pipeline.cli import _finish, main
-from beam_pipeline.config import parse_config
 from beam_pipeline.summary import format_summary, summarize
 from tests.receivers.base import Receiver
 from tests.receivers.credentials import NEW_RELIC_ACCOUNT, WEBHOOK_AUTH, WEBHOOK_PATH
+from transforms.config import parse_config
 from transforms.connectors.base import DeliveryBatch, DeliveryError, Sink, WriteResult
 from transforms.connectors.file import write_bytes
 from transforms.rules.records import Packaged, RetryRecord

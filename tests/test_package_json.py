@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from beam_pipeline.config import parse_config
-from beam_pipeline.live import LiveRules
 from tests.conftest import make_event
+from transforms.config import parse_config
+from transforms.live import LiveRules
 from transforms.package import _PackageChunk
 from transforms.rules.encode import dumps, encode_batch
 from transforms.rules.records import Chunk, Packaged, RetryRecord, record_of

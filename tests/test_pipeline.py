@@ -11,10 +11,10 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_pipeline.config import parse_config
 from beam_pipeline.pipeline import build_delivery
 from beam_pipeline.summary import collect_summary
 from tests.conftest import make_event
+from transforms.config import parse_config
 from transforms.filter import FilterFields
 from transforms.package import PackageRecords
 from transforms.parse import ParseEvents

@@ -13,11 +13,11 @@ from typing import Any
 
 import orjson
 
-from beam_pipeline.config import parse_config
-from beam_pipeline.live import as_rules
 from tests.conftest import make_event
 from transforms.coders import ChunkCoder
+from transforms.config import parse_config
 from transforms.filter import _FilterChunk
+from transforms.live import as_rules
 from transforms.package import _PackageChunk
 from transforms.parse import _ParseChunk
 from transforms.route import _RouteChunk

@@ -32,12 +32,12 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 from apache_beam.testing.test_stream import TestStream
 
-from beam_pipeline.config import DeliveryConfig, parse_config
 from beam_pipeline.pipeline import build_delivery
 from tests.conftest import make_event
 from tests.receivers.base import Receiver
 from tests.receivers.credentials import make_api, webhook_connector
 from tests.standins.pubsub import PubSubEmulator
+from transforms.config import DeliveryConfig, parse_config
 
 pytest_plugins = ["tests.standins.pubsub", "tests.receivers.fixtures"]
 

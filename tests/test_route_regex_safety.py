@@ -19,7 +19,7 @@ import re2
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from beam_pipeline.config import ConfigError, parse_config
+from transforms.config import ConfigError, parse_config
 from transforms.rules.route import compile_condition, compile_regex
 
 REPO = Path(__file__).resolve().parents[1]

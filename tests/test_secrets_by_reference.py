@@ -24,7 +24,6 @@ import boto3
 import pytest
 
 from beam_pipeline.cli import main
-from beam_pipeline.config import ConfigError, parse_config
 from beam_pipeline.pipeline import build_pipeline
 from tests.receivers.base import Receiver
 from tests.receivers.credentials import WEBHOOK_AUTH, WEBHOOK_PATH, make_api
@@ -33,6 +32,7 @@ from tests.test_dataflow import (
     no_google_credentials,  # noqa: F401 (a fixture, used by name)
     translate,
 )
+from transforms.config import ConfigError, parse_config
 from transforms.connectors.secrets import SecretError, SecretRef, resolve
 
 pytest_plugins = ["tests.standins.object_stores", "tests.receivers.fixtures"]

@@ -20,8 +20,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 
-from beam_pipeline.config import parse_config
 from tests.conftest import make_event
+from transforms.config import parse_config
 from transforms.deliver import CutBatches, _CutChunk
 from transforms.filter import FilterFields
 from transforms.package import PackageRecords

@@ -17,10 +17,10 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 
-from beam_pipeline.config import parse_config
 from beam_pipeline.pipeline import build_streaming_pipeline
 from examples.generate_events import generate
 from tests.standins.pubsub import PubSubEmulator
+from transforms.config import parse_config
 
 pytest_plugins = ["tests.standins.pubsub"]
 

@@ -19,13 +19,13 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 
-from beam_pipeline.config import parse_config
 from beam_pipeline.pipeline import build_streaming_pipeline
 from tests.conftest import make_event
 from tests.receivers.base import Receiver
 from tests.receivers.credentials import make_api, webhook_connector
 from tests.standins.pubsub import PubSubEmulator
 from tests.test_streaming_pubsub import Ticker, stop_streaming_job
+from transforms.config import parse_config
 
 pytest_plugins = ["tests.standins.pubsub", "tests.receivers.fixtures"]
 

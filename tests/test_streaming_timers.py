@@ -19,9 +19,9 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
-from beam_pipeline.config import parse_config
 from beam_pipeline.pipeline import build_delivery
 from tests.conftest import make_event
+from transforms.config import parse_config
 
 
 def fake_clock() -> float:

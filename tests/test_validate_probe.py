@@ -18,7 +18,6 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from beam_pipeline.cli import main
-from beam_pipeline.config import DeliveryConfig, compile_connectors, parse_config
 from beam_pipeline.probe import (
     DEFAULT_TEMPLATES,
     PROBE_EVENT,
@@ -28,6 +27,7 @@ from beam_pipeline.probe import (
     probe_config,
 )
 from tests.conftest import make_event
+from transforms.config import DeliveryConfig, compile_connectors, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "probe-test-secret-value"

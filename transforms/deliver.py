@@ -25,8 +25,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
 
-from beam_pipeline.config import DeliveryConfig, compile_connectors
 from transforms import metrics
+from transforms.config import DeliveryConfig, compile_connectors
 from transforms.connectors import make_sink
 from transforms.connectors.base import DeliveryBatch, DeliveryError, Sink
 from transforms.parse import DEAD_LETTER

@@ -11,8 +11,8 @@ from typing import Any
 
 import apache_beam as beam
 
-from beam_pipeline.config import DeliveryConfig
-from beam_pipeline.live import LiveRules, as_rules
+from transforms.config import DeliveryConfig
+from transforms.live import LiveRules, as_rules
 from transforms.rules.records import Chunk, is_last, raw_of, rules_of
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import apache_beam as beam
 
-from beam_pipeline.config import DeliveryConfig
-from beam_pipeline.live import LiveRules, as_rules
+from transforms.config import DeliveryConfig
+from transforms.live import LiveRules, as_rules
 from transforms.parse import DEAD_LETTER
 from transforms.rules.encode import dumps, line_json
 from transforms.rules.events import event_time_ms

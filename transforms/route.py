@@ -13,9 +13,9 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from beam_pipeline.config import DeliveryConfig
-from beam_pipeline.live import LiveRules, as_rules
 from transforms import metrics
+from transforms.config import DeliveryConfig
+from transforms.live import LiveRules, as_rules
 from transforms.rules.records import Chunk, is_last, raw_of
 
 

@@ -29,9 +29,9 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from beam_pipeline.config import ConfigError, load_config
 from beam_pipeline.options import DeliveryOptions
 from beam_pipeline.pipeline import build_pipeline, build_streaming_pipeline
+from transforms.config import ConfigError, load_config
 
 
 class LaunchError(ValueError):

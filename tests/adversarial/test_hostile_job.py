@@ -46,10 +46,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from beam_pipeline.cli import main
-from beam_pipeline.config import parse_config
 from beam_pipeline.pipeline import build_delivery
 from tests.receivers.base import Receiver
 from tests.receivers.credentials import WEBHOOK_AUTH, WEBHOOK_PATH, make_api
+from transforms.config import parse_config
 
 pytest_plugins = ["tests.receivers.fixtures"]
 

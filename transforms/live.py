@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from beam_pipeline.config import (
+from transforms.config import (
     CompiledConnector,
     ConfigError,
     DeliveryConfig,
