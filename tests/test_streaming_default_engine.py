@@ -71,6 +71,47 @@ def _wait_for(condition: Any, timeout: float, what: str, proc: subprocess.Popen[
         time.sleep(0.2)
 
 
+def _realtime(out: Path) -> str:
+    """A real-time file connector (batches of 50, 0.5 s), as a connectors list item."""
+    return (
+        "  - id: realtime\n    type: file\n"
+        f'    deliver: {{path: "{out}/realtime", format: ndjson,'
+        " batch: {max_events: 50, max_wait_s: 0.5}}"
+    )
+
+
+def _start_job(tmp_path: Path, connectors: str, *source: str) -> tuple[Any, Any]:
+    """The README's streaming command as a subprocess, on ``connectors`` (YAML items) and
+    ``source`` (``--subscription S`` or ``--topic T``); its output goes to ``job.log``
+    (a file, not a pipe: a full pipe would block the job). Returns (process, log file)."""
+    out = tmp_path / "out"
+    (tmp_path / "delivery.yaml").write_text(
+        f"connectors:\n{connectors}\n"
+        f'dead_letter: {{path: "{out}/dead_letter", batch: {{max_wait_s: 1}}}}\n'
+    )
+    log = (tmp_path / "job.log").open("w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "beam_pipeline",
+            "run",
+            "--config",
+            str(tmp_path / "delivery.yaml"),
+            "--streaming",
+            *source,
+            "--summary-json",
+            str(out / "summary.json"),
+        ],
+        cwd=REPO,
+        env=dict(os.environ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return proc, log
+
+
 def _drain_subscription(emulator: PubSubEmulator, subscription: str) -> list[str]:
     """Every message still in the subscription (acked now), by event id."""
     subscriber = emulator._client("subscriber")
@@ -99,40 +140,17 @@ def test_sigterm_drains_the_default_engine_and_loses_nothing(
     topic = emulator.create_topic("events")
     subscription = emulator.create_subscription(topic, ack_deadline_s=ACK_DEADLINE_S)
     out = tmp_path / "out"
-    (tmp_path / "delivery.yaml").write_text(
-        f"""
-connectors:
-  - id: realtime
-    type: file
-    deliver: {{path: "{out}/realtime", format: ndjson, batch: {{max_events: 50, max_wait_s: 0.5}}}}
-  - id: bulk
-    type: file
-    deliver: {{path: "{out}/bulk", format: ndjson, batch: {{max_events: 1000, max_wait_s: 30}}}}
-dead_letter: {{path: "{out}/dead_letter", batch: {{max_wait_s: 1}}}}
-"""
-    )
     publisher = Publisher(pubsub_v1.PublisherClient(), topic, list(generate(6000, seed=11)))
     publisher.start()
-    log = (tmp_path / "job.log").open("w")  # a file, not a pipe: a full pipe would block the job
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "beam_pipeline",
-            "run",
-            "--config",
-            str(tmp_path / "delivery.yaml"),
-            "--streaming",
-            "--subscription",
-            subscription,
-            "--summary-json",
-            str(out / "summary.json"),
-        ],
-        cwd=REPO,
-        env=dict(os.environ),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
+    proc, log = _start_job(
+        tmp_path,
+        _realtime(out)
+        + f"""
+  - id: bulk
+    type: file
+    deliver: {{path: "{out}/bulk", format: ndjson, batch: {{max_events: 1000, max_wait_s: 30}}}}""",
+        "--subscription",
+        subscription,
     )
     try:
         _wait_for(lambda: len(_ids(out / "realtime")) >= 300, 180, "300 delivered events", proc)
@@ -171,39 +189,15 @@ def test_topic_reads_through_a_temporary_subscription_deleted_after(
     topic = pubsub_env.create_topic("events")
     publisher = pubsub_v1.PublisherClient()
     out = tmp_path / "out"
-    (tmp_path / "delivery.yaml").write_text(
-        f"""
-connectors:
-  - id: realtime
-    type: file
-    deliver: {{path: "{out}/realtime", format: ndjson, batch: {{max_events: 50, max_wait_s: 0.5}}}}
-dead_letter: {{path: "{out}/dead_letter", batch: {{max_wait_s: 1}}}}
-"""
-    )
 
     def subscriptions() -> list[str]:
         return list(publisher.list_topic_subscriptions(request={"topic": topic}, timeout=30))
 
-    log = (tmp_path / "job.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "beam_pipeline",
-            "run",
-            "--config",
-            str(tmp_path / "delivery.yaml"),
-            "--streaming",
-            "--topic",
-            topic,
-            "--summary-json",
-            str(out / "summary.json"),
-        ],
-        cwd=REPO,
-        env=dict(os.environ),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
+    proc, log = _start_job(
+        tmp_path,
+        _realtime(out),
+        "--topic",
+        topic,
     )
     lines = list(generate(40, seed=5))
     try:
