@@ -28,18 +28,16 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
+from beam_pipeline import runners
 from beam_pipeline.startup import import_beam, modules_to_skip
 from transforms.config import ConfigError, DeliveryConfig, load_config
 from transforms.progress import PROGRESS, ProgressPrinter
 from transforms.runtime import tune_gc
-
-if TYPE_CHECKING:
-    from transforms.pubsub_read import PubSubReading
 
 USAGE = __doc__
 
@@ -128,31 +126,6 @@ def cmd_dry_run(argv: Sequence[str]) -> int:
     return 0
 
 
-def _pipeline(options: Any, skip: Sequence[str] = ()) -> Any:
-    """A pipeline on the given runner, or a pinned local one when none is given.
-
-    Batch: Beam's FnApiRunner, whose worker processes (if any) import Beam without the
-    modules in ``skip`` (:class:`~beam_pipeline.local_runner.LocalRunner`). Streaming:
-    Prism (set by :func:`_use_prism` before this); ``--runner DirectRunner`` gets the
-    BundleBasedDirectRunner (the DirectRunner's streaming engine), pinned so it does not
-    try to download Prism first.
-    """
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import StandardOptions
-
-    runner: Any = None
-    standard = options.view_as(StandardOptions)
-    if standard.streaming and standard.runner in (None, "DirectRunner"):
-        from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
-
-        runner = BundleBasedDirectRunner()
-    elif standard.runner is None:
-        from beam_pipeline.local_runner import LocalRunner
-
-        runner = LocalRunner(skip)
-    return beam.Pipeline(runner=runner, options=options)
-
-
 def _finish(
     pipeline: Any,
     config: DeliveryConfig,
@@ -164,7 +137,7 @@ def _finish(
     """Run a built pipeline, print the summary, write it as JSON if asked.
 
     With ``run_for_s`` (streaming), stop the job after that many seconds. With ``drain``,
-    SIGINT and SIGTERM stop the reader and the job drains (:func:`_drain_on_signals`).
+    SIGINT and SIGTERM stop the reader and the job drains (:func:`drain_on_signals`).
     """
     from apache_beam.runners.runner import PipelineState
 
@@ -177,7 +150,7 @@ def _finish(
         if drain:
             # Installed after run(): a portable runner's job server sets its own SIGINT
             # handler when it starts, one that stops the server (and the job) at once.
-            with _drain_on_signals():
+            with runners.drain_on_signals():
                 result.wait_until_finish()
         elif run_for_s is not None:
             time.sleep(run_for_s)
@@ -250,74 +223,12 @@ def cmd_run(argv: Sequence[str]) -> int:
             "retry_topic or dead_letter is a Pub/Sub topic, which only a streaming run uses; "
             "for a batch run use a directory, gs:// or s3:// location"
         )
-    _use_every_core(options, argv, files)
-    pipeline = _pipeline(options, skip)
-    shards = read_shards(options, files)
+    runners.use_every_core(options, argv, files)
+    pipeline = runners.make_pipeline(options, skip)
+    shards = runners.read_shards(options, files)
     build_pipeline(pipeline, config, list(job.input), job.chunk_lines, shards)
     PROGRESS.reset(sum(files.values()), len(files))
     return _finish(pipeline, config, job.summary_json, progress=_show_progress(options, job))
-
-
-AUTO_WORKERS_MIN_BYTES = 8 * 1024 * 1024
-"""Input size from which a local batch run uses a worker process per core (and file)."""
-
-_WORKER_FLAGS = ("--runner", "--direct_num_workers", "--direct_running_mode")
-
-
-def _use_every_core(options: Any, argv: Sequence[str], files: dict[str, int]) -> bool:
-    """Run a large local backfill on every core: one worker process per core.
-
-    Applies when no ``--runner``, ``--direct_num_workers`` or ``--direct_running_mode`` is
-    given and the input is larger than :data:`AUTO_WORKERS_MIN_BYTES`. Gzip cannot be
-    split, so with fewer files than cores each file is read by several workers, each
-    parsing every n-th chunk (:func:`read_shards`). Each worker costs ~1.3 CPU-s to start
-    (it imports Beam, without the clients the run skips: :mod:`beam_pipeline.worker`),
-    which is why small inputs stay in one process. Measured at 1M events on one file:
-    1.9-2.3x the throughput of the single-process plain-Python bound instead of 1.2-1.4x
-    (bench/RESULTS.md). Prints what it chose on stderr; the flags above always win.
-    """
-    from apache_beam.options.pipeline_options import DirectOptions
-
-    given = {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
-    cores = os.cpu_count() or 1
-    size = sum(files.values())
-    if given.intersection(_WORKER_FLAGS) or not files or cores < 2:
-        return False
-    if size <= AUTO_WORKERS_MIN_BYTES:
-        return False
-    direct = options.view_as(DirectOptions)
-    direct.direct_num_workers = cores
-    direct.direct_running_mode = "multi_processing"
-    shards = read_shards(options, files)
-    each = f", {shards} reading each file" if shards > 1 else ""
-    print(
-        f"using {cores} worker processes for {len(files)} input file"
-        f"{'s' if len(files) > 1 else ''} "
-        f"({size / 2**20:.0f} MiB){each}; --direct_num_workers 1 runs in this process",
-        file=sys.stderr,
-    )
-    return True
-
-
-def read_shards(options: Any, files: dict[str, int]) -> int:
-    """How many workers read each input file (``ReadEventChunks(shards=...)``).
-
-    ``--read-shards`` when given. Otherwise 1 in one process; with worker processes
-    (``--direct_running_mode multi_processing``) and fewer files than workers, enough for
-    every worker to have a share of the input.
-    """
-    from apache_beam.options.pipeline_options import DirectOptions
-
-    from beam_pipeline.options import DeliveryOptions
-
-    given = options.view_as(DeliveryOptions).read_shards
-    if given is not None:
-        return int(given)
-    direct = options.view_as(DirectOptions)
-    if direct.direct_running_mode != "multi_processing" or not files:
-        return 1
-    workers = direct.direct_num_workers or os.cpu_count() or 1
-    return -(-workers // len(files)) if len(files) < workers else 1
 
 
 def _show_progress(options: Any, job: Any) -> bool:
@@ -343,23 +254,23 @@ def _run_streaming(options: Any, job: Any, config: DeliveryConfig) -> int:
         return _fail("--config-refresh-s must be positive")
     options.view_as(StandardOptions).streaming = True
     if options.view_as(StandardOptions).runner is None:
-        problem = _use_prism(options)
+        problem = runners.use_prism(options)
         if problem:
             return _fail(problem)
     try:
-        reading = _pubsub_reading(options, job)
-    except ReadingError as exc:
+        reading = runners.pubsub_reading(options, job)
+    except runners.ReadingError as exc:
         return _fail(str(exc))
     with contextlib.ExitStack() as stack:
         subscription, topic = job.subscription, job.topic
         if reading.portable and topic:
             # The portable reader reads subscriptions: --topic gets one for this run.
             try:
-                subscription = stack.enter_context(_temporary_subscription(topic))
+                subscription = stack.enter_context(runners.temporary_subscription(topic))
             except Exception as exc:  # the client's errors: say which and stop
                 return _fail(f"cannot create a subscription on --topic {topic}: {exc}")
             topic = None
-        pipeline = _pipeline(options)
+        pipeline = runners.make_pipeline(options)
         build_streaming_pipeline(
             pipeline,
             config,
@@ -377,159 +288,6 @@ def _run_streaming(options: Any, job: Any, config: DeliveryConfig) -> int:
             return _finish(pipeline, config, job.summary_json, job.run_for_s)
         return _finish(pipeline, config, job.summary_json, drain=True)
     return 1  # not reached: the block returns (mypy cannot tell ExitStack does not swallow)
-
-
-@contextlib.contextmanager
-def _temporary_subscription(topic: str) -> Iterator[str]:
-    """A pull subscription on ``topic`` for this run only (``--topic``), deleted after it.
-
-    As with Beam's ``ReadFromPubSub(topic=...)``, only messages published after the run
-    starts are read. The name is the topic's with ``-td-`` and a random suffix.
-    """
-    import uuid
-
-    from google.cloud import pubsub_v1
-
-    if not topic.startswith("projects/") or "/topics/" not in topic:
-        raise ValueError("expected projects/P/topics/T")
-    project, short = topic.split("/")[1], topic.rsplit("/", 1)[-1]
-    name = f"projects/{project}/subscriptions/{short[:200]}-td-{uuid.uuid4().hex[:12]}"
-    subscriber = pubsub_v1.SubscriberClient()
-    subscriber.create_subscription(
-        request={"name": name, "topic": topic, "ack_deadline_seconds": 60}, timeout=30
-    )
-    print(f"reading --topic through the temporary subscription {name}", file=sys.stderr)
-    try:
-        yield name
-    finally:
-        try:
-            subscriber.delete_subscription(request={"subscription": name}, timeout=30)
-        except Exception as exc:  # leave it, say so: Pub/Sub expires idle ones after 31 days
-            print(f"warning: cannot delete subscription {name}: {exc}", file=sys.stderr)
-        subscriber.close()
-
-
-def _use_prism(options: Any) -> str | None:
-    """Make Prism the runner of a streaming run that names none; a problem, or None.
-
-    Prism (Beam's portable local runner) is the embedded streaming engine: the binary
-    comes from :func:`beam_pipeline.prism.prism_path` (built once with Go, cached), the
-    SDK harness runs in this process (``LOOPBACK``) unless ``--environment_type`` says
-    otherwise.
-    """
-    from apache_beam.options.pipeline_options import (
-        PortableOptions,
-        PrismRunnerOptions,
-        StandardOptions,
-    )
-
-    from beam_pipeline.prism import PrismUnavailable, prism_path
-
-    prism = options.view_as(PrismRunnerOptions)
-    if not prism.prism_location:
-        try:
-            prism.prism_location = prism_path()
-        except PrismUnavailable as exc:
-            return str(exc)
-    portable = options.view_as(PortableOptions)
-    if not portable.environment_type:
-        portable.environment_type = "LOOPBACK"
-    options.view_as(StandardOptions).runner = "PrismRunner"
-    return None
-
-
-@contextlib.contextmanager
-def _drain_on_signals() -> Iterator[None]:
-    """SIGINT/SIGTERM stop the portable reader, so the job drains and ends by itself.
-
-    Draining: open batches flush, dead letters are written and held retries go back to
-    their topic before the job finishes (the reader ends, so the watermark reaches the
-    end). It needs the reader in this process (``LOOPBACK``: the default engine); on a
-    cluster use the runner's own drain (Flink stop --drain, ``gcloud dataflow jobs
-    drain``). A second signal stops at once, as the signal would without this.
-    """
-    import signal
-
-    from transforms.pubsub_read import STOP
-
-    previous: dict[int, Any] = {}
-
-    def drain(signum: int, frame: Any) -> None:
-        if STOP.is_set():
-            signal.signal(signum, previous.get(signum, signal.SIG_DFL))
-            signal.raise_signal(signum)
-            return
-        print(
-            f"{signal.Signals(signum).name}: stopping the read and draining "
-            "(again to stop at once)",
-            file=sys.stderr,
-        )
-        STOP.set()
-
-    STOP.clear()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.signal(sig, drain)
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-
-
-PORTABLE_RUNNERS = ("flink", "portable", "prism")
-"""Runners (names without "Runner", any case) that get the portable Pub/Sub reader."""
-
-
-class ReadingError(ValueError):
-    """A streaming run whose Pub/Sub acknowledgement would be unsafe or never happen."""
-
-
-def _pubsub_reading(options: Any, job: Any) -> PubSubReading:
-    """How to read Pub/Sub, from ``--pubsub-reader``, ``--pubsub-ack`` and the runner.
-
-    Raises:
-        ReadingError: for the portable reader on Flink without checkpointing, unless
-            ``--pubsub-ack immediate`` is asked for explicitly (Flink finalizes bundles
-            only on checkpoints: ``finalize`` would never ack, and choosing ``immediate``
-            silently would risk losing messages in flight).
-    """
-    from apache_beam.options.pipeline_options import StandardOptions
-
-    from beam_pipeline.options import FlinkStreamingOptions
-    from transforms.pubsub_read import MAX_LEASE_S, PubSubReading
-
-    runner = options.view_as(StandardOptions).runner
-    name = runner if isinstance(runner, str) else type(runner).__name__ if runner else ""
-    family = name.rsplit(".", 1)[-1].lower().removesuffix("runner")
-    portable = job.pubsub_reader == "portable" or (
-        job.pubsub_reader == "auto" and family in PORTABLE_RUNNERS
-    )
-    interval_ms = options.view_as(FlinkStreamingOptions).checkpointing_interval or 0
-    ack = job.pubsub_ack
-    if portable and not interval_ms and family != "prism" and ack != "immediate":
-        raise ReadingError(
-            "the portable Pub/Sub reader acks after Flink checkpoints: set "
-            "--checkpointing_interval (e.g. 60000), or accept losing the messages in flight "
-            "on a failure with --pubsub-ack immediate"
-        )
-    if ack == "auto":
-        ack = "finalize"
-    if portable and ack == "immediate":
-        print(
-            "note: Pub/Sub messages are acked as soon as they are read (--pubsub-ack "
-            "immediate): a failure can lose those still in the job.",
-            file=sys.stderr,
-        )
-    # A message waits up to one checkpoint interval for its ack: lease it for two.
-    lease_s = min(MAX_LEASE_S, 2 * interval_ms // 1000 + 30) if interval_ms else None
-    if portable and ack == "finalize" and interval_ms > MAX_LEASE_S * 1000 // 2:
-        print(
-            f"note: --checkpointing_interval {interval_ms} ms is long for Pub/Sub leases "
-            f"(at most {MAX_LEASE_S} s): messages may be redelivered before they are acked.",
-            file=sys.stderr,
-        )
-    stop_at = time.time() + job.run_for_s if portable and job.run_for_s else None
-    return PubSubReading(portable=portable, ack=ack, stop_at=stop_at, lease_s=lease_s)
 
 
 def cmd_retry(argv: Sequence[str]) -> int:
@@ -561,7 +319,7 @@ def cmd_retry(argv: Sequence[str]) -> int:
             f"{job.config}: dead_letter.topic is a Pub/Sub topic, but retry writes what it "
             "gives up on as files. Fix: set dead_letter.path to a directory, gs:// or s3://"
         )
-    pipeline = _pipeline(options)
+    pipeline = runners.make_pipeline(options)
     build_retry(pipeline, config)
     return _finish(pipeline, config, job.summary_json)
 
@@ -593,7 +351,7 @@ def cmd_replay(argv: Sequence[str]) -> int:
             return _fail(f"--since {job.since!r} is not an ISO-8601 time or epoch milliseconds")
     if job.connector and job.connector not in {c.id for c in config.connectors}:
         return _fail(f"--connector {job.connector!r} is not a connector of {job.config}")
-    pipeline = _pipeline(options)
+    pipeline = runners.make_pipeline(options)
     build_replay(pipeline, config, job.dead_letters, job.connector, since_ms)
     return _finish(pipeline, config, job.summary_json)
 

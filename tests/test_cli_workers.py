@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
-from beam_pipeline import cli
+from beam_pipeline import runners
 
 MB = 1024 * 1024
 
@@ -13,9 +13,9 @@ MB = 1024 * 1024
 def decide(
     argv: list[str], files: dict[str, int], monkeypatch: pytest.MonkeyPatch, cores: int = 2
 ) -> tuple[bool, int, str]:
-    monkeypatch.setattr(cli.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(runners.os, "cpu_count", lambda: cores)
     options = PipelineOptions(argv)
-    used = cli._use_every_core(options, argv, files)
+    used = runners.use_every_core(options, argv, files)
     direct = options.view_as(DirectOptions)
     return used, direct.direct_num_workers, direct.direct_running_mode
 
@@ -68,8 +68,8 @@ def test_one_large_file_is_read_by_every_worker(
 def test_read_shards(
     argv: list[str], files: dict[str, int], shards: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli.os, "cpu_count", lambda: 2)
-    assert cli.read_shards(PipelineOptions(argv), files) == shards
+    monkeypatch.setattr(runners.os, "cpu_count", lambda: 2)
+    assert runners.read_shards(PipelineOptions(argv), files) == shards
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,8 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from beam_pipeline.cli import ReadingError, _pubsub_reading
 from beam_pipeline.options import DeliveryOptions
+from beam_pipeline.runners import ReadingError, pubsub_reading
 from tests.standins.pubsub import PubSubEmulator
 from transforms.pubsub_read import PubSubReading, ReadPubSubPortable
 
@@ -116,24 +116,24 @@ def options(*argv: str) -> tuple[Any, Any]:
 def test_the_cli_picks_the_reader_by_runner_and_the_ack_by_checkpointing(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert not _pubsub_reading(*options()).portable  # DirectRunner: Beam's reader
+    assert not pubsub_reading(*options()).portable  # DirectRunner: Beam's reader
     for runner in ("FlinkRunner", "flink", "PortableRunner"):
-        checkpointed = _pubsub_reading(
+        checkpointed = pubsub_reading(
             *options(f"--runner={runner}", "--checkpointing_interval=10000")
         )
         assert (checkpointed.portable, checkpointed.ack) == (True, "finalize"), runner
         assert checkpointed.lease_s == 50, "leased for two checkpoint intervals (+30 s)"
-    prism = _pubsub_reading(*options("--runner=prism"))
+    prism = pubsub_reading(*options("--runner=prism"))
     assert (prism.portable, prism.ack) == (True, "finalize")  # Prism finalizes bundles
-    explicit = _pubsub_reading(*options("--runner=FlinkRunner", "--pubsub-ack=immediate"))
+    explicit = pubsub_reading(*options("--runner=FlinkRunner", "--pubsub-ack=immediate"))
     assert (explicit.portable, explicit.ack) == (True, "immediate")
     assert "failure can lose" in capsys.readouterr().err
-    forced = _pubsub_reading(
+    forced = pubsub_reading(
         *options("--pubsub-reader=portable", "--pubsub-ack=immediate", "--run-for-s=30")
     )
     assert forced.portable and forced.stop_at is not None
     assert forced.stop_at - time.time() == pytest.approx(30, abs=5)
-    beam_reader = _pubsub_reading(*options("--runner=FlinkRunner", "--pubsub-reader=beam"))
+    beam_reader = pubsub_reading(*options("--runner=FlinkRunner", "--pubsub-reader=beam"))
     assert not beam_reader.portable
 
 
@@ -141,7 +141,7 @@ def test_the_cli_picks_the_reader_by_runner_and_the_ack_by_checkpointing(
 def test_flink_without_checkpointing_needs_an_explicit_choice(ack: str) -> None:
     # finalize would never ack on Flink without checkpoints; immediate may lose messages.
     with pytest.raises(ReadingError, match="--checkpointing_interval"):
-        _pubsub_reading(*options("--runner=FlinkRunner", f"--pubsub-ack={ack}"))
+        pubsub_reading(*options("--runner=FlinkRunner", f"--pubsub-ack={ack}"))
 
 
 def test_a_topic_needs_beams_reader() -> None:
