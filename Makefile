@@ -23,11 +23,12 @@ sample: install
 	$(PY) -m beam_pipeline run --config examples/delivery.yaml --input examples/events.jsonl.gz \
 		--summary-json out/summary.json
 
-## lint: ruff (lint + format check) and mypy
+## lint: ruff (lint + format check), mypy and the layer contract (import-linter)
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 ## node: npm stand-ins pinned in package.json (Azurite), when the project has any
 node: $(if $(wildcard package.json),$(NODE_STAMP))

@@ -229,8 +229,10 @@ class Retry(_Strict):
         return delays
 
 
-DELIVER_MODELS = {t: spec.deliver_model for t, spec in CONNECTORS.items()}
-"""The ``deliver`` schema of each connector type implemented in this version."""
+def deliver_model(connector_type: Any) -> type[BaseModel] | None:
+    """The ``deliver`` schema of a registered connector type, or None for an unknown one."""
+    spec = CONNECTORS.get(connector_type) if isinstance(connector_type, str) else None
+    return spec.deliver_model if spec is not None else None
 
 
 class Connector(_Strict):
@@ -252,11 +254,11 @@ class Connector(_Strict):
 
     @model_validator(mode="after")
     def _deliver_schema(self) -> Connector:
-        model = DELIVER_MODELS.get(self.type)
+        model = deliver_model(self.type)
         if model is None:
             raise ValueError(
                 f"connector type {self.type!r} is not implemented in this version yet; "
-                f"available: {', '.join(DELIVER_MODELS)}"
+                f"available: {', '.join(CONNECTORS)}"
             )
         try:
             model.model_validate(self.deliver)
@@ -268,10 +270,10 @@ class Connector(_Strict):
     @cached_property
     def deliver_config(self) -> Any:
         """The ``deliver`` section validated by the type's own schema."""
-        return DELIVER_MODELS[self.type].model_validate(self.deliver)
+        return CONNECTORS[self.type].deliver_model.model_validate(self.deliver)
 
 
-class DeadLetter(_Strict):
+class DeadLetterSection(_Strict):
     """Where undeliverable and invalid events go."""
 
     path: str | None = Field(
@@ -288,7 +290,7 @@ class DeadLetter(_Strict):
     )
 
     @model_validator(mode="after")
-    def _one_place(self) -> DeadLetter:
+    def _one_place(self) -> DeadLetterSection:
         if (self.path is None) == (self.topic is None):
             raise ValueError("give exactly one of path (a directory) or topic (Pub/Sub)")
         return self
@@ -308,7 +310,7 @@ class DeliveryConfig(_Strict):
     """The whole delivery config file."""
 
     connectors: list[Connector] = Field(min_length=1, description="The destinations.")
-    dead_letter: DeadLetter = Field(description="Dead-letter location.")
+    dead_letter: DeadLetterSection = Field(description="Dead-letter location.")
     retry_topic: str | None = Field(
         default=None,
         description="Where delayed retries wait: a directory, gs://, s3:// (batch or "
@@ -492,7 +494,7 @@ def _deliver_keys(raw: Any) -> Callable[[tuple[Any, ...]], list[str]]:
                 ctype = raw["connectors"][loc[1]]["type"]
             except (KeyError, IndexError, TypeError):
                 return []
-            model = DELIVER_MODELS.get(ctype)
+            model = deliver_model(ctype)
             return list(model.model_fields) if model else []
         return []
 
@@ -506,10 +508,11 @@ def _deliver_errors(raw: dict[str, Any]) -> list[str]:
     if not isinstance(connectors, list):
         return problems
     for i, c in enumerate(connectors):
-        if not isinstance(c, dict) or c.get("type") not in DELIVER_MODELS:
+        model = deliver_model(c.get("type")) if isinstance(c, dict) else None
+        if model is None:
             continue
         try:
-            DELIVER_MODELS[c["type"]].model_validate(c.get("deliver", {}))
+            model.model_validate(c.get("deliver", {}))
         except ValidationError as exc:
             for err in exc.errors():
                 loc = ("connectors", i, "deliver", *err["loc"])
