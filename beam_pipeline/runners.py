@@ -64,9 +64,8 @@ def use_every_core(options: Any, argv: Sequence[str], files: dict[str, int]) -> 
     split, so with fewer files than cores each file is read by several workers, each
     parsing every n-th chunk (:func:`read_shards`). Each worker costs ~1.3 CPU-s to start
     (it imports Beam, without the clients the run skips: :mod:`beam_pipeline.worker`),
-    which is why small inputs stay in one process. Measured at 1M events on one file:
-    1.9-2.3x the throughput of the single-process plain-Python bound instead of 1.2-1.4x
-    (bench/RESULTS.md). Prints what it chose on stderr; the flags above always win.
+    which is why small inputs stay in one process (the measurements: bench/RESULTS.md).
+    Prints what it chose on stderr; the flags above always win.
     """
     from apache_beam.options.pipeline_options import DirectOptions
 

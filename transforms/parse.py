@@ -49,9 +49,9 @@ SLICE_LINES = 250
 
 A chunk of 5,000 parsed events is megabytes of Python objects, more than a core's caches:
 stage after stage over the whole chunk, every event came back from memory each time.
-Slices of 250 events go through Route, Filter and Package while still cached: on the
-agent-like benchmark the rules' CPU per event fell from 19.7 to 11.2 us (bench/RESULTS.md,
-"Slices"). Batches are still cut per chunk, so files and object names do not change."""
+Slices of 250 events go through Route, Filter and Package while still cached (the
+measurement: bench/RESULTS.md, "Slices"). Batches are still cut per chunk, so files and
+object names do not change."""
 
 DEAD_LETTER = "dead_letter"
 """Tag of every stage's failure output (lists of :class:`DeadLetter`)."""

@@ -15,16 +15,15 @@ GC_YOUNG_THRESHOLD = 100_000
 def tune_gc() -> None:
     """Set up the garbage collector for the hot path: freeze what exists, collect rarely.
 
-    Two measured costs (bench/RESULTS.md, "Garbage collection"). Importing Beam leaves
-    ~200k long-lived objects that every full collection walks again: ``gc.freeze()`` moves
-    them out of its sight. And each chunk allocates ~150k containers (parsed events,
-    packaged records) that live until their batch is written: with the default young
-    threshold (700) they were promoted and walked by 174 full collections per 1M events,
-    8.9 of 49.8 CPU-s. The job's hot path makes no reference cycles (a test checks that
-    delivered batches are freed by reference counting), so its memory does not depend on
-    the collector; raising the young threshold to :data:`GC_YOUNG_THRESHOLD` left 19 young
-    collections and 0.6 CPU-s, with the same peak RSS. Cyclic garbage from elsewhere is
-    still collected, once 100k net containers have piled up.
+    Importing Beam leaves ~200k long-lived objects that every full collection would walk
+    again: ``gc.freeze()`` moves them out of its sight. Each chunk allocates ~150k
+    containers (parsed events, packaged records) that live until their batch is written:
+    with the default young threshold they are promoted and walked by full collections
+    again and again. The job's hot path makes no reference cycles (tests/test_no_cycles.py
+    checks that delivered batches are freed by reference counting), so its memory does not
+    depend on the collector, and :data:`GC_YOUNG_THRESHOLD` makes young collections rare.
+    Cyclic garbage from elsewhere is still collected, once 100k net containers have piled
+    up. The measurements: bench/RESULTS.md, "Garbage collection".
     """
     gc.freeze()
     young, middle, old = gc.get_threshold()
