@@ -3,13 +3,13 @@ r"""The issue's "plain Python+orjson loop", written by hand for ``bench/agent_li
     python bench/hand_loop.py [--events 1000000] [--repeat 3]
 
 Issue 8 compares the job with a C log agent and with "a plain Python+orjson loop on the
-same job" (~200k events per CPU-second there). This script is that loop for the job
-shaped like the agent's (``bench/agent_like.yaml``: 3 routes by event type, allow/deny
-field filters, one rename each, NDJSON files of 1,000 records): no config, no rule
-objects, no dead letters, no file names from content; the three connectors' rules
-written out as straight-line Python over ``orjson.loads`` and ``orjson.dumps``. It
-streams like the job (one line at a time, records freed once written) with the job's
-garbage-collector settings (:func:`transforms.runtime.tune_gc`).
+same job". This script is that loop for the job shaped like the agent's
+(``bench/agent_like.yaml``: 3 routes by event type, allow/deny field filters, one rename
+each, NDJSON files of 1,000 records): no config, no rule objects, no dead letters, no
+file names from content; the three connectors' rules written out as straight-line
+Python over ``orjson.loads`` and ``orjson.dumps``. It streams like the job (one line at
+a time, records freed once written) with the job's garbage-collector settings
+(:func:`transforms.runtime.tune_gc`).
 
 It is a ceiling, not a product: what any per-event Python design pays at least on this
 corpus. In the same command it runs the bound (``bench/bound.py``, the product's own

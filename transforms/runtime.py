@@ -23,7 +23,7 @@ def tune_gc() -> None:
     checks that delivered batches are freed by reference counting), so its memory does not
     depend on the collector, and :data:`GC_YOUNG_THRESHOLD` makes young collections rare.
     Cyclic garbage from elsewhere is still collected, once 100k net containers have piled
-    up. The measurements: bench/RESULTS.md, "Garbage collection".
+    up. The measurements: bench/RESULTS.md, "Session 4".
     """
     gc.freeze()
     young, middle, old = gc.get_threshold()
