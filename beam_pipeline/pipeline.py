@@ -18,8 +18,11 @@ from typing import Any
 
 import apache_beam as beam
 
+from transforms.batch import CutBatches, StreamBatches
 from transforms.config import DeliveryConfig
-from transforms.deliver import RETRY, CutBatches, Deliver, StreamBatches
+from transforms.connectors.secrets import ConfigSecrets
+from transforms.dead_letters import PublishDeadLetters, WriteDeadLetters
+from transforms.deliver import RETRY, Deliver
 from transforms.filter import FilterFields
 from transforms.live import LiveRules
 from transforms.package import PackageRecords
@@ -31,16 +34,7 @@ from transforms.parse import (
     ReadPubSubChunks,
 )
 from transforms.pubsub_read import PubSubReading
-from transforms.retry import (
-    REQUEUE,
-    ConfigSecrets,
-    HoldRetries,
-    PublishDeadLetters,
-    PublishRetries,
-    ReadRetries,
-    WriteDeadLetters,
-    WriteRetries,
-)
+from transforms.retry import REQUEUE, HoldRetries, PublishRetries, ReadRetries, WriteRetries
 from transforms.route import RouteEvents
 
 

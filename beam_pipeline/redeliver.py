@@ -49,7 +49,7 @@ What still fails but may be retried goes to the ``retry_topic``: files in the re
 location, or with a Pub/Sub topic, messages published to it (for the streaming job).
 
 Neither command writes a configured secret into a dead letter or retry record
-(:func:`transforms.retry.config_secrets`).
+(:func:`transforms.connectors.secrets.config_secrets`).
 """
 
 from __future__ import annotations
@@ -67,28 +67,26 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from transforms import metrics
+from transforms.batch import CutBatches
 from transforms.config import DeliveryConfig, compile_connectors
 from transforms.connectors import make_sink
 from transforms.connectors._policy import redact
 from transforms.connectors.base import DeliveryBatch, DeliveryError, Sink
 from transforms.connectors.file import join_path, write_bytes
-from transforms.deliver import RETRY, CutBatches, Deliver
+from transforms.connectors.secrets import ConfigSecrets, config_secrets
+from transforms.dead_letters import WriteDeadLetters, count_dead_letters
+from transforms.deliver import RETRY, Deliver
 from transforms.filter import FilterFields
 from transforms.package import PackageRecords
 from transforms.parse import DEAD_LETTER, DEFAULT_CHUNK_LINES
-from transforms.retry import (
-    ConfigSecrets,
-    PublishRetries,
-    WriteDeadLetters,
-    WriteRetries,
-    config_secrets,
-    count_dead_letters,
+from transforms.retry import PublishRetries, WriteRetries
+from transforms.rules.events import to_epoch_ms
+from transforms.rules.letters import (
     dead_letter_name,
     encode_dead_letters,
     encode_retry_record,
     read_retry_message,
 )
-from transforms.rules.events import to_epoch_ms
 from transforms.rules.records import DeadLetter
 from transforms.rules.retry import Outcome, RetryPolicy, deliver_with_retries, settle_failures
 

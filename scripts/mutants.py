@@ -210,7 +210,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "redact_misses_percent_encoding",
-        "transforms/connectors/_policy.py",
+        "transforms/rules/redact.py",
         '    forms.append("".join("%" + _hex(b) for b in char.encode("utf-8")))'
         "  # percent-encoding\n",
         "",

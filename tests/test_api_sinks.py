@@ -37,9 +37,9 @@ from tests.receivers.credentials import (
     WEBHOOK_PATH,
 )
 from transforms.connectors import CONNECTORS, make_sink
-from transforms.connectors._api import PartialDeliveryError, Timeouts, split_parts
+from transforms.connectors._api import Timeouts, split_parts
 from transforms.connectors._http import HttpClient, classify, parse_retry_after
-from transforms.connectors.base import DeliveryBatch, DeliveryError, Sink
+from transforms.connectors.base import DeliveryBatch, DeliveryError, PartialDeliveryError, Sink
 from transforms.connectors.new_relic import to_event
 from transforms.rules.records import Packaged
 

@@ -100,4 +100,4 @@ def test_a_connector_holds_at_most_max_pending_events_beyond_its_concurrency(
     # Nothing lost: what was not parked was delivered.
     assert sum(d.events for d in delivered) == sum(sizes[:accepted])
     assert sum(len(r.items) for r in parked) == sum(sizes[accepted:])
-    assert fn.in_flight_events == {"hook": 0}
+    assert fn.lanes["hook"].in_flight_events == 0

@@ -71,8 +71,8 @@ def test_a_local_write_runs_on_the_calling_thread_and_reports_in_the_same_call(
 ) -> None:
     fn = deliver_fn(tmp_path, str(tmp_path / "out"))
     try:
-        assert isinstance(fn.pools["files"], InlineExecutor)
-        sink = fn.sinks["files"]
+        assert isinstance(fn.lanes["files"].pool, InlineExecutor)
+        sink = fn.lanes["files"].sink
         threads = []
         write = sink.write
 
@@ -85,7 +85,7 @@ def test_a_local_write_runs_on_the_calling_thread_and_reports_in_the_same_call(
             out = process(fn, DeliveryBatch("files", "", items(10, f"b{n}-")))
             # Reported by this very call, not held until the next batch or finish_bundle.
             assert [o.value.events for o in out] == [10]
-            assert fn.in_flight["files"] == 0
+            assert fn.lanes["files"].in_flight == 0
         assert threads == [threading.get_ident()] * 3
         assert list(fn.finish_bundle()) == []
         written = sorted((tmp_path / "out").rglob("*.ndjson"))
@@ -108,7 +108,7 @@ def test_a_failing_local_write_is_a_dead_letter_from_the_same_call(tmp_path: Pat
         assert all(d.stage == "deliver" and d.connector == "files" for d in letters[0])
         assert "cannot write" in letters[0][0].error
         assert letters[0][0].attempts == 1  # not a directory: not retryable
-        assert fn.in_flight["files"] == 0
+        assert fn.lanes["files"].in_flight == 0
     finally:
         fn.teardown()
 
@@ -121,10 +121,10 @@ def test_a_retryable_local_failure_waits_for_a_delayed_retry(tmp_path: Path) -> 
         def full_disk(batch: DeliveryBatch) -> Any:
             raise DeliveryError("cannot write: No space left on device", retryable=True)
 
-        fn.sinks["files"].write = full_disk  # type: ignore[method-assign]
+        fn.lanes["files"].sink.write = full_disk  # type: ignore[method-assign]
         out = process(fn, DeliveryBatch("files", "", items(5)))
         tagged = [o for o in out if isinstance(o, TaggedOutput)]
         assert [(o.tag, len(o.value.value.items)) for o in tagged] == [(RETRY, 5)]
-        assert fn.in_flight["files"] == 0
+        assert fn.lanes["files"].in_flight == 0
     finally:
         fn.teardown()

@@ -11,7 +11,7 @@ import pytest
 
 from transforms import metrics
 from transforms.connectors.base import DeliveryBatch, DeliveryError
-from transforms.deliver import _DeliverBatch
+from transforms.deliver import _Lane
 from transforms.rules.records import Packaged
 from transforms.rules.retry import Outcome
 
@@ -30,15 +30,15 @@ class Tally:
         self.values.append(value)
 
 
-def observer() -> tuple[_DeliverBatch, list[Tally], dict[str, Tally], dict[str, Tally]]:
-    fn = _DeliverBatch.__new__(_DeliverBatch)
+def observer() -> tuple[_Lane, list[Tally], dict[str, Tally], dict[str, Tally]]:
+    lane = _Lane.__new__(_Lane)
     fresh = [Tally() for _ in metrics.FRESHNESS_COUNTERS]
     counters = {metrics.FRESHNESS_UNKNOWN: Tally()}
     dists = {metrics.BATCH_SIZE: Tally(), metrics.DELIVERY_LATENCY_MS: Tally()}
-    fn.freshness = {"c": fresh}  # type: ignore[assignment]
-    fn.counters = {"c": counters}
-    fn.distributions = {"c": dists}
-    return fn, fresh, counters, dists
+    lane.freshness = fresh  # type: ignore[assignment]
+    lane.counters = counters  # type: ignore[assignment]
+    lane.distributions = dists  # type: ignore[assignment]
+    return lane, fresh, counters, dists
 
 
 def reference(items: list[Packaged], failed: set[int], now_ms: int) -> tuple[list[int], int, list]:
@@ -79,8 +79,8 @@ def test_per_batch_counts_equal_per_event_counts(
     failures = rng.sample(items, k=rng.randrange(0, len(items) // 3 + 1))
     failed = [(i, DeliveryError("no", False), 1) for i in failures]
     outcome = Outcome(delivered=len(items) - len(failures), failed=failed)
-    fn, fresh, counters, dists = observer()
-    fn._observe("c", DeliveryBatch("c", "", items), outcome)
+    lane, fresh, counters, dists = observer()
+    lane.observe(DeliveryBatch("c", "", items), outcome)
     buckets, unknown, ages = reference(items, {id(i) for i in failures}, now_ms)
     assert [t.total for t in fresh] == buckets
     assert counters[metrics.FRESHNESS_UNKNOWN].total == unknown
@@ -89,13 +89,13 @@ def test_per_batch_counts_equal_per_event_counts(
 
 
 def test_no_zero_increments(monkeypatch: pytest.MonkeyPatch) -> None:
-    fn, fresh, counters, _ = observer()
+    lane, fresh, counters, _ = observer()
     now_ms = 1_764_136_800_000
     monkeypatch.setattr(time, "time", lambda: now_ms / 1000)
     items = [Packaged("a", now_ms - 50, "x", {}, {}), Packaged("b", now_ms - 60, "x", {}, {})]
     calls: list[Any] = []
     for t in fresh:
         t.inc = lambda n=1, calls=calls: calls.append(n)  # type: ignore[method-assign]
-    fn._observe("c", DeliveryBatch("c", "", items), Outcome(delivered=2))
+    lane.observe(DeliveryBatch("c", "", items), Outcome(delivered=2))
     assert calls == [2]  # one bucket, counted once; no inc(0) for the others
     assert counters[metrics.FRESHNESS_UNKNOWN].total == 0

@@ -37,15 +37,13 @@ from tests.receivers.base import Receiver
 from tests.receivers.credentials import make_api, webhook_connector
 from tests.standins.pubsub import PubSubEmulator
 from transforms.config import parse_config
-from transforms.retry import (
-    HoldRetries,
-    _key_record,
-    _letters_to_messages,
+from transforms.dead_letters import _letters_to_messages
+from transforms.retry import HoldRetries, _key_record, write_retry_record
+from transforms.rules.letters import (
     dead_letter_name,
     encode_dead_letters,
     encode_retry_record,
     read_retry_message,
-    write_retry_record,
 )
 from transforms.rules.records import DeadLetter, Packaged, RetryRecord
 

@@ -65,7 +65,7 @@ dead_letter: {{path: "{tmp_path}/dl"}}
     fn = _DeliverBatch(config)
     fn.setup()
     if writes == "threads":  # local files write inline; check the pool's path as well
-        fn.pools["files"] = ThreadPoolExecutor(4)
+        fn.lanes["files"].pool = ThreadPoolExecutor(4)
     try:
         before = alive(DeliveryBatch), alive(Packaged)
         fn.start_bundle()

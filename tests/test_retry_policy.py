@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from tests.conftest import make_event
+from transforms.connectors import _api, base
 from transforms.connectors.base import (
     DeliveryBatch,
     DeliveryError,
@@ -17,6 +22,8 @@ from transforms.connectors.base import (
     Sink,
     WriteResult,
 )
+from transforms.rules import delivery
+from transforms.rules.delivery import ItemFailure
 from transforms.rules.records import Packaged, RetryRecord
 from transforms.rules.retry import (
     MAX_RETRY_AFTER_S,
@@ -98,6 +105,113 @@ def test_partial_failure_resends_only_failed_retryable_items() -> None:
     assert sink.calls == [["e0", "e1", "e2"], ["e1"]]
     assert out.delivered == 2
     assert [(i.event_id, e.status) for i, e, _ in out.failed] == [("e2", 400)]
+
+
+def test_one_partial_delivery_error_for_every_connector() -> None:
+    # Connectors import it from base, API connectors used to get a subclass from _api.
+    assert _api.PartialDeliveryError is base.PartialDeliveryError is delivery.PartialDeliveryError
+    assert _api.ItemFailure is base.ItemFailure is delivery.ItemFailure
+    assert base.DeliveryBatch is delivery.DeliveryBatch
+    assert base.WriteResult is delivery.WriteResult
+    assert base.DeliveryError is delivery.DeliveryError
+
+
+OUTCOMES = st.sampled_from(
+    [None, (True, 429, 2.0), (True, 503, None), (False, 400, None), (False, 413, None)]
+)
+
+
+@given(st.lists(OUTCOMES, min_size=1, max_size=12))
+def test_a_partial_failure_means_the_same_named_by_id_or_by_position(
+    plan: list[tuple[bool, int, float | None] | None],
+) -> None:
+    b = batch(len(plan))
+    failures = [
+        ItemFailure(n, f"e{n}", retryable, f"refused {status}", status, after)
+        for n, step in enumerate(plan)
+        if step is not None
+        for retryable, status, after in [step]
+    ]
+    delivered = WriteResult("x", len(plan) - len(failures), 7)
+    by_id = PartialDeliveryError(
+        "some failed", delivered, {f.event_id: f.error() for f in failures}
+    )
+    by_position = PartialDeliveryError("some failed", delivered, failures=failures, requests=2)
+
+    def meaning(exc: PartialDeliveryError) -> object:
+        return (
+            str(exc),
+            exc.retryable,
+            exc.status,
+            exc.retry_after_s,
+            exc.delivered,
+            exc.failed_event_ids,
+            [(k, str(e), e.retryable, e.status) for k, e in exc.failed.items()],
+            [
+                None if e is None else (str(e), e.retryable, e.status)
+                for e in exc.errors_for(b.items)
+            ],
+            exc.item_failures(b.items),
+            exc.retry_batch(b),
+            exc.dead_items(b),
+        )
+
+    assert meaning(by_id) == meaning(by_position)
+    assert by_position.failures == tuple(failures) and by_position.requests == 2
+    assert by_id.failures == () and by_id.requests == 0
+    outcomes = []
+    for exc in (by_id, by_position):
+        sink = ScriptedSink([exc, None])
+        out = deliver_with_retries(sink, b, policy()[0])
+        outcomes.append(
+            (sink.calls, out.delivered, [(i.event_id, e.status) for i, e, _ in out.failed])
+        )
+        assert out.delivered + len(out.failed) == len(plan)  # every event accounted for
+    assert outcomes[0] == outcomes[1]
+
+
+def test_a_partial_failure_by_position_tells_repeated_event_ids_apart() -> None:
+    items = [Packaged("dup", 1, "heartbeat", {}, {}) for _ in range(3)]
+    b = DeliveryBatch("c", "", items)
+    exc = PartialDeliveryError(
+        "1 of 3 failed",
+        WriteResult("x", 2, 5),
+        failures=[ItemFailure(1, "dup", False, "mapping", 400)],
+    )
+    assert [e is not None for e in exc.errors_for(items)] == [False, True, False]
+    assert [f.index for _, f in exc.dead_items(b)] == [1] and exc.retry_batch(b) is None
+    out = deliver_with_retries(ScriptedSink([exc]), b, policy()[0])
+    assert out.delivered == 2 and [e.status for _, e, _ in out.failed] == [400]
+
+
+def test_a_partial_failure_refuses_two_lists_of_failures() -> None:
+    failure = ItemFailure(0, "e0", False, "mapping", 400)
+    with pytest.raises(ValueError, match="not both"):
+        PartialDeliveryError(
+            "x", WriteResult("x", 0, 0), {"e0": failure.error()}, failures=[failure]
+        )
+
+
+class BareWriter:
+    """Only what the retry code needs of a sink (no connector base class)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def write(self, batch: DeliveryBatch) -> WriteResult:
+        self.calls += 1
+        status = 503 if self.calls == 1 else 400
+        raise DeliveryError(f"{status} from https://u:s3cret@h/", status == 503, status)
+
+    def redact(self, text: str) -> str:
+        return text.replace("s3cret", "***")
+
+
+def test_retries_need_only_write_and_redact_of_a_sink() -> None:
+    writer = BareWriter()
+    out = deliver_with_retries(writer, batch(), policy()[0])
+    assert writer.calls == 2 and out.retries == 1 and out.delivered == 0
+    assert {str(e) for _, e, _ in out.failed} == {"400 from https://u:***@h/"}
 
 
 def test_settle_sends_retryable_to_delayed_retry_and_the_rest_to_dead_letters() -> None:

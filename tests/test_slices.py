@@ -21,8 +21,8 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 
 from tests.conftest import make_event
+from transforms.batch import CutBatches, _CutChunk
 from transforms.config import parse_config
-from transforms.deliver import CutBatches, _CutChunk
 from transforms.filter import FilterFields
 from transforms.package import PackageRecords
 from transforms.parse import ParseEvents, _ParseChunk

@@ -34,7 +34,7 @@ EVENTS = "events"
 UNMATCHED = "unmatched"
 SPLIT_CHUNKS = "split_chunks"
 """Chunks whose slices reached the Batch stage in different bundles (expected: 0; see
-``transforms.deliver._CutChunk.finish_bundle``)."""
+``transforms.batch._CutChunk.finish_bundle``)."""
 
 ROUTED = "routed"
 DELIVERED = "delivered"

@@ -1,7 +1,8 @@
 """Connectors: one module per destination type, each implementing :class:`~.base.Sink`.
 
-Batching, retries, metrics and dead letters are shared code in :mod:`transforms.deliver`;
-a connector only opens its client, writes one batch, and classifies its errors.
+Batching (:mod:`transforms.batch`), retries, metrics and dead letters (:mod:`transforms.deliver`)
+are shared code; a connector only opens its client, writes one batch, and classifies its
+errors.
 
 A connector module declares ``CONNECTOR_TYPES`` (a mapping of type name to
 :class:`~.base.ConnectorSpec`); :data:`CONNECTORS` gathers them when this package is

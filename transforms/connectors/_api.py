@@ -14,19 +14,19 @@ requests. Three things are the same for all of them and live here:
 
 * :func:`split_parts`, which cuts a batch into requests that respect the destination's
   limits (entries and bytes per request), and rejects single entries that can never fit;
-* :class:`PartialDeliveryError`, raised by ``write()`` when some events of a batch were
+* :func:`send_parts`, which sends the parts and, when some events of a batch were
   delivered and others were not (an Elasticsearch ``_bulk`` item error, a Splunk
-  ``invalid-event-number``, the third of three Datadog requests failing). It says which
-  events failed, why, and whether each may be retried, so the shared retry code resends
+  ``invalid-event-number``, the third of three Datadog requests failing), raises
+  :class:`~.base.PartialDeliveryError` with one :class:`~.base.ItemFailure` per failed
+  event: which, why, and whether it may be retried, so the shared retry code resends
   only those and never the delivered ones.
 
-Sinks never retry: a failure is raised as a :class:`~.base.DeliveryError` (or this
-subclass) and :mod:`transforms.rules.retry` decides.
+Sinks never retry: a failure is raised as a :class:`~.base.DeliveryError` (or a
+:class:`~.base.PartialDeliveryError`) and :mod:`transforms.rules.retry` decides.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,12 +35,13 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from transforms.connectors import base
 from transforms.connectors.base import (
     Batch,
     DeliverConfig,
     DeliveryBatch,
     DeliveryError,
+    ItemFailure,
+    PartialDeliveryError,
     StrictModel,
     WriteResult,
 )
@@ -198,74 +199,6 @@ def check_endpoint(endpoint: str) -> None:
         )
 
 
-@dataclass(frozen=True)
-class ItemFailure:
-    """Why one event of a batch was not delivered.
-
-    ``index`` is the event's position in the batch (event ids may repeat in the input, so
-    positions, not ids, say which item failed).
-    """
-
-    index: int
-    event_id: str
-    retryable: bool
-    reason: str
-    status: int | None = None
-    retry_after_s: float | None = None
-
-
-class PartialDeliveryError(base.PartialDeliveryError):
-    """Some events of a batch were delivered, others were not.
-
-    The shared retry code (:func:`transforms.rules.retry.deliver_with_retries`) handles it
-    as its base class: ``delivered`` (a :class:`~.base.WriteResult`) is counted and never
-    resent, ``failed`` maps each failed event id to its error; only the retryable ones are
-    sent again. This subclass adds the per-event detail the API reported:
-
-    Attributes:
-        failures: one :class:`ItemFailure` per event not delivered, in batch order (with
-            its position, status and the API's reason).
-        failed_event_ids: their event ids, in the same order.
-        requests: how many requests were sent.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        failures: Sequence[ItemFailure],
-        delivered: WriteResult,
-        requests: int = 0,
-    ):
-        super().__init__(
-            message,
-            delivered,
-            {
-                f.event_id: DeliveryError(f.reason, f.retryable, f.status, f.retry_after_s)
-                for f in failures
-            },
-        )
-        self.failures = tuple(failures)
-        self.failed_event_ids = tuple(f.event_id for f in failures)
-        self.requests = requests
-
-    def errors_for(self, items: Sequence[Packaged]) -> list[DeliveryError | None]:
-        """Each written event's error by position (event ids may repeat in a batch)."""
-        out: list[DeliveryError | None] = [None] * len(items)
-        for f in self.failures:
-            if 0 <= f.index < len(items):
-                out[f.index] = DeliveryError(f.reason, f.retryable, f.status, f.retry_after_s)
-        return out
-
-    def retry_batch(self, batch: DeliveryBatch) -> DeliveryBatch | None:
-        """The events worth another attempt, as a batch (None when there are none)."""
-        items = [batch.items[f.index] for f in self.failures if f.retryable]
-        return dataclasses.replace(batch, items=items) if items else None
-
-    def dead_items(self, batch: DeliveryBatch) -> list[tuple[Packaged, ItemFailure]]:
-        """The events that must not be retried, each with its failure."""
-        return [(batch.items[f.index], f) for f in self.failures if not f.retryable]
-
-
 class PartFailures(DeliveryError):
     """Raised by a part sender when the API answered per entry (Elasticsearch, Splunk).
 
@@ -403,7 +336,7 @@ def send_parts(
         f"in {requests} request(s); first failure ({first.event_id}): {first.reason}"
     )
     raise PartialDeliveryError(
-        message, failures, WriteResult(target, delivered, sent_bytes), requests
+        message, WriteResult(target, delivered, sent_bytes), failures=failures, requests=requests
     )
 
 

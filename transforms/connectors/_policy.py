@@ -8,12 +8,9 @@ One place, so that no connector can answer these differently::
     redact("POST /services/T/B/xoxb-123 failed", ["xoxb-123"])   # 'POST /services/T/B/*** failed'
 
 :func:`redact` is the one redaction of every error text (exceptions, dead letters, retry
-records, logs). It removes each known secret however it is spelled in the text: raw,
-percent-encoded (``%2F`` or ``%2f``, ``+`` for a space), JSON-escaped (``\u00e9``,
-``\/``) or Python-escaped (``\xe9``), in any mix; then the query string of any URL, and
-key-like parameters (``sig=``, ``key=``, ``X-Amz-Signature=``...). A secret shorter than
-:data:`MIN_SECRET_CHARS` is not hidden (it would hide ordinary words); a replacement can
-never form a secret again (replacing repeats until none is left).
+records, logs): each known secret however it is spelled (raw, percent-, JSON- or
+Python-escaped), URL query strings and key-like parameters. It is a plain rule, kept in
+:mod:`transforms.rules.redact` with :func:`secret_values`, and used from here.
 
 :func:`guard_logs` extends the same redaction to the HTTP libraries' own log records
 (urllib3 logs each request line, path and query included, at DEBUG level).
@@ -21,7 +18,6 @@ never form a secret again (replacing repeats until none is left).
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import re
@@ -29,23 +25,22 @@ import threading
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any
 
-REDACTED = "***"
-"""What a secret is replaced with in any message."""
+# The redaction is a plain rule (transforms/rules/redact.py); the connectors use it from here.
+from transforms.rules.redact import MIN_SECRET_CHARS, REDACTED, redact, secret_values
 
-MIN_SECRET_CHARS = 4
-"""Secrets shorter than this are not redacted (they would hide ordinary text)."""
+__all__ = [
+    "MIN_SECRET_CHARS",
+    "REDACTED",
+    "guard_logs",
+    "is_retryable_status",
+    "parse_retry_after",
+    "redact",
+    "secret_values",
+]
 
 MAX_RETRY_AFTER_S = 7 * 24 * 3600.0
 """The longest ``Retry-After`` taken literally; anything longer is read as this (a week)."""
-
-_QUERY = re.compile(r"(https?://[^\s?'\"<>]*)\?[^\s'\"<>]*")
-_SECRET_PARAM = re.compile(
-    r"(?i)\b(sig|accountkey|sharedaccesssignature|x-amz-signature|x-amz-credential"
-    r"|x-amz-security-token|x-goog-signature|x-goog-credential|key|access_token|token"
-    r"|api_key|apikey)=[^&;\s'\"<>]+"
-)
 
 
 def is_retryable_status(status: int | None) -> bool:
@@ -107,70 +102,6 @@ def _seconds_until(value: str, now: datetime | None) -> float | None:
         return (when - (now or datetime.now(timezone.utc))).total_seconds()
     except (OverflowError, ValueError):
         return None
-
-
-def secret_values(*secrets: Any) -> tuple[str, ...]:
-    """The plain values to redact: from strings or ``SecretStr``s, short ones left out.
-
-    Longest first, so a secret containing another is replaced whole.
-    """
-    out = set()
-    for s in secrets:
-        value = s.get_secret_value() if hasattr(s, "get_secret_value") else s
-        if isinstance(value, str) and len(value) >= MIN_SECRET_CHARS:
-            out.add(value)
-    return tuple(sorted(out, key=len, reverse=True))
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` without any of ``secrets`` (however encoded), URL queries or key parameters.
-
-    >>> redact("GET https://a.example/c/x?sv=1&sig=abc failed")
-    'GET https://a.example/c/x?*** failed'
-    >>> redact('{"url": "/hooks/s%2Fcr%C3%A9t"}', ["s/crét"])
-    '{"url": "/hooks/***"}'
-    """
-    patterns = [_pattern(s) for s in secret_values(*secrets)]
-    changed = True
-    while changed:  # a replacement may join text into another occurrence: repeat
-        changed = False
-        for pattern in patterns:
-            text, n = pattern.subn(REDACTED, text)
-            changed = changed or n > 0
-    text = _QUERY.sub(r"\1?" + REDACTED, text)
-    return _SECRET_PARAM.sub(r"\1=" + REDACTED, text)
-
-
-def _hex(byte: int) -> str:
-    """A regex matching ``byte`` as two hex digits in either case."""
-    return "".join(f"[{d.lower()}{d.upper()}]" if d.isalpha() else d for d in f"{byte:02X}")
-
-
-def _spellings(char: str) -> str:
-    """A regex matching one character of a secret as any encoding may write it."""
-    forms = [re.escape(char)]
-    forms.append("".join("%" + _hex(b) for b in char.encode("utf-8")))  # percent-encoding
-    if char == " ":
-        forms.append(r"\+")  # form encoding
-    code = ord(char)
-    if code < 0x10000:
-        forms.append(r"\\u" + _hex(code >> 8) + _hex(code & 0xFF))
-    else:  # JSON writes astral characters as a surrogate pair
-        high, low = divmod(code - 0x10000, 0x400)
-        forms.append(
-            r"\\u" + _hex((0xD800 + high) >> 8) + _hex((0xD800 + high) & 0xFF)
-            + r"\\u" + _hex((0xDC00 + low) >> 8) + _hex((0xDC00 + low) & 0xFF)
-        )  # fmt: skip
-    if code < 0x100:
-        forms.append(r"\\x" + _hex(code))  # repr()
-    if char in "\"\\/'":
-        forms.append(r"\\" + re.escape(char))  # JSON or repr escapes
-    return "(?:" + "|".join(forms) + ")"
-
-
-@functools.lru_cache(maxsize=256)
-def _pattern(secret: str) -> re.Pattern[str]:
-    return re.compile("".join(_spellings(c) for c in secret))
 
 
 _LOGGED_SECRETS: set[str] = set()

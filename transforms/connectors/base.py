@@ -9,12 +9,17 @@ A connector author writes four things (compare Beam's ``requestresponse.Caller``
 
 and raises :class:`DeliveryError` with ``retryable`` set by the destination's rules when a
 batch cannot be delivered. Everything else (batching, retries, metrics, dead letters) is
-shared code in :mod:`transforms.deliver`.
+shared code in :mod:`transforms.batch` and :mod:`transforms.deliver`.
+
+:class:`DeliveryBatch`, :class:`WriteResult`, :class:`DeliveryError`,
+:class:`PartialDeliveryError` and :class:`ItemFailure` are plain values defined in
+:mod:`transforms.rules.delivery` (the shared retry rules use them without importing any
+connector code); import them from here, next to :class:`Sink`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -22,9 +27,29 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from transforms.connectors._policy import redact
 from transforms.connectors.secrets import plain
+from transforms.rules.delivery import (
+    DeliveryBatch,
+    DeliveryError,
+    ItemFailure,
+    PartialDeliveryError,
+    WriteResult,
+)
 from transforms.rules.encode import FORMATS, GZIP_LEVEL
 from transforms.rules.naming import PrefixTemplate
-from transforms.rules.records import Packaged
+
+__all__ = [
+    "Batch",
+    "ConnectorSpec",
+    "DeliverConfig",
+    "DeliveryBatch",
+    "DeliveryError",
+    "ItemFailure",
+    "ObjectLayout",
+    "PartialDeliveryError",
+    "Sink",
+    "StrictModel",
+    "WriteResult",
+]
 
 
 class StrictModel(BaseModel):
@@ -117,59 +142,6 @@ class ObjectLayout(DeliverConfig):
         return prefix
 
 
-@dataclass(frozen=True)
-class DeliveryBatch:
-    """Events of one connector that travel together (one file, object or request)."""
-
-    connector_id: str
-    prefix: str
-    items: Sequence[Packaged]
-    retry: Any = None
-    """The :class:`~transforms.rules.records.RetryRecord` this batch redelivers, if any."""
-
-
-@dataclass(frozen=True)
-class WriteResult:
-    """What one successful write delivered."""
-
-    name: str
-    events: int
-    bytes: int
-    existed: bool = False
-    """True when a create-only write found its object already there (a retried batch)."""
-
-
-class DeliveryError(Exception):
-    """A batch that could not be delivered.
-
-    Args:
-        message: what went wrong (never containing a secret).
-        retryable: True for transient failures (throttling, 5xx, timeouts, resets).
-        status: the destination's status code, when there is one.
-        retry_after_s: how long the destination asked us to wait, when it did.
-        outcome_unknown: True when the destination may have accepted the batch anyway (a
-            read timeout after the request was sent): resending it may duplicate events.
-    """
-
-    dead_letter_reason: str | None = None
-    """The ``reason`` of the dead letters this error makes, when not the usual
-    ``not_retryable`` / ``retries_exhausted`` (e.g. ``sink_unaccounted``)."""
-
-    def __init__(
-        self,
-        message: str,
-        retryable: bool,
-        status: int | None = None,
-        retry_after_s: float | None = None,
-        outcome_unknown: bool = False,
-    ):
-        super().__init__(message)
-        self.retryable = retryable
-        self.status = status
-        self.retry_after_s = retry_after_s
-        self.outcome_unknown = outcome_unknown
-
-
 class Sink:
     """A destination: open a client, write a batch, close."""
 
@@ -225,32 +197,3 @@ class ConnectorSpec:
     """The packaging template (``templates/<name>.yaml``) a connector of this type uses
     when its ``package`` names none, e.g. ``new_relic``, whose records need an
     ``eventType``. ``package: {template: null}`` opts out: the filtered event is sent."""
-
-
-class PartialDeliveryError(DeliveryError):
-    """Some events of a batch were delivered and others were not (e.g. Elasticsearch ``_bulk``).
-
-    The shared retry code resends only the events in ``failed`` whose error is retryable;
-    the others become dead letters at once. Delivered events are never sent again.
-
-    Args:
-        message: a summary of what failed.
-        delivered: what the request did deliver.
-        failed: the error of each failed event, by event id.
-    """
-
-    def __init__(self, message: str, delivered: WriteResult, failed: dict[str, DeliveryError]):
-        statuses = {e.status for e in failed.values()}
-        super().__init__(
-            message,
-            retryable=any(e.retryable for e in failed.values()),
-            status=statuses.pop() if len(statuses) == 1 else None,
-            retry_after_s=max((e.retry_after_s or 0.0 for e in failed.values()), default=0.0)
-            or None,
-        )
-        self.delivered = delivered
-        self.failed = failed
-
-    def errors_for(self, items: Sequence[Packaged]) -> list[DeliveryError | None]:
-        """The error of each event of the written batch, by position (None: not failed)."""
-        return [self.failed.get(item.event_id) for item in items]

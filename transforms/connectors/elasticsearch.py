@@ -24,7 +24,7 @@ there answers ``409`` and counts as delivered.
 
 Elasticsearch reports errors per document: when some documents fail, the others are
 delivered and ``write`` raises
-:class:`~transforms.connectors._api.PartialDeliveryError` naming the failed events, so
+:class:`~transforms.connectors.base.PartialDeliveryError` naming the failed events, so
 only those are retried (``429`` and ``5xx`` items) or dead-lettered (``400``
 ``mapper_parsing_exception`` and other ``4xx`` items); the delivered ones are never sent
 again. A whole-request ``401``/``403`` (credentials) or ``413`` (too large) is not
@@ -43,7 +43,6 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from transforms.connectors._api import (
     HttpApiDeliver,
-    ItemFailure,
     Part,
     PartFailures,
     send_parts,
@@ -52,7 +51,13 @@ from transforms.connectors._api import (
 )
 from transforms.connectors._http import HttpApiSink, compress, ndjson
 from transforms.connectors._policy import is_retryable_status, redact
-from transforms.connectors.base import ConnectorSpec, DeliveryBatch, DeliveryError, WriteResult
+from transforms.connectors.base import (
+    ConnectorSpec,
+    DeliveryBatch,
+    DeliveryError,
+    ItemFailure,
+    WriteResult,
+)
 from transforms.rules.encode import dumps, record_json
 
 _INDEX_NAME = re.compile(r'^[^-_+.A-Z\\/*?"<>| ,#:][^A-Z\\/*?"<>| ,#:]{0,254}$')

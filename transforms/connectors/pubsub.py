@@ -37,11 +37,13 @@ from typing import Any
 
 from pydantic import Field
 
-from transforms.connectors._api import ApiDeliver, ItemFailure, PartialDeliveryError
+from transforms.connectors._api import ApiDeliver
 from transforms.connectors.base import (
     ConnectorSpec,
     DeliveryBatch,
     DeliveryError,
+    ItemFailure,
+    PartialDeliveryError,
     Sink,
     WriteResult,
 )
@@ -153,8 +155,8 @@ class PubSubSink(Sink):
         raise PartialDeliveryError(
             f"pubsub {self.deliver.topic}: {delivered} of {len(batch.items)} messages "
             f"published; first failure: {failures[0].reason}",
-            failures,
             WriteResult(self.deliver.topic, delivered, sent_bytes),
+            failures=failures,
         )
 
     def _classify(self, exc: BaseException) -> DeliveryError:

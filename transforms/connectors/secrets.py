@@ -17,6 +17,10 @@ job, readable by anyone with access to either; and Dataflow workers do not inher
 launcher's environment, so ``${env:...}`` only works where the workers share it (a
 local run, Flink with ``LOOPBACK`` or a worker environment that sets it).
 
+The dead-letter and retry-record writers redact every secret of the config: they hold a
+:class:`ConfigSecrets` (the config, references only) and read its values
+(:func:`config_secrets`) in ``setup``, on the worker, like the sinks.
+
 Endpoints for stand-ins and private endpoints: Google Secret Manager is read over its
 REST API at ``SECRET_MANAGER_ENDPOINT`` when set (with anonymous credentials when it is
 ``http://``), else at Google's with Application Default Credentials; AWS Secrets
@@ -29,9 +33,13 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Sequence
+from functools import cached_property
 from typing import Any
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
+
+from transforms.rules import redact
 
 REFERENCE = re.compile(r"^\$\{(env|gcp-secret|aws-secret):([^}\s]+)\}$")
 """A whole-string secret reference: group 1 the source, group 2 the name."""
@@ -192,3 +200,62 @@ def plain(value: Any) -> Any:
     if isinstance(value, list):
         return [v.get_secret_value() if isinstance(v, SecretRef) else v for v in value]
     return value
+
+
+def config_secrets(config: Any) -> tuple[str, ...]:
+    """The secret values of a validated config, for the dead-letter and retry-record writers.
+
+    Every ``SecretStr`` field (the ``${env:NAME}`` secrets: API keys, headers, the hash
+    key), each connector's typed ``deliver`` section included, and what each connector's
+    sink declares secret (:meth:`~transforms.connectors.base.Sink.secret_values`, e.g. the
+    secret parts of an endpoint); values shorter than 4 characters are left out
+    (:func:`transforms.rules.redact.secret_values`).
+    """
+    from transforms.connectors import make_sink
+
+    found: list[Any] = []
+    stack: list[Any] = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, SecretStr):
+            found.append(node)
+        elif isinstance(node, BaseModel):
+            stack.extend(getattr(node, name) for name in type(node).model_fields)
+            if isinstance(getattr(type(node), "deliver_config", None), cached_property):
+                deliver = node.deliver_config  # type: ignore[attr-defined]
+                stack.append(deliver)
+                try:  # a sink is built, not opened: no client, no connection
+                    sink = make_sink(node.id, node.type, deliver)  # type: ignore[attr-defined]
+                    found.extend(getattr(sink, "secret_values", tuple)())
+                except Exception:  # its SecretStr fields above are redacted all the same
+                    pass
+        elif isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list | tuple | set | frozenset):
+            stack.extend(node)
+    return redact.secret_values(*found)
+
+
+class ConfigSecrets:
+    """Where a config's secrets are, for the writers: values are read on each worker.
+
+    The writers' DoFns hold this (the config, whose secrets are :class:`SecretRef`
+    references) and call :meth:`values` in ``setup``, so no secret value is ever part of
+    the job graph.
+    """
+
+    def __init__(self, config: Any):
+        self.config = config
+
+    def values(self) -> tuple[str, ...]:
+        """The secret values (:func:`config_secrets`)."""
+        return config_secrets(self.config)
+
+
+Secrets = ConfigSecrets | Sequence[str]
+"""What the writers take: a :class:`ConfigSecrets`, or values (tests)."""
+
+
+def secret_values(secrets: Secrets) -> tuple[str, ...]:
+    """The values of ``secrets`` (read now, for a :class:`ConfigSecrets`)."""
+    return secrets.values() if isinstance(secrets, ConfigSecrets) else tuple(secrets)

@@ -3,19 +3,19 @@
     outcome = deliver_with_retries(sink, batch, RetryPolicy(immediate=3))
     outcome.delivered, outcome.failed   # failed: [(item, last error, attempts), ...]
 
-A retryable :class:`~transforms.connectors.base.DeliveryError` is retried up to
+A retryable :class:`~transforms.rules.delivery.DeliveryError` is retried up to
 ``immediate`` times with jittered exponential backoff (0.2 s, 0.4 s, 0.8 s ... each capped
 at 2 s, so well under 10 s in total), or waits what the destination asked for in
 ``Retry-After`` (capped at 5 s; longer waits are the delayed retry's job). A
 non-retryable error fails at once. After a
-:class:`~transforms.connectors.base.PartialDeliveryError` only the failed, retryable
+:class:`~transforms.rules.delivery.PartialDeliveryError` only the failed, retryable
 events are sent again.
 
 Every attempt is accounted per event: what a sink neither counts delivered nor names as
 failed (a sink bug) fails at once with reason ``sink_unaccounted``, so it is dead-lettered
 rather than lost; a sink counting more than it was given is capped at the batch (and the
 excess counted in :attr:`Outcome.overclaimed`). Every error text is redacted of the
-sink's secrets (:meth:`~transforms.connectors.base.Sink.redact`) before it can reach a
+sink's secrets (:meth:`~transforms.rules.delivery.BatchWriter.redact`) before it can reach a
 dead letter or a retry record.
 
 Then :func:`settle_failures` decides, per failed event, between a delayed retry (a
@@ -32,11 +32,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from transforms.connectors.base import (
+from transforms.rules.delivery import (
+    BatchWriter,
     DeliveryBatch,
     DeliveryError,
     PartialDeliveryError,
-    Sink,
     WriteResult,
 )
 from transforms.rules.naming import batch_digest
@@ -115,7 +115,7 @@ class Outcome:
         return 0 if limit is None else limit - events
 
 
-def deliver_with_retries(sink: Sink, batch: DeliveryBatch, policy: RetryPolicy) -> Outcome:
+def deliver_with_retries(sink: BatchWriter, batch: DeliveryBatch, policy: RetryPolicy) -> Outcome:
     """Write a batch with immediate retries; never raises a DeliveryError.
 
     Every item of ``batch`` ends counted in ``delivered`` or listed in ``failed``, exactly
@@ -183,7 +183,7 @@ def _unaccounted(result: WriteResult, sent: int, missing: int) -> UnaccountedErr
     )
 
 
-def _redacted(outcome: Outcome, sink: Sink) -> Outcome:
+def _redacted(outcome: Outcome, sink: BatchWriter) -> Outcome:
     """The outcome with every error text redacted of the sink's secrets."""
     if not outcome.failed:
         return outcome

@@ -1,0 +1,241 @@
+"""Batch stage: cut each connector's packaged records into :class:`DeliveryBatch` es.
+
+Both paths key every record by its connector's rendered prefix (:func:`key_by_prefix`),
+so a batch only ever holds records bound for one place::
+
+    # connector "errors", deliver: {prefix: "{event_type}/", batch: {max_events: 3}}
+    # records e1..e5 of type error, e6 of type seek:
+    #   DeliveryBatch("errors", "error/", [e1, e2, e3])
+    #   DeliveryBatch("errors", "error/", [e4, e5])
+    #   DeliveryBatch("errors", "seek/", [e6])
+
+- :class:`CutBatches` (backfill) cuts batches inside each chunk, with no shuffle: records
+  are grouped by prefix in input order and cut every ``batch.max_events``. Chunk
+  boundaries are deterministic, so a rerun of the same input produces the same batches
+  and therefore the same content-derived file and object names.
+- :class:`StreamBatches` (streaming) keys records by ``(connector, prefix, shard)`` and
+  bulks them with ``GroupIntoBatches`` per connector, by count and by time.
+
+A record whose prefix cannot be rendered (a time placeholder and no event time) is a
+dead letter (``stage: batch``, ``reason: prefix_unrenderable``) on the tagged output
+``dead_letter``; nothing is dropped. Delivering the batches is :mod:`transforms.deliver`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.utils.windowed_value import WindowedValue
+
+from transforms import metrics
+from transforms.config import DeliveryConfig
+from transforms.connectors.base import DeliveryBatch
+from transforms.parse import DEAD_LETTER
+from transforms.rules.naming import PrefixError, PrefixTemplate, stable_shard
+from transforms.rules.records import Chunk, DeadLetter, Packaged, is_last
+
+
+def key_by_prefix(
+    prefix: PrefixTemplate, cid: str, items: list[Packaged]
+) -> tuple[dict[str, list[Packaged]], list[DeadLetter]]:
+    """Group connector ``cid``'s records by rendered prefix, in input order.
+
+    Returns the non-empty groups (prefix -> records, each in input order, groups in order
+    of first appearance) and a dead letter for each record whose prefix cannot be
+    rendered. Every record ends in exactly one of the two::
+
+        p = PrefixTemplate.compile("{event_type}/")
+        key_by_prefix(p, "errors", [error1, seek1, error2])
+        # ({"error/": [error1, error2], "seek/": [seek1]}, [])
+
+    A constant prefix renders nothing: ``items`` itself is the one group.
+    """
+    if prefix.is_constant:
+        return ({prefix.text: items} if items else {}), []
+    groups: dict[str, list[Packaged]] = {}
+    failed: list[DeadLetter] = []
+    for item in items:
+        try:
+            key = prefix.render(cid, item.event_type, item.time_ms)
+        except PrefixError as exc:
+            failed.append(
+                DeadLetter.for_event("batch", cid, item.event, "prefix_unrenderable", str(exc))
+            )
+            continue
+        groups.setdefault(key, []).append(item)
+    return groups, failed
+
+
+class Layout(NamedTuple):
+    """How one connector's records are batched: its prefix and its ``batch`` limits."""
+
+    prefix: PrefixTemplate
+    max_events: int
+    shards: int
+
+
+def layouts(config: DeliveryConfig) -> dict[str, Layout]:
+    """Each connector's :class:`Layout`, by connector id, e.g. ``{"archive": Layout(...)}``."""
+    out: dict[str, Layout] = {}
+    for c in config.connectors:
+        deliver = c.deliver_config
+        prefix = PrefixTemplate.compile(getattr(deliver, "prefix", ""))
+        out[c.id] = Layout(prefix, deliver.batch.max_events, deliver.batch.shards)
+    return out
+
+
+class _CutChunk(beam.DoFn):
+    def __init__(self, config: DeliveryConfig):
+        self.config = config
+
+    def setup(self) -> None:
+        self.layout = layouts(self.config)
+        self.split_chunks = Metrics.counter(metrics.PIPELINE, metrics.SPLIT_CHUNKS)
+
+    def start_bundle(self) -> None:
+        self.pending: dict[str, tuple[list[Packaged], Any]] = {}
+
+    def process(
+        self,
+        element: tuple[str, list[Packaged]],
+        window: Any = beam.DoFn.WindowParam,
+        timestamp: Any = beam.DoFn.TimestampParam,
+    ) -> Iterator[Any]:
+        cid, items = element
+        # A chunk arrives in slices (Chunk.last); cut it whole, as if it came in one piece.
+        held = self.pending.get(cid)
+        if held is not None:
+            held[0].extend(items)
+        if not is_last(items):
+            if held is None:
+                self.pending[cid] = (list(items), WindowedValue(None, timestamp, (window,)))
+            return
+        if held is not None:
+            del self.pending[cid]
+            items = held[0]
+        yield from self._cut(cid, items)
+
+    def finish_bundle(self) -> Iterator[Any]:
+        # Slices of one chunk are outputs of one Parse call, so a runner that fuses Parse
+        # with Batch (all of them: nothing between them shuffles) delivers every slice in
+        # that call's bundle. Should one ever not, its slices are still cut, not dropped,
+        # and the split is counted.
+        for cid, (items, where) in self.pending.items():
+            self.split_chunks.inc()
+            for out in self._cut(cid, items):
+                if isinstance(out, beam.pvalue.TaggedOutput):
+                    yield beam.pvalue.TaggedOutput(out.tag, where.with_value(out.value))
+                else:
+                    yield where.with_value(out)
+        self.pending = {}
+
+    def _cut(self, cid: str, items: list[Packaged]) -> Iterator[Any]:
+        layout = self.layout[cid]
+        groups, failed = key_by_prefix(layout.prefix, cid, items)
+        size = layout.max_events
+        for key, group in groups.items():
+            for start in range(0, len(group), size):
+                yield DeliveryBatch(cid, key, Chunk(group[start : start + size]))
+        if failed:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, failed)
+
+
+class CutBatches(beam.PTransform):
+    """``(connector_id, [Packaged])`` -> :class:`DeliveryBatch` of at most ``max_events``.
+
+    Tagged output ``dead_letter``: events whose prefix cannot be rendered.
+    """
+
+    def __init__(self, config: DeliveryConfig):
+        super().__init__()
+        self.config = config
+
+    def expand(self, records: Any) -> Any:
+        """Outputs ``batches`` and ``dead_letter``."""
+        cut = beam.ParDo(_CutChunk(self.config)).with_output_types(DeliveryBatch)
+        return records | cut.with_outputs(DEAD_LETTER, main="batches")
+
+
+class _KeyByPrefix(beam.DoFn):
+    def __init__(self, config: DeliveryConfig):
+        self.config = config
+
+    def setup(self) -> None:
+        self.layout = layouts(self.config)
+
+    def process(self, element: tuple[str, list[Packaged]]) -> Iterator[Any]:
+        cid, items = element
+        layout = self.layout[cid]
+        groups, failed = key_by_prefix(layout.prefix, cid, items)
+        shards = layout.shards
+        for key, group in groups.items():
+            for item in group:
+                yield (cid, key, stable_shard(item.event_id, shards)), item
+        if failed:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, failed)
+
+
+class _ByConnector(beam.PartitionFn):
+    def __init__(self, ids: list[str]):
+        self.index = {cid: n for n, cid in enumerate(ids)}
+
+    def partition_for(self, element: Any, num_partitions: int, *args: Any, **kwargs: Any) -> int:
+        return self.index[element[0][0]]
+
+
+def _same(element: Any) -> Any:
+    return element
+
+
+def _to_batch(element: tuple[tuple[str, str, int], list[Packaged]]) -> DeliveryBatch:
+    (cid, prefix, _), items = element
+    return DeliveryBatch(cid, prefix, items)
+
+
+class StreamBatches(beam.PTransform):
+    """Streaming bulking: ``GroupIntoBatches`` per connector, by count and by time.
+
+    Events are keyed by ``(connector, rendered prefix, shard)``; each connector gets its
+    own ``GroupIntoBatches(max_events, max_wait_s)`` (labels ``Batch/<connector id>``),
+    so a batch holds at most ``batch.max_events`` events and no event waits more than
+    ``batch.max_wait_s`` of processing time, also when traffic stops (the buffering timer
+    fires without new input). ``batch.shards`` spreads one hot connector over that many
+    keys (hence workers); the shard is a stable hash of ``event_id``, so a redelivered
+    Pub/Sub message lands in the same shard. We shard explicitly rather than with
+    ``GroupIntoBatches.WithShardedKey``: on the DirectRunner the latter never flushes its
+    buffer at the end of the stream (see docs/beam-limits.md).
+
+    Output: :class:`DeliveryBatch`; tagged ``dead_letter``: events whose prefix cannot be
+    rendered. ``clock`` is for tests (TestStream needs a fake clock starting at 0).
+    """
+
+    def __init__(self, config: DeliveryConfig, clock: Any = None):
+        super().__init__()
+        self.config = config
+        self.clock = clock
+
+    def expand(self, records: Any) -> Any:
+        """Outputs ``batches`` and ``dead_letter``; the step labels are update contracts."""
+        keyed = records | "Key" >> beam.ParDo(_KeyByPrefix(self.config)).with_outputs(
+            DEAD_LETTER, main="keyed"
+        )
+        ids = [c.id for c in self.config.connectors]
+        parts = keyed.keyed | "ByConnector" >> beam.Partition(_ByConnector(ids), len(ids))
+        batches = []
+        for connector, part in zip(self.config.connectors, parts, strict=True):
+            limits = connector.deliver_config.batch
+            extra = {"clock": self.clock} if self.clock is not None else {}
+            # A typed key gives GroupIntoBatches a deterministic key coder (Partition erases
+            # the element type).
+            part = part | f"Typed/{connector.id}" >> beam.Map(_same).with_output_types(
+                beam.typehints.Tuple[beam.typehints.Tuple[str, str, int], Any]
+            )
+            grouped = part | f"Batch/{connector.id}" >> beam.GroupIntoBatches(
+                limits.max_events, limits.max_wait_s, **extra
+            )
+            batches.append(grouped | f"ToBatch/{connector.id}" >> beam.Map(_to_batch))
+        merged = batches | "Batches" >> beam.Flatten()
+        return {"batches": merged, DEAD_LETTER: keyed[DEAD_LETTER]}
