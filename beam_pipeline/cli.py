@@ -257,6 +257,7 @@ def _run_streaming(options: Any, job: Any, config: DeliveryConfig) -> int:
         problem = runners.use_prism(options)
         if problem:
             return _fail(problem)
+    runners.tune_flink_streaming(options)
     try:
         reading = runners.pubsub_reading(options, job)
     except runners.ReadingError as exc:

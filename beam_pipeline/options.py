@@ -133,11 +133,12 @@ class DeliveryOptions(PipelineOptions):
 
 
 class FlinkStreamingOptions(PipelineOptions):
-    """Flink options that Beam Python does not declare, so that they reach the job server.
+    """Flink options that Beam Python does not declare: typed, listed in ``--help``.
 
-    Beam's Python FlinkRunner passes only declared options to the Flink job server; an
-    undeclared ``--checkpointing_interval`` is dropped without a word (docs/flink.md).
-    Names are Java's ``FlinkPipelineOptions`` in snake_case.
+    Names must be Java's ``FlinkPipelineOptions`` in snake_case, spelling included: the job
+    server maps ``max_bundle_time_mills`` to ``maxBundleTimeMills`` (Beam's own spelling)
+    and silently ignores a name no option has, such as ``max_bundle_time_millis``
+    (docs/flink.md, "Latency"). That name is accepted here as an alias of the right one.
     """
 
     @classmethod
@@ -150,10 +151,14 @@ class FlinkStreamingOptions(PipelineOptions):
             " Needed for --pubsub-ack finalize and for state that survives failures.",
         )
         parser.add_argument(
+            "--max_bundle_time_mills",
             "--max_bundle_time_millis",
+            dest="max_bundle_time_mills",
             type=int,
             default=None,
-            help="Flink: close a bundle after this many ms (Flink's default: 1000).",
+            help="Flink: close a bundle after this many ms (Java maxBundleTimeMills; Beam's "
+            "default 1000, this job's for streaming: 100). Outputs and fired timers leave a "
+            "portable stage only when its bundle closes.",
         )
         parser.add_argument(
             "--max_bundle_size",

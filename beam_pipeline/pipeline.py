@@ -14,6 +14,7 @@ It is separate from the command line so that tests build the same graph on a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
@@ -38,26 +39,37 @@ from transforms.retry import REQUEUE, HoldRetries, PublishRetries, ReadRetries, 
 from transforms.route import RouteEvents
 
 
+@dataclass(frozen=True)
+class Streaming:
+    """How :func:`build_delivery` runs a streaming graph (``None`` there: batch).
+
+    Attributes:
+        reading: how subscriptions are read (see :mod:`transforms.pubsub_read`).
+        rules: route/filter/package rules that follow a config changing while the job
+            runs (:mod:`transforms.live`); default the config's, fixed.
+        clock: for tests: the processing clock of every ``GroupIntoBatches`` (TestStream
+            needs a fake one).
+        retry_messages: for tests: a PCollection replacing the read of
+            ``retry_subscription`` (with a Pub/Sub retry topic).
+    """
+
+    reading: PubSubReading | None = None
+    rules: LiveRules | None = None
+    clock: Any = None
+    retry_messages: Any = None
+
+
 def build_delivery(
     chunks: Any,
     config: DeliveryConfig,
-    streaming: bool = False,
-    clock: Any = None,
-    rules: LiveRules | None = None,
-    retry_messages: Any = None,
-    reading: PubSubReading | None = None,
+    streaming: Streaming | None = None,
     read_failures: Any = None,
 ) -> dict[str, Any]:
     """Wire Parse -> ... -> Deliver onto a PCollection of raw line chunks.
 
-    ``streaming`` selects the Batch stage: deterministic cuts inside each chunk (batch) or
-    ``GroupIntoBatches`` per connector by count and processing time (streaming).
-    ``clock`` is passed to every ``GroupIntoBatches`` (TestStream tests need a fake one).
-    ``rules`` (default: the config's, fixed) lets Route, Filter and Package follow a
-    config that changes while the job runs (see :mod:`transforms.live`).
-    ``retry_messages`` (streaming with a Pub/Sub retry topic) replaces the read of
-    ``retry_subscription`` with a PCollection of the same messages (TestStream tests).
-    ``reading`` says how subscriptions are read (see :mod:`transforms.pubsub_read`).
+    ``streaming`` (a :class:`Streaming`) selects the streaming graph: ``GroupIntoBatches``
+    per connector by count and processing time instead of deterministic cuts inside each
+    chunk, retries held or read back from Pub/Sub, dead letters bulked by time.
     ``read_failures`` (lists of dead letters of the read, e.g. unreadable files) join the
     other failures.
 
@@ -65,8 +77,9 @@ def build_delivery(
     ``dead_letters`` (paths of dead-letter files) and, with a ``retry_topic``, ``retries``
     (paths of retry records) PCollections.
     """
+    clock = streaming.clock if streaming else None
     parsed = chunks | "Parse" >> ParseEvents()
-    live = rules if rules is not None else LiveRules(config)
+    live = streaming.rules if streaming and streaming.rules else LiveRules(config)
     routed = parsed.events | "Route" >> RouteEvents(live)
     filtered = routed | "Filter" >> FilterFields(live)
     packaged = filtered | "Package" >> PackageRecords(live)
@@ -80,11 +93,11 @@ def build_delivery(
     requeued = []
     if streaming and config.retry_on_pubsub:
         assert config.retry_subscription is not None
-        if retry_messages is not None:
-            held = retry_messages | "Retries" >> HoldRetries(config)
+        if streaming.retry_messages is not None:
+            held = streaming.retry_messages | "Retries" >> HoldRetries(config)
         else:
             held = chunks.pipeline | "Retries" >> ReadRetries(
-                config.retry_subscription, reading, config
+                config.retry_subscription, streaming.reading, config
             )
         ready = (ready, held.due) | "FreshAndDue" >> beam.Flatten()
         extra_failures.append(held.invalid)
@@ -105,7 +118,7 @@ def build_delivery(
     else:
         dead = failures | "DeadLetters" >> WriteDeadLetters(
             config.dead_letter.location,
-            streaming,
+            streaming is not None,
             clock,
             limits.max_events,
             limits.max_wait_s,
@@ -160,4 +173,5 @@ def build_streaming_pipeline(
     chunks = p | "Read" >> ReadPubSubChunks(
         subscription, topic, timestamp_attribute, reading=reading
     )
-    return build_delivery(chunks, config, streaming=True, clock=clock, rules=rules, reading=reading)
+    mode = Streaming(reading=reading, rules=rules, clock=clock)
+    return build_delivery(chunks, config, mode)

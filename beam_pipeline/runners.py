@@ -216,6 +216,40 @@ class ReadingError(ValueError):
     """A streaming run whose Pub/Sub acknowledgement would be unsafe or never happen."""
 
 
+def runner_family(options: Any) -> str:
+    """The runner's name without "Runner", lower case: ``"flink"``, ``"prism"``, ``""``."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    runner = options.view_as(StandardOptions).runner
+    name = runner if isinstance(runner, str) else type(runner).__name__ if runner else ""
+    return name.rsplit(".", 1)[-1].lower().removesuffix("runner")
+
+
+FLINK_STREAMING_BUNDLE_MS = 100
+"""Bundle time limit of a streaming run on Flink unless ``--max_bundle_time_mills`` says.
+
+A portable Flink stage hands on its outputs and fired timers only when its bundle
+closes, by default every 1,000 ms, checked every 500 ms: each batch left
+``GroupIntoBatches`` 1.5 s apart and a 0.5 s ``max_wait_s`` became p50 2.4 s / p99 3.1 s
+of latency. At 100 ms: p50 0.55 s / p99 0.91 s at 200 events/s, for roughly 10-15% more
+CPU (docs/flink.md, "Latency")."""
+
+
+def tune_flink_streaming(options: Any) -> bool:
+    """Give a streaming run on Flink :data:`FLINK_STREAMING_BUNDLE_MS` bundles; True if set.
+
+    The flag wins when given (any spelling :class:`~beam_pipeline.options.FlinkStreamingOptions`
+    accepts).
+    """
+    from beam_pipeline.options import FlinkStreamingOptions
+
+    flink = options.view_as(FlinkStreamingOptions)
+    if runner_family(options) != "flink" or flink.max_bundle_time_mills is not None:
+        return False
+    flink.max_bundle_time_mills = FLINK_STREAMING_BUNDLE_MS
+    return True
+
+
 def pubsub_reading(options: Any, job: Any) -> PubSubReading:
     """How to read Pub/Sub, from ``--pubsub-reader``, ``--pubsub-ack`` and the runner.
 
@@ -225,14 +259,10 @@ def pubsub_reading(options: Any, job: Any) -> PubSubReading:
             only on checkpoints: ``finalize`` would never ack, and choosing ``immediate``
             silently would risk losing messages in flight).
     """
-    from apache_beam.options.pipeline_options import StandardOptions
-
     from beam_pipeline.options import FlinkStreamingOptions
     from transforms.pubsub_read import MAX_LEASE_S, PubSubReading
 
-    runner = options.view_as(StandardOptions).runner
-    name = runner if isinstance(runner, str) else type(runner).__name__ if runner else ""
-    family = name.rsplit(".", 1)[-1].lower().removesuffix("runner")
+    family = runner_family(options)
     portable = job.pubsub_reader == "portable" or (
         job.pubsub_reader == "auto" and family in PORTABLE_RUNNERS
     )

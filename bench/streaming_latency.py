@@ -90,7 +90,7 @@ def main() -> None:
         action="append",
         default=[],
         help="extra pipeline option of the Flink run, e.g. "
-        "--flink-option=--max_bundle_time_millis=100",
+        "--flink-option=--max_bundle_time_mills=1000 (the job sets 100 by itself)",
     )
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -196,8 +196,7 @@ dead_letter: {{path: "{out}/dead_letter"}}
     n = 0
     while time.time() - start < args.seconds:
         due = start + n / args.rate
-        if due > time.time():
-            time.sleep(due - time.time())
+        time.sleep(max(0.0, due - time.time()))  # the clock moves between two reads
         now = time.time()
         event_id = f"e{n}"
         event = {"event_id": event_id, "event": {"type": "heartbeat", "timestamp": int(now * 1000)}}

@@ -31,7 +31,7 @@ import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipeline.cli import main
-from beam_pipeline.pipeline import build_delivery
+from beam_pipeline.pipeline import Streaming, build_delivery
 from tests.standins.object_stores import Server, Store, make_store
 from tests.standins.pubsub import PubSubEmulator
 from tests.test_end_to_end import (
@@ -241,7 +241,7 @@ def test_streaming_graph_on_flink_with_a_bounded_source(
     cfg = parse_config(config(tmp_path / "out"))
     options = PipelineOptions([*flink_flags(flink_job_server_jar), "--streaming"])
     pipeline = beam.Pipeline(options=options)
-    build_delivery(pipeline | "Chunks" >> beam.Create(chunks), cfg, streaming=True)
+    build_delivery(pipeline | "Chunks" >> beam.Create(chunks), cfg, Streaming())
     result = pipeline.run()
     result.wait_until_finish(duration=240_000)
     assert str(result.state) == "DONE", result.state

@@ -5,7 +5,7 @@ retry record published to the Pub/Sub retry topic -> read back, held in state un
 ``not_before`` (processing-time timer) -> one more attempt -> ... -> dead letter after the
 last step of ``retry.delayed_schedule_s``. A Beam graph has no cycles, so Pub/Sub closes
 the loop; here the test closes it: each step is one TestStream run of the real streaming
-graph (``build_delivery(streaming=True)``) whose retry input is the message the previous
+graph (``build_delivery(streaming=Streaming(...))``) whose retry input is the message the previous
 step published to the retry topic on Google's emulator. The TestStream's processing time
 is the fake clock: a step jumps it to its record's ``not_before`` instead of sleeping
 through the default schedule (5, 10, 15, 20, 30 and 40 minutes).
@@ -32,7 +32,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 from apache_beam.testing.test_stream import TestStream
 
-from beam_pipeline.pipeline import build_delivery
+from beam_pipeline.pipeline import Streaming, build_delivery
 from tests.conftest import make_event
 from tests.receivers.base import Receiver
 from tests.receivers.credentials import make_api, webhook_connector
@@ -91,9 +91,7 @@ def run_step(cfg: DeliveryConfig, fresh: list[Any], retry: bytes | None, until_s
         build_delivery(
             inputs["events"],
             cfg,
-            streaming=True,
-            clock=fake_clock,
-            retry_messages=inputs["retries"],
+            Streaming(clock=fake_clock, retry_messages=inputs["retries"]),
         )
 
 

@@ -19,7 +19,7 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
-from beam_pipeline.pipeline import build_delivery
+from beam_pipeline.pipeline import Streaming, build_delivery
 from tests.conftest import make_event
 from transforms.config import parse_config
 
@@ -76,7 +76,7 @@ def test_size_and_time_triggered_flushes(tmp_path: Path) -> None:
         .advance_watermark_to_infinity()
     )
     with streaming_pipeline() as p:
-        out = build_delivery(p | stream, config(tmp_path), streaming=True, clock=fake_clock)
+        out = build_delivery(p | stream, config(tmp_path), Streaming(clock=fake_clock))
         # Size-triggered: two full batches of 3; time-triggered: 1, then 2 (not 3+3+3).
         assert_that(sizes(out["written"], "fast"), equal_to([3, 3, 1, 2, 1]), label="FastSizes")
         assert_that(sizes(out["written"], "slow"), equal_to([1]), label="SlowSizes")
@@ -97,7 +97,7 @@ def test_late_data_is_delivered_not_dropped(tmp_path: Path) -> None:
         .advance_watermark_to_infinity()
     )
     with streaming_pipeline() as p:
-        out = build_delivery(p | stream, config(tmp_path), streaming=True, clock=fake_clock)
+        out = build_delivery(p | stream, config(tmp_path), Streaming(clock=fake_clock))
         assert_that(
             out["written"] | beam.FlatMap(lambda d: [d.connector_id] * d.events),
             equal_to(["fast", "fast"]),

@@ -46,7 +46,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from beam_pipeline.cli import main
-from beam_pipeline.pipeline import build_delivery
+from beam_pipeline.pipeline import Streaming, build_delivery
 from tests.receivers.base import Receiver
 from tests.receivers.credentials import WEBHOOK_AUTH, WEBHOOK_PATH, make_api
 from transforms.config import parse_config
@@ -381,7 +381,7 @@ def test_hostile_messages_keep_every_promise_when_streaming(
         options.view_as(StandardOptions).streaming = True
         runner = BundleBasedDirectRunner()
         with caplog.at_level(logging.DEBUG), beam.Pipeline(runner=runner, options=options) as p:
-            build_delivery(p | stream, config, streaming=True, clock=_fake_clock)
+            build_delivery(p | stream, config, Streaming(clock=_fake_clock))
         letters = _letters(out)
         invalid = len([d for d in letters if d["stage"] == "parse"])
         blank = sum(1 for line in lines if not line.strip())
