@@ -50,7 +50,7 @@ from tests.receivers.credentials import (
     WEBHOOK_AUTH,
 )
 from tests.standins.object_stores import CREATE_ONLY_KINDS, Store, closed_port
-from transforms.config import CONNECTOR_TYPES, ConfigError, Connector, parse_config
+from transforms.config import TYPE_NAMES, ConfigError, Connector, parse_config
 from transforms.connectors import CONNECTORS, LISTED_FIRST
 from transforms.connectors._policy import is_retryable_status
 from transforms.connectors.base import ConnectorSpec, DeliveryBatch, DeliveryError, Sink
@@ -279,7 +279,7 @@ def of_family(family: str) -> list[str]:
 
 
 def test_the_config_accepts_exactly_the_registry() -> None:
-    assert tuple(CONNECTORS) == CONNECTOR_TYPES
+    assert tuple(CONNECTORS) == TYPE_NAMES
     assert set(LISTED_FIRST) <= set(CONNECTORS)
 
 

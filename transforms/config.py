@@ -44,7 +44,7 @@ from transforms.rules.filter import GROUPS, FieldFilter, normalize_pattern
 from transforms.rules.package import Packager, TemplateError
 from transforms.rules.route import OPS, RouteRule, compile_condition
 
-CONNECTOR_TYPES: tuple[str, ...] = tuple(CONNECTORS)
+TYPE_NAMES: tuple[str, ...] = tuple(CONNECTORS)
 """Every connector type name the config accepts: the registry's (:mod:`transforms.connectors`
 discovers each connector module), e.g. ``('file', 's3', 'gcs', ...)``."""
 
@@ -239,7 +239,7 @@ class Connector(_Strict):
     """One destination with its own rules."""
 
     id: str = Field(pattern=r"^[a-z0-9_]+$", description="Unique id; [a-z0-9_]+.")
-    type: Literal[CONNECTOR_TYPES] = Field(description="Connector type.")  # type: ignore[valid-type]
+    type: Literal[TYPE_NAMES] = Field(description="Connector type.")  # type: ignore[valid-type]
     route: Route = Field(default_factory=Route, description="Which events go here.")
     filter: Filter = Field(
         default_factory=lambda: Filter.model_validate({}), description="Which fields they keep."

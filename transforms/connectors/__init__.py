@@ -18,7 +18,7 @@ imported, from two places, and nothing else needs editing to add one:
 
   (install the plug-in on the workers too: they import this package, and so discover it).
 
-The config's ``type`` values (``transforms.config.CONNECTOR_TYPES``) are the keys of
+The config's ``type`` values (``transforms.config.TYPE_NAMES``) are the keys of
 :data:`CONNECTORS`; ``tests/test_connector_contract.py`` runs each through the shared
 compliance checks (``docs/writing-a-connector.md``). Connector modules import their
 client libraries lazily (in ``Sink.open``), so validating a config stays cheap.
