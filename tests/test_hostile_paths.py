@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beam_pipeline.cli import main
+from tests.jobs import run_job
 from transforms.rules.naming import (
     MAX_SEGMENT_CHARS,
     PrefixError,
@@ -126,18 +126,7 @@ dead_letter: {{path: "{out}/dead_letter"}}
 """
     )
     before = _tree(tmp_path)
-    code = main(
-        [
-            "run",
-            "--config",
-            str(work / "delivery.yaml"),
-            "--input",
-            str(work / "events.jsonl"),
-            "--summary-json",
-            str(out / "summary.json"),
-            "--no-progress",
-        ]
-    )
+    code, _ = run_job(work / "delivery.yaml", work / "events.jsonl", out / "summary.json")
     assert code == 0
     created = _tree(tmp_path) - before
     outside = [p for p in created if not p.startswith("a/b/c/out/")]

@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 from beam_pipeline.cli import main
 from examples.generate_events import generate
 from tests.conftest import make_event
+from tests.jobs import run_job
 from tests.receivers.base import Receiver
 from tests.receivers.credentials import make_api, webhook_connector
 from tests.standins.pubsub import PubSubEmulator
@@ -175,19 +176,8 @@ dead_letter: {{path: "{tmp_path}/out/dead_letter"}}
 """
     )
     summary = tmp_path / "summary.json"
-    code = main(
-        [
-            "run",
-            "--config",
-            str(cfg),
-            "--input",
-            str(inputs / "*"),
-            "--summary-json",
-            str(summary),
-            "--no-progress",
-        ]
-    )
-    counts = json.loads(summary.read_text())["input"]
+    code, written = run_job(cfg, inputs / "*", summary)
+    counts = written["input"]
     assert code == 0 and counts["invalid_reasons"] == {"unreadable_input": 2}
     read = [d for d in read_letters(tmp_path / "out" / "dead_letter") if d["stage"] == "read"]
     assert sorted(Path(d["path"]).name for d in read) == [

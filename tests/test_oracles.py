@@ -25,8 +25,9 @@ import pytest
 from apache_beam.metrics.metric import Metrics
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from beam_pipeline.cli import _finish, main
+from beam_pipeline.cli import _finish
 from beam_pipeline.summary import format_summary, summarize
+from tests.jobs import run_job
 from tests.receivers.base import Receiver
 from tests.receivers.credentials import NEW_RELIC_ACCOUNT, WEBHOOK_AUTH, WEBHOOK_PATH
 from transforms.config import parse_config
@@ -43,9 +44,7 @@ def run(tmp: Path, config_yaml: str, lines: list[str]) -> tuple[int, dict[str, A
     cfg, source, summary = tmp / "delivery.yaml", tmp / "events.jsonl", tmp / "summary.json"
     cfg.write_text(config_yaml)
     source.write_text("\n".join(lines) + "\n")
-    argv = ["run", "--config", str(cfg), "--input", str(source), "--summary-json", str(summary)]
-    code = main(argv)
-    return code, json.loads(summary.read_text())
+    return run_job(cfg, source, summary)
 
 
 # -- the API templates, against the documented destination formats ---------------------------

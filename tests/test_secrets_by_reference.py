@@ -23,8 +23,8 @@ import apache_beam as beam
 import boto3
 import pytest
 
-from beam_pipeline.cli import main
 from beam_pipeline.pipeline import build_pipeline
+from tests.jobs import run_job
 from tests.receivers.base import Receiver
 from tests.receivers.credentials import WEBHOOK_AUTH, WEBHOOK_PATH, make_api
 from tests.test_dataflow import (
@@ -157,19 +157,9 @@ def test_aws_secrets_manager_reference_is_read_on_the_worker(
         for n in range(3)
     ]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
-    code = main(
-        [
-            "run",
-            "--config",
-            str(tmp_path / "delivery.yaml"),
-            "--input",
-            str(tmp_path / "in.jsonl"),
-            "--summary-json",
-            str(tmp_path / "summary.json"),
-            "--no-progress",
-        ]
+    code, summary = run_job(
+        tmp_path / "delivery.yaml", tmp_path / "in.jsonl", tmp_path / "summary.json"
     )
-    summary = json.loads((tmp_path / "summary.json").read_text())
     rows = {r["id"]: r for r in summary["connectors"]}
     assert code == 0, summary
     assert rows["hook"]["delivered"] == 3, rows["hook"]

@@ -45,8 +45,8 @@ from apache_beam.testing.test_stream import TestStream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from beam_pipeline.cli import main
 from beam_pipeline.pipeline import Streaming, build_delivery
+from tests.jobs import run_job
 from tests.receivers.base import Receiver
 from tests.receivers.credentials import WEBHOOK_AUTH, WEBHOOK_PATH, make_api
 from transforms.config import parse_config
@@ -303,20 +303,10 @@ def test_hostile_input_keeps_every_promise(
         before = set(_files(root))
         requests_before = len(hook.snapshot()[0])
         with caplog.at_level(logging.DEBUG):
-            code = main(
-                [
-                    "run",
-                    "--config",
-                    str(work / "delivery.yaml"),
-                    "--input",
-                    str(work / "events.jsonl"),
-                    "--summary-json",
-                    str(out / "summary.json"),
-                    "--no-progress",
-                ]
+            code, summary = run_job(
+                work / "delivery.yaml", work / "events.jsonl", out / "summary.json"
             )
         printed = capsys.readouterr()
-        summary = json.loads((out / "summary.json").read_text())
         assert code == 0 and summary["balanced"], summary
         counts = summary["input"]
         assert counts["lines_read"] == len(lines)

@@ -328,6 +328,10 @@ def dead_letter_name(letters: list[DeadLetter]) -> str:
     return f"{stage}/{who}-{batch_digest(key(d) for d in letters)}.ndjson"
 
 
+_SCALAR_FIELDS = tuple(f.name for f in dataclasses.fields(RetryRecord) if f.name != "items")
+"""A retry record's fields besides ``items``, in declaration order."""
+
+
 def _salvage_record(record: RetryRecord) -> dict[str, Any]:
     """The stored form of ``record`` with what orjson refuses written as text.
 
@@ -342,17 +346,7 @@ def _salvage_record(record: RetryRecord) -> dict[str, Any]:
             unwritable.append(path)
 
     out: dict[str, Any] = {"version": 1}
-    for name in (
-        "connector",
-        "prefix",
-        "name",
-        "attempts",
-        "delayed_attempts",
-        "first_failed_at",
-        "last_error",
-        "last_status",
-        "not_before_ms",
-    ):
+    for name in _SCALAR_FIELDS:
         put(out, name, getattr(record, name, None), name)
     items = []
     raw_items = record.items if isinstance(record.items, list | tuple) else [record.items]
