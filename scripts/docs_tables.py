@@ -19,15 +19,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from transforms.connectors import CONNECTORS  # noqa: E402
+from transforms.connectors import CONNECTORS, connector_module  # noqa: E402
 
 START = "<!-- connector-table: written by scripts/docs_tables.py from the registry -->"
 END = "<!-- /connector-table -->"
 
 
 def _summary(kind: str) -> str:
-    module = sys.modules[CONNECTORS[kind].make_sink.__module__]
-    doc = (module.__doc__ or "").strip().splitlines()
+    doc = (connector_module(CONNECTORS[kind]).__doc__ or "").strip().splitlines()
     first = doc[0] if doc else ""
     return re.sub(rf"^``type: {re.escape(kind)}``:\s*", "", first).rstrip(".").replace("``", "`")
 

@@ -28,7 +28,6 @@ import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -51,9 +50,9 @@ from tests.receivers.credentials import (
 )
 from tests.standins.object_stores import CREATE_ONLY_KINDS, Store, closed_port
 from transforms.config import TYPE_NAMES, ConfigError, Connector, parse_config
-from transforms.connectors import CONNECTORS, LISTED_FIRST
+from transforms.connectors import CONNECTORS, LISTED_FIRST, connector_module
 from transforms.connectors._policy import is_retryable_status
-from transforms.connectors.base import ConnectorSpec, DeliveryBatch, DeliveryError, Sink
+from transforms.connectors.base import DeliveryBatch, DeliveryError, Sink
 from transforms.rules.records import Packaged
 from transforms.rules.retry import Outcome, RetryPolicy, deliver_with_retries, settle_failures
 
@@ -88,11 +87,6 @@ SCHEDULE = (300.0, 600.0)
 
 
 # -- the registry and what each connector documents -------------------------------------------
-
-
-def connector_module(spec: ConnectorSpec) -> ModuleType:
-    """The module that declares ``spec`` (where its sink class is defined)."""
-    return sys.modules[spec.make_sink.__module__]
 
 
 def family_of(kind: str) -> str | None:

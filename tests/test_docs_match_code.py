@@ -43,12 +43,11 @@ def test_the_connector_table_is_written_from_the_registry() -> None:
 
 
 def test_the_tree_section_names_every_module_and_only_existing_ones() -> None:
-    from transforms.connectors import CONNECTORS
+    from transforms.connectors import CONNECTORS, connector_module
 
     sections = _tree_section()
     connector_modules = {
-        sys.modules[spec.make_sink.__module__].__name__.rsplit(".", 1)[-1]
-        for spec in CONNECTORS.values()
+        connector_module(spec).__name__.rsplit(".", 1)[-1] for spec in CONNECTORS.values()
     }
     problems = []
     for folder in TREE_DIRS:

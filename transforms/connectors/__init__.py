@@ -29,6 +29,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import pkgutil
+import sys
 from collections.abc import Iterable
 from types import ModuleType
 from typing import Any
@@ -106,6 +107,11 @@ def discover() -> dict[str, ConnectorSpec]:
 
 CONNECTORS: dict[str, ConnectorSpec] = discover()
 """Every implemented connector type, by type name (in :data:`LISTED_FIRST` order)."""
+
+
+def connector_module(spec: ConnectorSpec) -> ModuleType:
+    """The module that declares ``spec`` (where its sink class is defined)."""
+    return sys.modules[spec.make_sink.__module__]
 
 
 def make_sink(connector_id: str, connector_type: str, deliver: Any) -> Sink:
