@@ -252,6 +252,8 @@ def _run_streaming(options: Any, job: Any, config: DeliveryConfig) -> int:
         return _fail("--input is for batch runs; a streaming run reads --subscription or --topic")
     if job.config_refresh_s is not None and job.config_refresh_s <= 0:
         return _fail("--config-refresh-s must be positive")
+    if not 0 <= job.dedup_window_s <= 86400:
+        return _fail("--dedup-window-s must be 0 (off) to 86400 (a day)")
     options.view_as(StandardOptions).streaming = True
     if options.view_as(StandardOptions).runner is None:
         problem = runners.use_prism(options)
@@ -281,6 +283,7 @@ def _run_streaming(options: Any, job: Any, config: DeliveryConfig) -> int:
             config_source=job.config,
             config_refresh_s=job.config_refresh_s,
             reading=reading,
+            dedup_window_s=job.dedup_window_s,
         )
         # The portable reader stops by itself at run_for_s, or at SIGINT/SIGTERM, and the
         # job drains and finishes; Beam's reader never stops, so that job is cancelled

@@ -65,6 +65,14 @@ class DeliveryOptions(PipelineOptions):
             help="Streaming: re-read --config this often (s) and apply new rules live.",
         )
         parser.add_argument(
+            "--dedup_window_s",
+            "--dedup-window-s",
+            type=float,
+            default=600.0,
+            help="Streaming: each connector drops a repeated event_id seen within this many "
+            "seconds (Pub/Sub redeliveries); 0 turns it off.",
+        )
+        parser.add_argument(
             "--run_for_s",
             "--run-for-s",
             type=float,

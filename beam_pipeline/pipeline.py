@@ -19,7 +19,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from transforms.batch import CutBatches, StreamBatches
+from transforms.batch import DEFAULT_DEDUP_WINDOW_S, CutBatches, StreamBatches
 from transforms.config import DeliveryConfig
 from transforms.connectors.secrets import ConfigSecrets
 from transforms.dead_letters import PublishDeadLetters, WriteDeadLetters
@@ -47,6 +47,9 @@ class Streaming:
         reading: how subscriptions are read (see :mod:`transforms.pubsub_read`).
         rules: route/filter/package rules that follow a config changing while the job
             runs (:mod:`transforms.live`); default the config's, fixed.
+        dedup_window_s: how long each connector remembers the event ids it let through,
+            to drop Pub/Sub redeliveries (:class:`~transforms.batch.DropDuplicates`);
+            0 turns it off.
         clock: for tests: the processing clock of every ``GroupIntoBatches`` (TestStream
             needs a fake one).
         retry_messages: for tests: a PCollection replacing the read of
@@ -55,6 +58,7 @@ class Streaming:
 
     reading: PubSubReading | None = None
     rules: LiveRules | None = None
+    dedup_window_s: float = DEFAULT_DEDUP_WINDOW_S
     clock: Any = None
     retry_messages: Any = None
 
@@ -84,7 +88,9 @@ def build_delivery(
     filtered = routed | "Filter" >> FilterFields(live)
     packaged = filtered | "Package" >> PackageRecords(live)
     if streaming:
-        batches = packaged.records | "Batch" >> StreamBatches(config, clock)
+        batches = packaged.records | "Batch" >> StreamBatches(
+            config, clock, streaming.dedup_window_s
+        )
         ready, unbatchable = batches["batches"], batches[DEAD_LETTER]
     else:
         cut = packaged.records | "Batch" >> CutBatches(config)
@@ -162,6 +168,7 @@ def build_streaming_pipeline(
     config_source: str | None = None,
     config_refresh_s: float | None = None,
     reading: PubSubReading | None = None,
+    dedup_window_s: float = DEFAULT_DEDUP_WINDOW_S,
 ) -> dict[str, Any]:
     """Build the streaming job on ``p``: read Pub/Sub and deliver per ``config``.
 
@@ -173,5 +180,5 @@ def build_streaming_pipeline(
     chunks = p | "Read" >> ReadPubSubChunks(
         subscription, topic, timestamp_attribute, reading=reading
     )
-    mode = Streaming(reading=reading, rules=rules, clock=clock)
+    mode = Streaming(reading=reading, rules=rules, dedup_window_s=dedup_window_s, clock=clock)
     return build_delivery(chunks, config, mode)

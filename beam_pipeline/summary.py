@@ -21,6 +21,9 @@ from transforms.config import DeliveryConfig
 SUMMARY_VERSION = 1
 """Bumped when the JSON summary's shape changes incompatibly."""
 
+SETTLED = "delivered + retrying + dead-lettered + duplicates"
+"""Where every event a connector took in ends (duplicates: streaming's dropped copies)."""
+
 _COLUMNS = (
     ("connector", "id"),
     ("type", "type"),
@@ -28,6 +31,7 @@ _COLUMNS = (
     ("delivered", metrics.DELIVERED),
     ("dead-lettered", metrics.DEAD_LETTERED),
     ("retrying", "retrying"),
+    ("duplicates", metrics.DUPLICATES),
     ("writes", metrics.WRITES),
     ("bytes", metrics.BYTES),
     ("fresh p50", "p50"),
@@ -73,7 +77,12 @@ def summarize(counters: dict[tuple[str, str], int], config: DeliveryConfig) -> d
             row[name] = get(ns, name)
         row["retrying"] = row[metrics.RETRIED_DELAYED]
         row["in"] = row[metrics.ROUTED] + row[metrics.REPLAYED] + row[metrics.RETRY_DUE]
-        settled = row[metrics.DELIVERED] + row["retrying"] + row[metrics.DEAD_LETTERED]
+        settled = (
+            row[metrics.DELIVERED]
+            + row["retrying"]
+            + row[metrics.DEAD_LETTERED]
+            + row[metrics.DUPLICATES]
+        )
         row["balanced"] = row["in"] == settled
         row["freshness"] = freshness(
             [get(ns, n) for n in metrics.FRESHNESS_COUNTERS], get(ns, metrics.FRESHNESS_UNKNOWN)
@@ -154,7 +163,7 @@ def format_summary(summary: dict[str, Any], seconds: float | None = None) -> str
         lines.append(f"elapsed: {seconds:.1f} s")
     rows = [(*tuple(title for title, _ in _COLUMNS), "check")]
     for r in summary["connectors"]:
-        check = "OK" if r["balanced"] else "MISMATCH: in != delivered + retrying + dead-lettered"
+        check = "OK" if r["balanced"] else f"MISMATCH: in != {SETTLED}"
         cells = {**r, "p50": format_ms(r["freshness"]["p50_ms"])}
         cells["p99"] = format_ms(r["freshness"]["p99_ms"])
         rows.append((*tuple(str(cells[key]) for _, key in _COLUMNS), check))
@@ -179,5 +188,5 @@ def format_summary(summary: dict[str, Any], seconds: float | None = None) -> str
         )
     lines.append("")
     verdict = "OK" if summary["balanced"] else "MISMATCH"
-    lines.append(f"conservation (in = delivered + retrying + dead-lettered): {verdict}")
+    lines.append(f"conservation (in = {SETTLED}): {verdict}")
     return "\n".join(lines)

@@ -282,9 +282,9 @@ def test_summary_says_mismatch_when_a_connector_loses_events() -> None:
     assert lost["input"]["balanced"] is True and lost["balanced"] is False
     text = format_summary(lost)
     (c1_line,) = [line for line in text.splitlines() if line.startswith("c1 ")]
-    assert c1_line.endswith("MISMATCH: in != delivered + retrying + dead-lettered")
+    assert c1_line.endswith("MISMATCH: in != delivered + retrying + dead-lettered + duplicates")
     assert text.splitlines()[-1].endswith(
-        "conservation (in = delivered + retrying + dead-lettered): MISMATCH"
+        "conservation (in = delivered + retrying + dead-lettered + duplicates): MISMATCH"
     )
 
 
@@ -445,3 +445,14 @@ retry_topic: '{tmp_path}/retry'
         if path.is_file():
             assert token.encode() not in path.read_bytes(), path
     assert token not in (tmp_path / "summary.json").read_text()
+
+
+def test_streaming_duplicates_settle_only_the_copies_they_dropped() -> None:
+    config = parse_config(SUMMARY_CONFIG)
+    # 10 in = 6 delivered + 2 retrying + 1 dead letter + 1 dropped copy
+    dropped_one = {**counters(c1_delivered=6), ("connector.c1", "duplicates"): 1}
+    summary = summarize(dropped_one, config)
+    assert summary["connectors"][0]["duplicates"] == 1
+    assert summary["balanced"] is True
+    dropped_two = {**dropped_one, ("connector.c1", "duplicates"): 2}
+    assert summarize(dropped_two, config)["balanced"] is False

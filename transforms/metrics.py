@@ -49,10 +49,14 @@ POSSIBLE_DUPLICATES = "possible_duplicates"
 SPILLED = "spilled"
 SINK_OVERCLAIMED = "sink_overclaimed"
 """Events a sink claimed beyond its batch (a sink bug; capped, never counted delivered)."""
+DUPLICATES = "duplicates"
+"""Streaming: copies of an ``event_id`` dropped within the dedup window (a Pub/Sub
+redelivery or a publisher's retry); they settle the events they repeat."""
 RETRY_DUE = "retry_due"
 RETRY_WAITING = "retry_waiting"
 
 CONNECTOR_COUNTERS = (
+    DUPLICATES,
     ROUTED,
     DELIVERED,
     DEAD_LETTERED,
