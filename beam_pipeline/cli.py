@@ -220,7 +220,7 @@ def cmd_run(argv: Sequence[str]) -> int:
         return _fail("--read-shards must be at least 1")
     if config.retry_on_pubsub or config.dead_letter.topic:
         return _fail(
-            "retry_topic or dead_letter is a Pub/Sub topic, which only a streaming run uses; "
+            "retry_location or dead_letter is a Pub/Sub topic, which only a streaming run uses; "
             "for a batch run use a directory, gs:// or s3:// location"
         )
     runners.use_every_core(options, argv, files)
@@ -297,7 +297,7 @@ def _run_streaming(options: Any, job: Any, config: DeliveryConfig) -> int:
 def cmd_retry(argv: Sequence[str]) -> int:
     """Process the retry location once: redeliver what is due (see beam_pipeline.redeliver).
 
-    Refused (exit 2) without a ``retry_topic``, with a Pub/Sub one (the streaming job
+    Refused (exit 2) without a ``retry_location``, with a Pub/Sub one (the streaming job
     retries those itself; there is nothing to schedule), or with a Pub/Sub
     ``dead_letter.topic`` (this command writes its dead letters as files).
     """
@@ -306,16 +306,16 @@ def cmd_retry(argv: Sequence[str]) -> int:
     options, job, config = _options(argv)
     if config is None:
         return 2
-    if config.retry_topic is None:
+    if config.retry_location is None:
         return _fail(
-            f"{job.config} has no retry_topic: there is nothing to retry. Fix: set "
-            "retry_topic to the directory, gs:// or s3:// location the run writes retries to"
+            f"{job.config} has no retry_location: there is nothing to retry. Fix: set "
+            "retry_location to the directory, gs:// or s3:// location the run writes retries to"
         )
     if config.retry_on_pubsub:
         return _fail(
-            f"{job.config}: retry_topic {config.retry_topic} is a Pub/Sub topic, which the "
+            f"{job.config}: retry_location {config.retry_location} is a Pub/Sub topic, which the "
             "streaming job (run --streaming) retries by itself from retry_subscription: "
-            "there is nothing to schedule. Fix: to use the retry command, set retry_topic "
+            "there is nothing to schedule. Fix: to use the retry command, set retry_location "
             "to a directory, gs:// or s3:// location (batch runs)"
         )
     if config.dead_letter.topic:
@@ -331,7 +331,7 @@ def cmd_retry(argv: Sequence[str]) -> int:
 def cmd_replay(argv: Sequence[str]) -> int:
     """Send dead letters back through delivery (see beam_pipeline.redeliver).
 
-    What fails again but may be retried goes to ``retry_topic``: files in the retry
+    What fails again but may be retried goes to ``retry_location``: files in the retry
     location, or messages published to it when it is a Pub/Sub topic (for the streaming
     job). Refused (exit 2) with a Pub/Sub ``dead_letter.topic``: new dead letters are files.
     """

@@ -78,7 +78,7 @@ def build_delivery(
     other failures.
 
     Returns the ``written`` (one :class:`~transforms.deliver.Delivered` per batch),
-    ``dead_letters`` (paths of dead-letter files) and, with a ``retry_topic``, ``retries``
+    ``dead_letters`` (paths of dead-letter files) and, with a ``retry_location``, ``retries``
     (paths of retry records) PCollections.
     """
     clock = streaming.clock if streaming else None
@@ -132,13 +132,15 @@ def build_delivery(
         )
     out = {"written": delivered.written, "dead_letters": dead}
     if config.retry_on_pubsub:
-        assert config.retry_topic is not None
+        assert config.retry_location is not None
         # Records still waiting when the input ends go back to the topic, unchanged.
         waiting = (delivered[RETRY], *requeued) | "WaitingRetries" >> beam.Flatten()
-        out["retries"] = waiting | "DelayedRetries" >> PublishRetries(config.retry_topic, secrets)
-    elif config.retry_topic is not None:
+        out["retries"] = waiting | "DelayedRetries" >> PublishRetries(
+            config.retry_location, secrets
+        )
+    elif config.retry_location is not None:
         out["retries"] = delivered[RETRY] | "DelayedRetries" >> WriteRetries(
-            config.retry_topic, secrets
+            config.retry_location, secrets
         )
     return out
 

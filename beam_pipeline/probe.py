@@ -41,7 +41,7 @@ What is checked, per connector type (:data:`CONFIG_CHECKS` for the config alone,
 - every type: an event time that a time prefix cannot render (dead letters,
   ``prefix_unrenderable``) or that reads as 1970 (epoch seconds read as milliseconds),
   where a prefix, Splunk's ``time`` or a template's time format uses it; with a Pub/Sub
-  ``retry_topic``, retry records (a batch's records and original events) over Pub/Sub's
+  ``retry_location``, retry records (a batch's records and original events) over Pub/Sub's
   10 MB message limit.
 
 BigQuery has no connector in this version, so nothing is checked for it.
@@ -788,7 +788,7 @@ def _retry_size_problem(
         f"a batch of {batch:,} events makes a retry record of about {size / 1e6:.1f} MB "
         f"(~{per_event:,} bytes per event: its packaged record and the original event), "
         f"over Pub/Sub's 10 MB message limit: when the destination fails, the record cannot "
-        f"be published to retry_topic {config.retry_topic}, so the batch can neither wait "
+        f"be published to retry_location {config.retry_location}, so the batch can neither wait "
         f"for its retry nor reach the dead letter. Fix: batch.max_events: {fits} or less "
-        "for this connector, or a retry_topic on storage (gs://bucket/retry/)."
+        "for this connector, or a retry_location on storage (gs://bucket/retry/)."
     )

@@ -30,7 +30,7 @@ These dead letters have no row in the summary; they are listed by reason with th
 (``invalid_retry_record``, ``connector_removed``), and the run's counts still add up.
 
 A retry location must be a directory, ``gs://`` or ``s3://``: with a Pub/Sub
-``retry_topic`` (``projects/P/topics/T``) the streaming job retries by itself, and
+``retry_location`` (``projects/P/topics/T``) the streaming job retries by itself, and
 :func:`build_retry` refuses.
 
 ``replay`` sends dead letters back through delivery for their connector::
@@ -45,7 +45,7 @@ dead letter of that event, never a dead letter of a dead letter. Dead letters of
 input (``stage: parse``) have no event to replay; they are counted and skipped.
 Events are replayed in ``event_id`` order per connector, so replaying the same dead
 letters twice produces the same batches and object names (idempotent on object stores).
-What still fails but may be retried goes to the ``retry_topic``: files in the retry
+What still fails but may be retried goes to the ``retry_location``: files in the retry
 location, or with a Pub/Sub topic, messages published to it (for the streaming job).
 
 Neither command writes a configured secret into a dead letter or retry record
@@ -187,19 +187,19 @@ def build_retry(p: beam.Pipeline, config: DeliveryConfig, now_ms: int | None = N
     """The ``retry`` job: redeliver due records from the retry location once.
 
     Raises:
-        ValueError: without a ``retry_topic``, or with a Pub/Sub one (the streaming job
+        ValueError: without a ``retry_location``, or with a Pub/Sub one (the streaming job
             retries those by itself; a path named ``projects/...`` would read nothing).
     """
-    if config.retry_topic is None:
-        raise ValueError("the config has no retry_topic: there is nothing to retry")
+    if config.retry_location is None:
+        raise ValueError("the config has no retry_location: there is nothing to retry")
     if config.retry_on_pubsub:
         raise ValueError(
-            "retry_topic is a Pub/Sub topic, which the streaming job retries by itself; "
+            "retry_location is a Pub/Sub topic, which the streaming job retries by itself; "
             "the retry command needs a directory, gs:// or s3:// location"
         )
     return (
         p
-        | "Patterns" >> beam.Create(retry_patterns(config.retry_topic))
+        | "Patterns" >> beam.Create(retry_patterns(config.retry_location))
         | "Match" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
         | "Paths" >> beam.Map(lambda m: m.path)
         | "Spread" >> beam.Reshuffle()
@@ -272,7 +272,7 @@ def build_replay(
 ) -> dict[str, Any]:
     """The ``replay`` job: dead letters -> Filter -> Package -> Batch -> Deliver.
 
-    What fails again goes to dead letters, or, retryable, to the ``retry_topic``: files,
+    What fails again goes to dead letters, or, retryable, to the ``retry_location``: files,
     or messages published to it when it is a Pub/Sub topic.
     """
     ids = [c.id for c in config.connectors]
@@ -300,13 +300,13 @@ def build_replay(
         config.dead_letter.location, secrets=secrets
     )
     if config.retry_on_pubsub:
-        assert config.retry_topic is not None
+        assert config.retry_location is not None
         # The streaming job reads them back from retry_subscription and holds them.
         out["retries"] = delivered[RETRY] | "DelayedRetries" >> PublishRetries(
-            config.retry_topic, secrets
+            config.retry_location, secrets
         )
-    elif config.retry_topic is not None:
+    elif config.retry_location is not None:
         out["retries"] = delivered[RETRY] | "DelayedRetries" >> WriteRetries(
-            config.retry_topic, secrets
+            config.retry_location, secrets
         )
     return out

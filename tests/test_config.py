@@ -5,8 +5,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from transforms.config import ConfigError, load_config, parse_config
+from transforms.config import ConfigError, DeliveryConfig, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -119,3 +120,13 @@ def test_validate_command(tmp_path: Path) -> None:
     assert str(bad) in out.stderr and "2 problem(s)" in out.stderr
     missing = run_cli("validate", "--config", str(tmp_path / "absent.yaml"))
     assert missing.returncode == 1 and "cannot read the file" in missing.stderr
+
+
+def test_the_old_name_retry_topic_is_read_as_retry_location(tmp_path: Path) -> None:
+    base = {"connectors": [{"id": "c", "type": "file", "deliver": {"path": str(tmp_path)}}]}
+    base["dead_letter"] = {"path": str(tmp_path / "dl")}
+    old = DeliveryConfig.model_validate({**base, "retry_topic": str(tmp_path / "retry")})
+    assert old.retry_location == str(tmp_path / "retry")
+    assert old == DeliveryConfig.model_validate({**base, "retry_location": old.retry_location})
+    with pytest.raises(ValidationError, match="not both"):
+        DeliveryConfig.model_validate({**base, "retry_topic": "a", "retry_location": "b"})

@@ -209,7 +209,7 @@ def write_config(tmp: Path) -> Path:
             },
         ],
         "dead_letter": {"path": "gs://my-bucket/dead_letter/"},
-        "retry_topic": "gs://my-bucket/retry/",
+        "retry_location": "gs://my-bucket/retry/",
     }
     path = tmp / "delivery.yaml"
     path.write_text(json.dumps(config))  # JSON is YAML

@@ -51,7 +51,7 @@ def deliver_fn(tmp_path: Path, url: str, concurrency: int, pending: int) -> _Del
     )
     config = parse_config(
         f'connectors:\n{hook}\ndead_letter: {{path: "{tmp_path}/dl"}}\n'
-        f'retry_topic: "{tmp_path}/retry"\n'
+        f'retry_location: "{tmp_path}/retry"\n'
     )
     fn = _DeliverBatch(config)
     fn.setup()

@@ -31,8 +31,8 @@ def items(n: int, tag: str = "e") -> list[Packaged]:
     ]
 
 
-def deliver_fn(tmp_path: Path, path: str, retry_topic: bool = False) -> _DeliverBatch:
-    retry = f'retry_topic: "{tmp_path}/retry"\n' if retry_topic else ""
+def deliver_fn(tmp_path: Path, path: str, retry_location: bool = False) -> _DeliverBatch:
+    retry = f'retry_location: "{tmp_path}/retry"\n' if retry_location else ""
     config = parse_config(
         f"""
 connectors:
@@ -114,7 +114,7 @@ def test_a_failing_local_write_is_a_dead_letter_from_the_same_call(tmp_path: Pat
 
 
 def test_a_retryable_local_failure_waits_for_a_delayed_retry(tmp_path: Path) -> None:
-    fn = deliver_fn(tmp_path, str(tmp_path / "out"), retry_topic=True)
+    fn = deliver_fn(tmp_path, str(tmp_path / "out"), retry_location=True)
     try:
         # A transient failure (a full disk, say), injected at the sink: the inline path
         # must hand it to the delayed retries like the pool's path does.

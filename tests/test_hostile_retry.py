@@ -82,7 +82,7 @@ def streaming_config(tmp: Path, receiver: Receiver, topic: str, subscription: st
 connectors:
 {hook}
 dead_letter: {{path: "{tmp}/dead_letter"}}
-retry_topic: {topic}
+retry_location: {topic}
 retry_subscription: {subscription}
 """
     )
@@ -151,7 +151,7 @@ def test_retry_refuses_a_pubsub_retry_topic_naming_the_key_and_the_fix(
     )
     assert main(["retry", "--config", str(cfg), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "retry_topic" in err and "directory" in err and "streaming" in err, err
+    assert "retry_location" in err and "directory" in err and "streaming" in err, err
     assert local_projects_folders(tmp_path) == []
 
 
@@ -481,7 +481,7 @@ connectors:
       headers: {{Authorization: '${{env:HOSTILE_SECRET}}'}}
       body: ndjson
 dead_letter: {{path: "{tmp_path}/dead_letter"}}
-retry_topic: "{retry}"
+retry_location: "{retry}"
 """
     )
     write_retry_record(str(retry), good_record("archive", "good"))

@@ -427,7 +427,7 @@ connectors:
       body: ndjson
     retry: {{immediate: 0}}
 dead_letter: {{path: '{tmp_path}/dead'}}
-retry_topic: '{tmp_path}/retry'
+retry_location: '{tmp_path}/retry'
 """
     code, summary = run(tmp_path, config, [json.dumps(EV_MS), json.dumps(EV_ISO)])
     assert code == 0

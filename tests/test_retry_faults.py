@@ -46,12 +46,12 @@ FAST_SCHEDULE_S = [0.001, 0.001, 0.001, 0.001, 0.001, 0.1]
 def write_config(
     tmp: Path,
     receiver: Receiver,
-    retry_topic: bool = True,
+    retry_location: bool = True,
     immediate: int = 3,
     max_events: int = 50,
     concurrency: int = 4,
 ) -> Path:
-    retry = f'retry_topic: "{tmp}/retry"' if retry_topic else ""
+    retry = f'retry_location: "{tmp}/retry"' if retry_location else ""
     cfg = tmp / "delivery.yaml"
     hook = webhook_connector(
         receiver.url,
@@ -219,7 +219,7 @@ def test_replay_after_an_outage_delivers_everything_once_unwrapped(
     tmp_path: Path, webhook: Receiver, source: Any
 ) -> None:
     path, want = source
-    cfg = write_config(tmp_path, webhook, retry_topic=False)
+    cfg = write_config(tmp_path, webhook, retry_location=False)
     webhook.outage()
     rows = run("run", cfg, tmp_path, "--input", str(path))
     assert rows["hook"]["dead_lettered"] == N
@@ -267,7 +267,7 @@ def test_without_a_retry_location_a_slow_connector_applies_backpressure_and_lose
     tmp_path: Path, webhook: Receiver, source: Any
 ) -> None:
     path, want = source
-    cfg = write_config(tmp_path, webhook, retry_topic=False, max_events=10, concurrency=1)
+    cfg = write_config(tmp_path, webhook, retry_location=False, max_events=10, concurrency=1)
     webhook.slow(0.05)  # 60 batches through one thread: the 16-batch backlog fills up
     rows = run("run", cfg, tmp_path, "--input", str(path))
     assert rows["hook"]["delivered"] == N and rows["hook"]["spilled"] == 0

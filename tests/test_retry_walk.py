@@ -65,7 +65,7 @@ def config(tmp: Path, receiver: Receiver, topic: str, subscription: str) -> Deli
 connectors:
 {hook}
 dead_letter: {{path: "{tmp}/dead_letter", batch: {{max_events: 1, max_wait_s: 1}}}}
-retry_topic: {topic}
+retry_location: {topic}
 retry_subscription: {subscription}
 """
     )

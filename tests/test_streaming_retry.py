@@ -44,7 +44,7 @@ def config(tmp: Path, receiver: Receiver, topic: str, subscription: str) -> Any:
 connectors:
 {hook}
 dead_letter: {{path: "{tmp}/dead_letter", batch: {{max_wait_s: 0.5}}}}
-retry_topic: {topic}
+retry_location: {topic}
 retry_subscription: {subscription}
 """
     )
@@ -78,21 +78,21 @@ def test_retry_topic_loop(
     receiver = start_receiver(make_api("http"))
     events_topic = pubsub_env.create_topic("events")
     events_sub = pubsub_env.create_subscription(events_topic)
-    retry_topic = pubsub_env.create_topic("retries")
-    retry_sub = pubsub_env.create_subscription(retry_topic)
+    retry_location = pubsub_env.create_topic("retries")
+    retry_sub = pubsub_env.create_subscription(retry_location)
     receiver.fail(times=None, status=503)
 
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
     pipeline = beam.Pipeline(runner=BundleBasedDirectRunner(), options=options)
     build_streaming_pipeline(
-        pipeline, config(tmp_path, receiver, retry_topic, retry_sub), subscription=events_sub
+        pipeline, config(tmp_path, receiver, retry_location, retry_sub), subscription=events_sub
     )
     publisher = pubsub_v1.PublisherClient()
     want = sorted(f"r{i}" for i in range(N))
     result = pipeline.run()
     try:
-        with Ticker(publisher, events_topic), Ticker(publisher, retry_topic):
+        with Ticker(publisher, events_topic), Ticker(publisher, retry_location):
             for event_id in want:
                 data = json.dumps(make_event(event_id=event_id)).encode()
                 publisher.publish(events_topic, data).result(timeout=30)

@@ -54,13 +54,13 @@ def _secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
-def config(*connectors: str, retry_topic: str | None = None) -> DeliveryConfig:
+def config(*connectors: str, retry_location: str | None = None) -> DeliveryConfig:
     """A config of the given connector snippets (YAML flow mappings)."""
     text = "connectors:\n" + "".join(f"  - {c}\n" for c in connectors)
     text += "dead_letter: {path: ./out/dead_letter/}\n"
-    if retry_topic is not None:
-        text += f"retry_topic: {retry_topic}\n"
-        if retry_topic.startswith("projects/"):
+    if retry_location is not None:
+        text += f"retry_location: {retry_location}\n"
+        if retry_location.startswith("projects/"):
             text += "retry_subscription: projects/p/subscriptions/retries\n"
     return parse_config(text, "probe-test.yaml")
 
@@ -265,20 +265,22 @@ def test_any_plausible_time_is_caught_in_seconds_or_microseconds_and_passes_in_m
 
 def test_retry_records_over_the_pubsub_limit_are_reported() -> None:
     connector = "{id: bulk, type: s3, deliver: {bucket: telemetry, batch: {max_events: 20000}}}"
-    problem = only_problem(config(connector, retry_topic="projects/p/topics/retries"), "bulk")
+    problem = only_problem(config(connector, retry_location="projects/p/topics/retries"), "bulk")
     assert "10 MB" in problem and "retry" in problem
     limit = int(re.search(r"batch\.max_events: (\d+)", problem).group(1))  # type: ignore[union-attr]
     assert 1000 <= limit < 20000
     # The suggested size fits, one event more per batch would still fit, twice as many not.
-    fits = config(connector.replace("20000", str(limit)), retry_topic="projects/p/topics/retries")
+    fits = config(
+        connector.replace("20000", str(limit)), retry_location="projects/p/topics/retries"
+    )
     assert probe_config(fits).problems == []
     too_many = connector.replace("20000", str(limit * 2))
-    assert probe_config(config(too_many, retry_topic="projects/p/topics/retries")).problems
+    assert probe_config(config(too_many, retry_location="projects/p/topics/retries")).problems
 
 
 def test_large_batches_are_fine_with_a_retry_directory() -> None:
     connector = "{id: bulk, type: s3, deliver: {bucket: telemetry, batch: {max_events: 20000}}}"
-    assert probe_config(config(connector, retry_topic="./out/retry/")).problems == []
+    assert probe_config(config(connector, retry_location="./out/retry/")).problems == []
 
 
 @pytest.mark.parametrize("field", ["event_id", "event_type"])

@@ -311,31 +311,41 @@ class DeliveryConfig(_Strict):
 
     connectors: list[Connector] = Field(min_length=1, description="The destinations.")
     dead_letter: DeadLetterSection = Field(description="Dead-letter location.")
-    retry_topic: str | None = Field(
+    retry_location: str | None = Field(
         default=None,
         description="Where delayed retries wait: a directory, gs://, s3:// (batch or "
         "streaming), or a Pub/Sub topic projects/P/topics/T (streaming).",
     )
     retry_subscription: str | None = Field(
         default=None,
-        description="Streaming with a Pub/Sub retry_topic: the subscription the job reads "
+        description="Streaming with a Pub/Sub retry_location: the subscription the job reads "
         "retry records back from (projects/P/subscriptions/S).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_retry_name(cls, data: Any) -> Any:
+        """Read ``retry_topic`` (this key's old name) as ``retry_location``."""
+        if isinstance(data, dict) and "retry_topic" in data:
+            if "retry_location" in data:
+                raise ValueError("give retry_location or its old name retry_topic, not both")
+            data = {("retry_location" if k == "retry_topic" else k): v for k, v in data.items()}
+        return data
 
     @property
     def retry_on_pubsub(self) -> bool:
         """True when delayed retries travel through a Pub/Sub topic (streaming)."""
-        return bool(self.retry_topic and self.retry_topic.startswith("projects/"))
+        return bool(self.retry_location and self.retry_location.startswith("projects/"))
 
     @model_validator(mode="after")
     def _retry_pubsub(self) -> DeliveryConfig:
         if self.retry_on_pubsub and not self.retry_subscription:
             raise ValueError(
-                "retry_topic is a Pub/Sub topic: also give retry_subscription "
+                "retry_location is a Pub/Sub topic: also give retry_subscription "
                 "(projects/P/subscriptions/S, subscribed to it) so the job reads retries back"
             )
         if self.retry_subscription and not self.retry_on_pubsub:
-            raise ValueError("retry_subscription needs retry_topic to be a Pub/Sub topic")
+            raise ValueError("retry_subscription needs retry_location to be a Pub/Sub topic")
         return self
 
     @model_validator(mode="after")

@@ -225,7 +225,7 @@ class _DeliverBatch(beam.DoFn):
         self.config = config
 
     def setup(self) -> None:
-        self.delayed_enabled = self.config.retry_topic is not None
+        self.delayed_enabled = self.config.retry_location is not None
         self.redelivery = RetryPolicy(immediate=0)  # a delayed attempt is one attempt
         # Filled lane by lane: should one fail to open, teardown still closes the others.
         self.lanes: dict[str, _Lane] = {}

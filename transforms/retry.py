@@ -3,10 +3,10 @@ r"""Delayed retries: where a batch that still failed after its immediate retries
 :class:`WriteRetries` stores each such batch as a retry record
 (:class:`~transforms.rules.records.RetryRecord`) in the retry location; the ``retry``
 command (:mod:`beam_pipeline.redeliver`) later redelivers what is due. Streaming with a
-Pub/Sub ``retry_topic``, :class:`PublishRetries` publishes them and
+Pub/Sub ``retry_location``, :class:`PublishRetries` publishes them and
 :class:`ReadRetries` (or :class:`HoldRetries`) holds what it reads back until due::
 
-    <retry_topic>/<connector>/<digest>.json        # a file per batch, or one message
+    <retry_location>/<connector>/<digest>.json        # a file per batch, or one message
 
 Whatever a record holds, it is written as one JSON document
 (:func:`~transforms.rules.letters.encode_retry_record`). A message that is not a usable
@@ -71,7 +71,7 @@ class _EncodeRecords(beam.DoFn):
 class WriteRetries(beam.PTransform):
     """Store batches waiting for a delayed retry in the retry location (dir, gs://, s3://).
 
-    One JSON file per batch, ``<retry_topic>/<connector>/<digest>.json``, holding a
+    One JSON file per batch, ``<retry_location>/<connector>/<digest>.json``, holding a
     :class:`~transforms.rules.records.RetryRecord`. The ``retry`` command redelivers what
     is due and rewrites or removes each file. ``secrets`` never reach a file.
     """
@@ -94,7 +94,7 @@ class WriteRetries(beam.PTransform):
 class PublishRetries(beam.PTransform):
     """Publish retry records to the Pub/Sub retry topic (one message per batch).
 
-    Streaming, and the ``replay`` command when ``retry_topic`` is a topic (the streaming
+    Streaming, and the ``replay`` command when ``retry_location`` is a topic (the streaming
     job then holds and redelivers them). ``secrets`` never reach a message.
     """
 

@@ -399,7 +399,7 @@ def retry_record_path(record: RetryRecord) -> str:
     """Where a retry record is stored, relative to the retry location: its ``name``.
 
     Lone surrogates are escaped, so any name read back makes a valid path; e.g. a record
-    named ``"hook/3f2a.json"`` is stored at ``<retry_topic>/hook/3f2a.json``.
+    named ``"hook/3f2a.json"`` is stored at ``<retry_location>/hook/3f2a.json``.
     """
     return _clean(str(record.name))
 
