@@ -1,12 +1,22 @@
 """Streaming latency: publish to Pub/Sub at a steady rate, measure publish-to-delivery time.
 
-    python bench/streaming_latency.py [--rate 200] [--seconds 60] [--runner-wait 20]
+    python bench/streaming_latency.py [--runner prism] [--rate 200] [--seconds 60]
     python bench/streaming_latency.py --runner flink [--rate 200] [--seconds 60]
+    python bench/streaming_latency.py --runner direct [--rate 200] [--seconds 30]
 
-Starts Google's Pub/Sub emulator and a local HTTP receiver, runs the streaming job on the
-DirectRunner (pinned, as ``run --streaming`` does) or on Flink's embedded cluster (the job
-server from scripts/fetch_flink_jobserver.py, LOOPBACK, the portable Pub/Sub reader with
-immediate acks) with two connectors:
+Starts Google's Pub/Sub emulator and a local HTTP receiver, and runs the streaming job with
+two connectors on one of:
+
+* ``prism`` (the default engine): the real command, ``python -m beam_pipeline run
+  --streaming --subscription ...`` without ``--runner``, as a child process;
+* ``flink``: the same command with ``--runner FlinkRunner --flink_master [local]`` (the job
+  server from scripts/fetch_flink_jobserver.py, LOOPBACK, ``--parallelism 1``,
+  ``--pubsub-ack immediate``);
+* ``direct``: the BundleBasedDirectRunner in this process (``--runner DirectRunner``).
+
+``--job-option`` (alias ``--flink-option``) adds a flag to the Prism or Flink command.
+
+The connectors:
 
 * ``realtime``: ``type: http`` to the local receiver, ``batch: {max_events: 500,
   max_wait_s: 0.5}``;
@@ -15,11 +25,19 @@ immediate acks) with two connectors:
 
 Each event's ``event.timestamp`` is its publish time (ms). Latency = arrival time at the
 receiver (realtime) or the file's mtime (bulk) minus that. Prints p50/p95/p99/max per
-connector and how many events arrived. The DirectRunner is not a latency reference (see
-docs/beam-limits.md); this measures what it does. On Flink, publishing starts once a
-warm-up event has reached the receiver (the job server and cluster take ~10-20 s to start),
-and the reader stops ``--runner-wait`` seconds after the last publish; the job then drains
-and finishes by itself.
+connector, how many events arrived (and how many twice), the bulk objects' sizes, and for
+the child-process engines the job's CPU: the ``getrusage(RUSAGE_CHILDREN)`` user+sys delta
+around it (the job, and Prism or the Flink job server it starts and reaps), per event
+published, start-up and idle time included. The DirectRunner is not a latency reference
+(see docs/beam-limits.md); this measures what it does.
+
+On Prism and Flink, publishing starts once a warm-up event has reached the receiver (the
+engine takes seconds to start). The bench then waits until every event reached the
+receiver or ``--runner-wait`` s passed, and up to 35 s more for the 30 s bulk batches, and
+sends SIGTERM: the job stops reading, drains (open batches flush) and exits. Its
+``--run-for-s`` (a start-up budget plus all of that) is only the backstop. The job's log
+is kept in the output folder; the report counts its tracebacks and "not in a finalizable
+state" errors.
 """
 
 from __future__ import annotations
@@ -27,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import socket
 import statistics
@@ -35,14 +54,19 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-FLINK_STARTUP_BUDGET_S = 90.0
+STARTUP_BUDGET_S = 90.0
+"""How long Prism or Flink may take to deliver the first warm-up event."""
+BULK_FLUSH_S = 35.0
+"""Wait after the last realtime arrival for the bulk connector's 30 s batches."""
 EMULATOR = "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
 ARRIVALS: dict[str, float] = {}
+RECEIVED: Counter[str] = Counter()
 LOCK = threading.Lock()
 
 
@@ -58,6 +82,7 @@ class _Handler(BaseHTTPRequestHandler):
         with LOCK:
             for record in json.loads(body):
                 ARRIVALS.setdefault(record["event_id"], now)
+                RECEIVED[record["event_id"]] += 1
         self.send_response(200)
         self.send_header("Content-Length", "2")
         self.end_headers()
@@ -84,16 +109,18 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="events per second")
     parser.add_argument("--seconds", type=float, default=60.0, help="how long to publish")
     parser.add_argument("--runner-wait", type=float, default=40.0, help="drain time after")
-    parser.add_argument("--runner", choices=("direct", "flink"), default="direct")
+    parser.add_argument("--runner", choices=("prism", "direct", "flink"), default="prism")
     parser.add_argument(
+        "--job-option",
         "--flink-option",
+        dest="job_option",
         action="append",
         default=[],
-        help="extra pipeline option of the Flink run, e.g. "
-        "--flink-option=--max_bundle_time_mills=1000 (the job sets 100 by itself)",
+        help="extra flag of the Prism or Flink job, e.g. --job-option=--dedup-window-s=0 or "
+        "--flink-option=--max_bundle_time_mills=1000 (the job sets 100 on Flink by itself)",
     )
     args = parser.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(ROOT))
 
     port = free_port()
     emulator = subprocess.Popen(
@@ -111,19 +138,49 @@ def main() -> None:
     finally:
         server.shutdown()
         os.killpg(emulator.pid, signal.SIGKILL)
+        emulator.wait()
+
+
+def job_command(args: argparse.Namespace, config: Path, subscription: str, out: Path) -> list[str]:
+    """The streaming command of ``--runner prism`` or ``flink``, as a user would type it."""
+    # A backstop only: the bench stops the job with SIGTERM when it has what it needs.
+    run_for_s = STARTUP_BUDGET_S + args.seconds + args.runner_wait + BULK_FLUSH_S + 30
+    command = [
+        sys.executable,
+        "-m",
+        "beam_pipeline",
+        "run",
+        "--streaming",
+        "--config",
+        str(config),
+        "--subscription",
+        subscription,
+        f"--run-for-s={run_for_s:.0f}",
+        "--no-progress",
+        "--summary-json",
+        str(out / "summary.json"),
+    ]
+    if args.runner == "flink":
+        jar = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "fetch_flink_jobserver.py")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()[-1]
+        command += [
+            "--runner=FlinkRunner",
+            "--flink_master=[local]",
+            f"--flink_job_server_jar={jar}",
+            "--environment_type=LOOPBACK",
+            "--parallelism=1",
+            "--pubsub-ack=immediate",
+        ]
+    return command + args.job_option
 
 
 def run(args: argparse.Namespace, http_port: int, out: Path) -> None:
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-    from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
     from google.api_core.exceptions import GoogleAPICallError
     from google.cloud import pubsub_v1  # type: ignore[attr-defined,unused-ignore]
-
-    import beam_pipeline.options  # noqa: F401  (declares the Flink options it passes on)
-    from beam_pipeline.pipeline import build_streaming_pipeline
-    from transforms.config import parse_config
-    from transforms.pubsub_read import PubSubReading
 
     pub, sub = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
     deadline = time.monotonic() + 60
@@ -138,7 +195,8 @@ def run(args: argparse.Namespace, http_port: int, out: Path) -> None:
     subscription = sub.create_subscription(
         name="projects/latency-bench/subscriptions/events", topic=topic
     ).name
-    config = parse_config(
+    config = out / "config.yaml"
+    config.write_text(
         f"""
 connectors:
   - id: realtime
@@ -152,45 +210,20 @@ connectors:
 dead_letter: {{path: "{out}/dead_letter"}}
 """
     )
-    if args.runner == "flink":
-        jar = subprocess.run(
-            [sys.executable, str(ROOT / "scripts" / "fetch_flink_jobserver.py")],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()[-1]
-        options = PipelineOptions(
-            [
-                "--runner=FlinkRunner",
-                "--flink_master=[local]",
-                f"--flink_job_server_jar={jar}",
-                "--environment_type=LOOPBACK",
-                "--parallelism=1",
-                "--streaming",
-                *args.flink_option,
-            ]
-        )
-        # The reader must stop by itself (cancelling drops buffered batches): after a
-        # start-up budget, the publishing and the drain.
-        stop_at = time.time() + FLINK_STARTUP_BUDGET_S + args.seconds + args.runner_wait + 35
-        reading = PubSubReading(portable=True, ack="immediate", stop_at=stop_at)
-        pipeline = beam.Pipeline(options=options)
+    job: subprocess.Popen[bytes] | None = None
+    result: Any = None
+    log = out / "job.log"
+    if args.runner == "direct":
+        result = start_direct(config, subscription)
     else:
-        options = PipelineOptions()
-        options.view_as(StandardOptions).streaming = True
-        reading = PubSubReading()
-        pipeline = beam.Pipeline(runner=BundleBasedDirectRunner(), options=options)
-    build_streaming_pipeline(pipeline, config, subscription=subscription, reading=reading)
-    result = pipeline.run()
-    if args.runner == "flink":
-        warm, started = 0, time.monotonic()
-        while not any(i.startswith("w") for i in ARRIVALS):
-            if time.monotonic() - started > FLINK_STARTUP_BUDGET_S:
-                raise SystemExit("the Flink job did not deliver a warm-up event in time")
-            event = {"event_id": f"w{warm}", "event": {"type": "heartbeat", "timestamp": 0}}
-            pub.publish(topic, json.dumps(event).encode())
-            warm += 1
-            time.sleep(0.5)
+        command = job_command(args, config, subscription, out)
+        print(" ".join(command), file=sys.stderr)
+        cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        job_started = time.monotonic()
+        with open(log, "wb") as fh:
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            job = subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        warm_up(pub, topic, job)
     published: dict[str, float] = {}
     start = time.time()
     n = 0
@@ -203,33 +236,136 @@ dead_letter: {{path: "{out}/dead_letter"}}
         pub.publish(topic, json.dumps(event).encode())
         published[event_id] = now
         n += 1
+    publish_s = time.time() - start
     drain_end = time.time() + args.runner_wait
     while time.time() < drain_end and len(published.keys() & ARRIVALS.keys()) < n:
         time.sleep(0.5)
-    time.sleep(min(max(drain_end - time.time(), 0), 35))  # let the 30 s bulk flush
-    if args.runner == "flink":
-        result.wait_until_finish()
+    time.sleep(min(max(drain_end - time.time(), 0), BULK_FLUSH_S))  # let the 30 s bulk flush
+    cpu = wall = None
+    if job is not None:
+        job.send_signal(signal.SIGTERM)  # stop reading, drain, exit
+        try:
+            code = job.wait(timeout=180)
+        except subprocess.TimeoutExpired:
+            job.kill()
+            code = job.wait()
+            print("the job did not finish within 180 s of SIGTERM: killed", file=sys.stderr)
+        wall = time.monotonic() - job_started
+        cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (
+            cpu_after.ru_stime - cpu_before.ru_stime
+        )
+        if code != 0:
+            print(f"the job exited with {code}: see {log}", file=sys.stderr)
     else:
         stopper = threading.Thread(target=result.cancel)
         stopper.start()
         while stopper.is_alive():
             pub.publish(topic, b" ").result()
             stopper.join(timeout=1)
+    report(args, out, published, publish_s, cpu, wall, log if job is not None else None)
 
+
+def start_direct(config: Path, subscription: str) -> Any:
+    """The job on the BundleBasedDirectRunner in this process; its running result."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+
+    from beam_pipeline.pipeline import build_streaming_pipeline
+    from transforms.config import parse_config
+    from transforms.pubsub_read import PubSubReading
+
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    pipeline = beam.Pipeline(runner=BundleBasedDirectRunner(), options=options)
+    build_streaming_pipeline(
+        pipeline,
+        parse_config(config.read_text()),
+        subscription=subscription,
+        reading=PubSubReading(),
+    )
+    return pipeline.run()
+
+
+def warm_up(pub: Any, topic: str, job: subprocess.Popen[bytes]) -> None:
+    """Publish warm-up events until one reaches the receiver: the engine has started."""
+    warm, started = 0, time.monotonic()
+    while not any(i.startswith("w") for i in ARRIVALS):
+        if job.poll() is not None:
+            raise SystemExit(f"the job exited with {job.returncode} before delivering")
+        if time.monotonic() - started > STARTUP_BUDGET_S:
+            job.kill()
+            raise SystemExit("the job did not deliver a warm-up event in time")
+        event = {"event_id": f"w{warm}", "event": {"type": "heartbeat", "timestamp": 0}}
+        pub.publish(topic, json.dumps(event).encode())
+        warm += 1
+        time.sleep(0.5)
+    print(f"warm: first delivery after {time.monotonic() - started:.1f} s", file=sys.stderr)
+
+
+def report(
+    args: argparse.Namespace,
+    out: Path,
+    published: dict[str, float],
+    publish_s: float,
+    cpu: float | None,
+    wall: float | None,
+    log: Path | None,
+) -> None:
+    """Print what arrived, how late, the bulk objects, the job's CPU and log errors."""
+    n = len(published)
     realtime = [ARRIVALS[i] - published[i] for i in published if i in ARRIVALS]
-    bulk = []
+    twice = sum(1 for i in published if RECEIVED[i] > 1)
+    bulk: list[float] = []
+    sizes: list[int] = []
+    seen: Counter[str] = Counter()
     for path in (out / "bulk").rglob("*.ndjson"):
         mtime = path.stat().st_mtime
-        for line in path.read_text().splitlines():
+        lines = path.read_text().splitlines()
+        sizes.append(len(lines))
+        for line in lines:
             event_id = json.loads(line)["event_id"]
             if event_id in published:  # not a warm-up event
                 bulk.append(mtime - published[event_id])
-    runner = "DirectRunner"
-    if args.runner == "flink":
-        runner = " ".join(["Flink, portable reader", *args.flink_option])
+                seen[event_id] += 1
+    runner = {
+        "direct": "DirectRunner",
+        "prism": "Prism (default engine)",
+        "flink": "Flink, portable reader",
+    }[args.runner]
+    runner = " ".join([runner, *args.job_option])
     print(f"published {n} events at {args.rate:g}/s for {args.seconds:g} s ({runner})")
-    print(f"realtime (http, max_wait_s 0.5): {percentiles(realtime)}")
-    print(f"bulk (file, max_wait_s 30):      {percentiles(bulk)}")
+    if publish_s > args.seconds * 1.02:
+        print(f"note: publishing took {publish_s:.1f} s: the publisher fell behind the rate")
+    print(
+        f"realtime (http, max_wait_s 0.5): {percentiles(realtime)}; "
+        f"missing {n - len(realtime)}, twice {twice}"
+    )
+    print(
+        f"bulk (file, max_wait_s 30):      {percentiles(bulk)}; "
+        f"missing {n - len(seen)}, twice {sum(1 for c in seen.values() if c > 1)}"
+    )
+    if sizes:
+        print(
+            f"bulk objects: {len(sizes)}, events per object max {max(sizes)}, "
+            f"median {statistics.median(sizes):g}"
+        )
+    if cpu is not None and wall is not None:
+        print(
+            f"job: {wall:.1f} s wall, {cpu:.1f} CPU-s (start-up and idle included), "
+            f"{cpu / max(n, 1) * 1000:.2f} CPU-ms per event published"
+        )
+    if log is not None:
+        text = log.read_text(errors="replace")
+        print(
+            f"job log {log}: {text.count('Traceback')} tracebacks, "
+            f"{text.count('not in a finalizable state')} 'not in a finalizable state'"
+        )
+        summary = out / "summary.json"
+        if summary.exists():
+            balanced = json.loads(summary.read_text())["balanced"]
+            print(f"job summary: balanced={balanced}")
 
 
 if __name__ == "__main__":
