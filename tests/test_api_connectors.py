@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -292,7 +291,6 @@ class Run:
     rows: dict[str, dict[str, Any]]
     config_yaml: str
     dead: list[dict[str, Any]]
-    elapsed: float
     output: str
 
     def dead_for(self, kind: str) -> list[dict[str, Any]]:
@@ -305,11 +303,9 @@ def run_job(
     cfg = tmp / "delivery.yaml"
     cfg.write_text(text)
     summary_path = tmp / "summary.json"
-    started = time.monotonic()
     code = main(
         ["run", "--config", str(cfg), "--input", str(source), "--summary-json", str(summary_path)]
     )
-    elapsed = time.monotonic() - started
     output = ""
     if capfd is not None:
         out, err = capfd.readouterr()
@@ -320,7 +316,7 @@ def run_job(
     for f in sorted((tmp / "dead").rglob("*.ndjson")):
         dead.extend(json.loads(line) for line in f.read_text().splitlines() if line)
     rows = {r["id"]: r for r in summary["connectors"]}
-    return Run(summary, rows, text, dead, elapsed, output)
+    return Run(summary, rows, text, dead, output)
 
 
 def expected_records(events: list[dict[str, Any]], config_yaml: str, kind: str) -> dict[str, Any]:
@@ -477,7 +473,11 @@ def test_a_hanging_or_down_receiver_does_not_stop_the_others(
         broken.receiver.outage()
     text = config_text(tmp_path, all_targets, {kind: FAST}, retry="{immediate: 1}")
     run = run_job(tmp_path, source, text)
-    assert run.elapsed < 120, f"the run took {run.elapsed:.0f} s: the timeouts did not bound it"
+    if fault == "hang":
+        # The run ended while the receiver still held its requests (300 s): the job's
+        # timeouts gave up on them; it did not wait for the hang to end.
+        held = [r for r in broken.receiver.snapshot()[0] if r.fault == "hang"]
+        assert held and all(r.finished is None for r in held), "the timeouts did not bound it"
     for other, target in all_targets.items():
         expected = expected_records(events, run.config_yaml, other)
         row = run.rows[f"c_{other}"]
