@@ -2,7 +2,11 @@
 
 The fault is real: a bundle of the job (on Prism, the default engine, with the portable
 reader acking in bundle finalizers) stalls past its messages' ack deadline, so Google's
-emulator redelivers them while the first copies are still in the job. Without
+emulator redelivers them while the first copies are still in the job. The job's
+reader keeps pulling meanwhile and usually gets the expired messages itself; should it
+not, another subscriber takes them and hands them straight back (a nack). Either way the
+stalled bundle's late ack names a stale delivery, which Pub/Sub ignores, and the job
+reads the messages again. Without
 deduplication (``dedup_window_s=0``) both copies are delivered, under different batch
 names; with it, each connector passes each ``event_id`` once, counts the other copy as a
 duplicate, and the summary balances (``in = delivered + retrying + dead-lettered +
@@ -34,7 +38,7 @@ from transforms.pubsub_read import PubSubReading
 pytest_plugins = ["tests.standins.pubsub"]
 
 ACK_DEADLINE_S = 10
-STALL_S = ACK_DEADLINE_S + 5
+STALL_S = ACK_DEADLINE_S + 10
 EVENTS = 60
 STALLED = threading.Event()
 
@@ -45,6 +49,24 @@ def _stall_once(element: Any) -> Any:
         STALLED.set()
         time.sleep(STALL_S)
     return element
+
+
+def _take_back_expired(emulator: PubSubEmulator, subscription: str) -> int:
+    """Once the stall has outlived the ack deadline: pull what expired and nack it.
+
+    Returns how many it took (0 when the job's reader had them first)."""
+    assert STALLED.wait(timeout=120), "the job never started its stalled bundle"
+    time.sleep(ACK_DEADLINE_S + 2)  # the fault: let the stalled messages' deadline pass
+    subscriber = emulator._client("subscriber")
+    reply = subscriber.pull(
+        request={"subscription": subscription, "max_messages": 1000}, timeout=30
+    )
+    ack_ids = [m.ack_id for m in reply.received_messages]
+    if ack_ids:
+        subscriber.modify_ack_deadline(
+            request={"subscription": subscription, "ack_ids": ack_ids, "ack_deadline_seconds": 0}
+        )
+    return len(ack_ids)
 
 
 def _ids(folder: Path) -> list[str]:
@@ -97,6 +119,11 @@ def test_a_redelivered_message_reaches_each_destination_once(
     chunks = pipeline | "Read" >> ReadPubSubChunks(subscription, reading=reading)
     stalled = chunks | "Stall" >> beam.Map(_stall_once)
     build_delivery(stalled, config, streaming=Streaming(reading=reading, dedup_window_s=window_s))
+    taken: list[int] = []
+    thief = threading.Thread(
+        target=lambda: taken.append(_take_back_expired(pubsub_env, subscription)), daemon=True
+    )
+    thief.start()
     result = pipeline.run()
     # Bounded: a pending processing-time timer must not keep the drained job running.
     state = result.wait_until_finish(duration=240_000)
@@ -105,6 +132,7 @@ def test_a_redelivered_message_reaches_each_destination_once(
     assert state == PipelineState.DONE, f"the job did not drain within 240 s: {state}"
     summary = collect_summary(result, config)
 
+    thief.join(timeout=60)
     assert STALLED.is_set()
     # The fault happened: Pub/Sub delivered messages again (more events read than sent).
     assert summary["input"]["events"] > EVENTS, summary["input"]
