@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 NODE_STAMP := node_modules/.installed-stamp
 
-.PHONY: install sample test lint node flink-jobserver prism test-flink test-unit fmt fuzz mutants bench bench-agents clean
+.PHONY: install sample test lint node flink-jobserver prism test-flink test-unit fmt fuzz mutants bench bench-check bench-agents clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -74,6 +74,10 @@ mutants: install
 ## bench: the backfill benchmark (long: 100k and 1M events x 1/5/20 connectors); writes bench/RESULTS.md
 bench: install
 	$(PY) bench/run.py
+
+## bench-check: is the job/bound throughput ratio at least half the one in bench/baseline.json? (a few minutes)
+bench-check: install
+	$(PY) bench/run.py --check
 
 ## bench-agents: Benthos (built with Go from the module proxy) vs the hand loop and the job, 1M events
 bench-agents: install

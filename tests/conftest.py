@@ -48,12 +48,13 @@ def event() -> dict[str, Any]:
 #   integration  starts a stand-in (HTTP receivers, moto, gcp-storage-emulator, Azurite,
 #                the Pub/Sub emulator, Prism) or runs the job in other processes
 #   flink        the job on Flink's embedded cluster (a JVM and the job server jar)
-#   perf         throughput measured now against the benchmark's bound
+#
+# No tier measures speed: that is bench/'s job (``make bench-check``).
 #
 # A test may also carry one tier marker itself; a ``unit`` marker on a test that uses a
 # stand-in fixture is refused at collection.
 
-TIERS = ("unit", "integration", "flink", "perf")
+TIERS = ("unit", "integration", "flink")
 
 STANDIN_FIXTURES = frozenset(
     {
@@ -72,7 +73,7 @@ STANDIN_FIXTURES = frozenset(
 
 FILE_TIERS = {
     "test_flink.py": ("flink", "the job on Flink's embedded cluster (JVM, job server jar)"),
-    "test_bench_regression.py": ("perf", "measures throughput against the benchmark bound"),
+    "test_bench_regression.py": ("integration", "runs the job in worker processes"),
     "test_streaming_default_engine.py": ("integration", "the streaming job on Prism"),
     "test_startup.py": ("integration", "runs the command line in fresh interpreters"),
     "test_local_runner.py": ("integration", "starts real multi-process Beam workers"),

@@ -1,27 +1,22 @@
-"""The benchmark's bound is faithful, and the job has not fallen far behind it.
+"""The benchmark's bound is faithful: it writes what the job writes.
 
-1. The plain-Python bound (bench/bound.py) writes exactly the files the job writes: same
-   names, same bytes, on a corpus with invalid and blank lines, split in two files, with
-   the 20-connector benchmark config (every archetype and format).
-2. The job's throughput relative to the bound, measured now in this test, is at least
-   half the ratio recorded in bench/baseline.json (written by ``bench/run.py``). Only the
-   ratio is checked, never absolute time: both sides run back to back on this machine.
+The plain-Python bound (bench/bound.py) writes exactly the files the job writes: same
+names, same bytes, on a corpus with invalid and blank lines, split in two files, with the
+20-connector benchmark config (every archetype and format). Whether the job has fallen
+behind the bound is a measurement, not a test: ``make bench-check`` (bench/run.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from beam_pipeline.cli import main as cli_main
 from bench import bound, corpus
-from bench import run as bench_run
 
 ROOT = Path(__file__).resolve().parents[1]
-BASELINE = ROOT / "bench" / "baseline.json"
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -81,36 +76,3 @@ def test_bound_writes_the_same_files_as_the_job(
     assert {c["id"]: c["delivered"] for c in summary["connectors"]} == {
         cid: c.delivered for cid, c in result.connectors.items()
     }
-
-
-def test_job_to_bound_ratio_has_not_collapsed(tmp_path: Path) -> None:
-    assert BASELINE.exists(), "bench/baseline.json is missing: run `make bench` to record it"
-    recorded = json.loads(BASELINE.read_text())
-    ref = recorded["regression"]
-    floor = ref["ratio_eps"] / 2
-
-    def measure() -> float:
-        rows = bench_run.bench_config_rows(
-            ref["events"],
-            ref["connectors"],
-            ["bound", "job"],
-            repeat=1,
-            work=tmp_path,
-            seed=ref["seed"],
-            parts=1,
-            workers=1,
-            cache=tmp_path / "cache",
-            timeout_s=120,
-        )
-        job = next(r for r in rows if r.variant == "job")
-        assert job.ratio_eps is not None
-        return job.ratio_eps
-
-    ratio = measure()
-    if ratio < floor:  # one more try before failing: a burst of load hits one run, not two
-        ratio = max(ratio, measure())
-    assert ratio >= floor, (
-        f"job/bound throughput ratio {ratio:.2f} is below half the recorded "
-        f"{ref['ratio_eps']:.2f} ({BASELINE.name}, measured {recorded.get('measured_at', '?')}); "
-        f"load now {os.getloadavg()[0]:.2f}"
-    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 try:
@@ -21,11 +22,41 @@ ROOT = Path(__file__).resolve().parent.parent
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
-def _layers() -> list[list[str]]:
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+@dataclass(frozen=True)
+class Contract:
+    """The ``[tool.importlinter]`` contracts of pyproject.toml, as data."""
+
+    layers: list[list[str]]
+    """Module prefixes per layer, highest first."""
+    independent: list[bool]
+    """Per layer: siblings joined by ``|`` (may not import each other) rather than ``:``."""
+    forbidden: list[tuple[str, tuple[str, ...]]]
+    """(source package, modules it may not import)."""
+
+
+def contract(pyproject: Path = ROOT / "pyproject.toml") -> Contract:
+    """Read the layer and forbidden contracts (the one place they are written)."""
+    config = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     contracts = config["tool"]["importlinter"]["contracts"]
     (layered,) = [c for c in contracts if c["type"] == "layers"]
-    return [[m.strip() for m in layer.replace("|", ":").split(":")] for layer in layered["layers"]]
+    forbidden = [
+        (source, tuple(c["forbidden_modules"]))
+        for c in contracts
+        if c["type"] == "forbidden"
+        for source in c["source_modules"]
+    ]
+    assert {c["type"] for c in contracts} <= {"layers", "forbidden"}, "read the new type here"
+    return Contract(
+        layers=[
+            [m.strip() for m in layer.replace("|", ":").split(":")] for layer in layered["layers"]
+        ],
+        independent=["|" in layer for layer in layered["layers"]],
+        forbidden=forbidden,
+    )
+
+
+def _layers() -> list[list[str]]:
+    return contract().layers
 
 
 def test_every_module_of_transforms_is_in_a_layer() -> None:

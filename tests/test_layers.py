@@ -1,17 +1,16 @@
-"""Imports point one way, lowest layer first (STYLE.md habit 10)::
+"""Imports point one way, lowest layer first (STYLE.md habit 10), read from the source.
 
-    transforms/rules/       plain Python semantics: no Beam, no connector, no stage
-      -> transforms/connectors/   sinks; may use rules (and Beam's filesystems), no stage
-        -> config -> Beam stages (transforms/*.py) -> beam_pipeline/ (graph, runners, CLI)
+The contract is written once, in pyproject.toml's ``[tool.importlinter]`` (``make lint``
+runs import-linter on it; tests/test_import_contract.py proves that run can fail). This
+file applies the same contract without a subprocess, so the unit tier says it too::
 
-A lower layer never imports a higher one. Read from the source with ``ast``: every
-import counts, inside functions and ``if TYPE_CHECKING:`` blocks too, and a relative
-import is resolved to the module it names. ``from transforms import connectors`` is read
-as an import of ``transforms.connectors``.
+    beam_pipeline -> Beam stages (transforms/*.py) -> config, live -> connectors -> rules
 
-The checks are allow-lists where the layer is closed (rules may import only rules from
-``transforms``; connectors only rules and connectors), so a stage module added later
-(``transforms/batch.py``) is covered without editing this file.
+A module imports only from its own layer (siblings joined by ``:``) or lower ones, and
+``transforms.rules`` imports none of the forbidden externals (Beam, cloud clients). Read
+with ``ast``: every import counts, inside functions and ``if TYPE_CHECKING:`` blocks too,
+and a relative import is resolved to the module it names. ``from transforms import
+connectors`` is read as an import of ``transforms.connectors``.
 """
 
 from __future__ import annotations
@@ -21,23 +20,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.test_import_contract import contract
 
-STAGES = (
-    "transforms.batch",
-    "transforms.config",
-    "transforms.dead_letters",
-    "transforms.deliver",
-    "transforms.filter",
-    "transforms.live",
-    "transforms.package",
-    "transforms.parse",
-    "transforms.pubsub_read",
-    "transforms.retry",
-    "transforms.route",
-)
-"""Beam stage modules and the config model, named so the rules below read as intended;
-the allow-lists also refuse any other ``transforms`` module."""
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _module_name(path: Path, root: Path) -> str:
@@ -79,39 +64,64 @@ def _within(name: str, prefixes: tuple[str, ...]) -> bool:
     )
 
 
-LAYERS = [
-    # Nothing in transforms/ (rules, connectors, config, stages) builds graphs or runs CLIs.
-    ("transforms", ("beam_pipeline",), ()),
-    # Rules: plain Python. From this project only other rules.
-    ("transforms/rules", ("beam_pipeline", "apache_beam", "transforms."), ("transforms.rules",)),
-    # Connectors: rules and other connectors; no stage, config model or graph.
-    (
-        "transforms/connectors",
-        ("beam_pipeline", "transforms.", *STAGES),
-        ("transforms.rules", "transforms.connectors"),
-    ),
-]
-"""(folder, forbidden, allowed): an import under ``folder`` is refused when it is within
-``forbidden`` and not within ``allowed``. The bare ``transforms`` package (a docstring) is
-no layer: ``from transforms import rules`` is an import of ``transforms.rules``."""
+CONTRACT = contract()
 
 
-def _refused(names: set[str], folder: str) -> list[str]:
-    """The names a module under ``folder`` may not import."""
-    forbidden, allowed = next((bad, ok) for f, bad, ok in LAYERS if f == folder)
-    return sorted(n for n in names if _within(n, forbidden) and not _within(n, allowed))
+def _layer_of(name: str) -> tuple[int, str] | None:
+    """(index, entry) of the layer holding module ``name`` (0 is the highest), if any."""
+    best: tuple[int, str] | None = None
+    for index, layer in enumerate(CONTRACT.layers):
+        for entry in layer:
+            if _within(name, (entry,)) and (best is None or len(entry) > len(best[1])):
+                best = (index, entry)
+    return best
 
 
-@pytest.mark.parametrize(("folder", "forbidden", "allowed"), LAYERS, ids=[f for f, _, _ in LAYERS])
-def test_lower_layers_never_import_higher_ones(
-    folder: str, forbidden: tuple[str, ...], allowed: tuple[str, ...]
-) -> None:
+def _refused(names: set[str], module: str) -> list[str]:
+    """The names ``module`` may not import under the contract."""
+    own = _layer_of(module)
+    refused = set()
+    for name in names:
+        other = _layer_of(name)
+        if own is not None and other is not None:
+            higher = other[0] < own[0]
+            sibling = other[0] == own[0] and other[1] != own[1]
+            if higher or (sibling and CONTRACT.independent[own[0]]):
+                refused.add(name)
+        for source, forbidden in CONTRACT.forbidden:
+            if _within(module, (source,)) and _within(name, forbidden):
+                refused.add(name)
+    return sorted(refused)
+
+
+def _modules() -> list[tuple[Path, str]]:
+    return [
+        (path, _module_name(path, ROOT))
+        for package in ("beam_pipeline", "transforms")
+        for path in sorted((ROOT / package).rglob("*.py"))
+    ]
+
+
+def test_no_module_imports_a_higher_layer() -> None:
     found = [
         f"{path.relative_to(ROOT)} imports {name}"
-        for path in sorted((ROOT / folder).rglob("*.py"))
-        for name in _refused(_imports(path), folder)
+        for path, module in _modules()
+        for name in _refused(_imports(path), module)
     ]
     assert found == []
+
+
+def test_the_contract_reads_as_intended() -> None:
+    """The pyproject contract, as this file reads it: a typo there would weaken both."""
+    assert _layer_of("beam_pipeline.cli") == (0, "beam_pipeline")
+    assert _layer_of("transforms.rules.naming") == (len(CONTRACT.layers) - 1, "transforms.rules")
+    connectors = _layer_of("transforms.connectors.s3")
+    deliver = _layer_of("transforms.deliver")
+    config = _layer_of("transforms.config")
+    assert connectors and deliver and config
+    assert deliver[0] < config[0] < connectors[0]
+    assert ("transforms.rules", ("apache_beam", "google", "boto3", "botocore", "azure",
+            "requests", "urllib3")) in CONTRACT.forbidden  # fmt: skip
 
 
 def test_the_check_sees_a_violation(tmp_path: Path) -> None:
@@ -139,7 +149,7 @@ def test_a_rules_module_importing_upward_is_refused(tmp_path: Path, source: str,
     rules = tmp_path / "transforms" / "rules"
     rules.mkdir(parents=True)
     (rules / "hostile.py").write_text(source)
-    assert seen in _refused(_imports(rules / "hostile.py", tmp_path), "transforms/rules")
+    assert seen in _refused(_imports(rules / "hostile.py", tmp_path), "transforms.rules.hostile")
 
 
 def test_imports_within_a_layer_are_allowed(tmp_path: Path) -> None:
@@ -151,18 +161,23 @@ def test_imports_within_a_layer_are_allowed(tmp_path: Path) -> None:
     )
     found = _imports(rules / "fine.py", tmp_path)
     assert {"transforms.rules.records", "transforms.rules.naming"} <= found
-    assert _refused(found, "transforms/rules") == []
+    assert _refused(found, "transforms.rules.fine") == []
 
 
 def test_connectors_may_not_import_a_stage(tmp_path: Path) -> None:
     connectors = tmp_path / "transforms" / "connectors"
     connectors.mkdir(parents=True)
-    for stage in (*STAGES, "transforms.some_new_stage", "beam_pipeline.graph"):
+    own = _layer_of("transforms.connectors.hostile")
+    assert own is not None
+    higher = [m for layer in CONTRACT.layers[: own[0]] for m in layer]
+    assert "transforms.deliver" in higher and "transforms.config" in higher
+    for stage in (*higher, "beam_pipeline.graph"):
         (connectors / "hostile.py").write_text(f"def f():\n    import {stage}\n")
         found = _imports(connectors / "hostile.py", tmp_path)
-        assert _refused(found, "transforms/connectors") == [stage]
+        assert _refused(found, "transforms.connectors.hostile") == [stage]
     (connectors / "fine.py").write_text(
         "from apache_beam.io.filesystems import FileSystems\n"
         "from transforms.connectors.base import Sink\nfrom transforms.rules import redact\n"
     )
-    assert _refused(_imports(connectors / "fine.py", tmp_path), "transforms/connectors") == []
+    found = _imports(connectors / "fine.py", tmp_path)
+    assert _refused(found, "transforms.connectors.fine") == []

@@ -118,9 +118,10 @@ def test_one_record_through_all_attempts_to_the_dead_letter(
     assert len(sent) == 1 + IMMEDIATE
     gaps = [b - a for a, b in itertools.pairwise(sent)]
     assert all(gap >= floor for gap, floor in zip(gaps, BACKOFF_FLOOR_S, strict=True)), gaps
-    assert sent[-1] - sent[0] < 10, "immediate retries take well under 10 s"
+    # (How long the backoffs may be is the policy's property: tests/test_hostile_delivery.py.)
 
     message = pubsub_env.pull(subscription, expected=1)[0]
+    pulled_at = time.time()
     for step, wait_s in enumerate(SCHEDULE_S):
         data = message.data
         record = json.loads(data)
@@ -128,9 +129,10 @@ def test_one_record_through_all_attempts_to_the_dead_letter(
         assert (record["attempts"], record["delayed_attempts"]) == (attempts_before, step)
         assert record["last_status"] == 503
         # Due wait_s after the attempt that failed last: the job stamps not_before (in
-        # whole ms) after the attempt's response, the receiver its arrival.
+        # whole ms) after the attempt's response (the receiver stamps its arrival), and
+        # before the record could be pulled.
         due_s = record["not_before_ms"] / 1000
-        assert -0.001 <= due_s - wait_s - sent[-1] < 5, (step, due_s - sent[-1])
+        assert sent[-1] - 0.001 <= due_s - wait_s <= pulled_at, (step, due_s - sent[-1])
 
         # A run that stops 1 ms before the record is due makes no attempt, and gives the
         # record back to the retry topic unchanged when its input ends ...
@@ -144,6 +146,7 @@ def test_one_record_through_all_attempts_to_the_dead_letter(
         assert len(sent) == attempts_before + 1, f"delayed retry {step + 1} not made on time"
         if step < len(SCHEDULE_S) - 1:
             message = pubsub_env.pull(subscription, expected=1)[0]
+            pulled_at = time.time()
 
     # The sixth delayed attempt was the last: a dead letter, and nothing more to retry.
     assert len(sent) == 1 + IMMEDIATE + len(SCHEDULE_S) == 10

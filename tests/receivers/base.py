@@ -215,6 +215,12 @@ class Receiver:
         """Never answer the next ``times`` requests (None: all): wait, then drop them."""
         self._add(_Fault("hang", times, seconds=seconds))
 
+    def release(self) -> None:
+        """Let every held request (:meth:`hang`, ``slow``) go now, and drop the faults."""
+        with self._lock:
+            self._faults.clear()
+        self._release.set()
+
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
