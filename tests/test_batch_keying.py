@@ -13,8 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.batch import key_by_prefix
-from transforms.rules.naming import PrefixError, PrefixTemplate
+from transforms.rules.naming import PrefixError, PrefixTemplate, key_by_prefix
 from transforms.rules.records import Chunk, DeadLetter, Packaged
 
 CONSTANT = ["", "raw/", "telemetry/all/"]

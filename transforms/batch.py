@@ -1,7 +1,8 @@
 """Batch stage: cut each connector's packaged records into :class:`DeliveryBatch` es.
 
-Both paths key every record by its connector's rendered prefix (:func:`key_by_prefix`),
-so a batch only ever holds records bound for one place::
+Both paths key every record by its connector's rendered prefix
+(:func:`~transforms.rules.naming.key_by_prefix`), so a batch only ever holds records bound
+for one place::
 
     # connector "errors", deliver: {prefix: "{event_type}/", batch: {max_events: 3}}
     # records e1..e5 of type error, e6 of type seek:
@@ -38,39 +39,8 @@ from transforms import metrics
 from transforms.config import DeliveryConfig
 from transforms.connectors.base import DeliveryBatch
 from transforms.parse import DEAD_LETTER
-from transforms.rules.naming import PrefixError, PrefixTemplate, stable_shard
-from transforms.rules.records import Chunk, DeadLetter, Packaged, is_last
-
-
-def key_by_prefix(
-    prefix: PrefixTemplate, cid: str, items: list[Packaged]
-) -> tuple[dict[str, list[Packaged]], list[DeadLetter]]:
-    """Group connector ``cid``'s records by rendered prefix, in input order.
-
-    Returns the non-empty groups (prefix -> records, each in input order, groups in order
-    of first appearance) and a dead letter for each record whose prefix cannot be
-    rendered. Every record ends in exactly one of the two::
-
-        p = PrefixTemplate.compile("{event_type}/")
-        key_by_prefix(p, "errors", [error1, seek1, error2])
-        # ({"error/": [error1, error2], "seek/": [seek1]}, [])
-
-    A constant prefix renders nothing: ``items`` itself is the one group.
-    """
-    if prefix.is_constant:
-        return ({prefix.text: items} if items else {}), []
-    groups: dict[str, list[Packaged]] = {}
-    failed: list[DeadLetter] = []
-    for item in items:
-        try:
-            key = prefix.render(cid, item.event_type, item.time_ms)
-        except PrefixError as exc:
-            failed.append(
-                DeadLetter.for_event("batch", cid, item.event, "prefix_unrenderable", str(exc))
-            )
-            continue
-        groups.setdefault(key, []).append(item)
-    return groups, failed
+from transforms.rules.naming import PrefixTemplate, key_by_prefix, stable_shard
+from transforms.rules.records import Chunk, Packaged, is_last
 
 
 class Layout(NamedTuple):

@@ -40,6 +40,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from transforms.rules.records import DeadLetter, Packaged
+
 TIME_FIELDS = ("year", "month", "day", "hour", "minute")
 PLACEHOLDERS = (*TIME_FIELDS, "connector", "event_type")
 """The names a prefix may use."""
@@ -215,3 +217,34 @@ def stable_shard(key: str, shards: int) -> int:
         return 0
     digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "big") % shards
+
+
+def key_by_prefix(
+    prefix: PrefixTemplate, cid: str, items: list[Packaged]
+) -> tuple[dict[str, list[Packaged]], list[DeadLetter]]:
+    """Group connector ``cid``'s records by rendered prefix, in input order.
+
+    Returns the non-empty groups (prefix -> records, each in input order, groups in order
+    of first appearance) and a dead letter for each record whose prefix cannot be
+    rendered. Every record ends in exactly one of the two::
+
+        p = PrefixTemplate.compile("{event_type}/")
+        key_by_prefix(p, "errors", [error1, seek1, error2])
+        # ({"error/": [error1, error2], "seek/": [seek1]}, [])
+
+    A constant prefix renders nothing: ``items`` itself is the one group.
+    """
+    if prefix.is_constant:
+        return ({prefix.text: items} if items else {}), []
+    groups: dict[str, list[Packaged]] = {}
+    failed: list[DeadLetter] = []
+    for item in items:
+        try:
+            key = prefix.render(cid, item.event_type, item.time_ms)
+        except PrefixError as exc:
+            failed.append(
+                DeadLetter.for_event("batch", cid, item.event, "prefix_unrenderable", str(exc))
+            )
+            continue
+        groups.setdefault(key, []).append(item)
+    return groups, failed
