@@ -48,13 +48,14 @@ def event() -> dict[str, Any]:
 #   integration  starts a stand-in (HTTP receivers, moto, gcp-storage-emulator, Azurite,
 #                the Pub/Sub emulator, Prism) or runs the job in other processes
 #   flink        the job on Flink's embedded cluster (a JVM and the job server jar)
-#
-# No tier measures speed: that is bench/'s job (``make bench-check``).
+#   perf         the benchmark's own apparatus (bench/): its bound writes what the job
+#                writes, its comparison runs. None is timed: speed is measured by bench/
+#                (``make bench``, ``make bench-check``), never asserted by a test.
 #
 # A test may also carry one tier marker itself; a ``unit`` marker on a test that uses a
 # stand-in fixture is refused at collection.
 
-TIERS = ("unit", "integration", "flink")
+TIERS = ("unit", "integration", "flink", "perf")
 
 STANDIN_FIXTURES = frozenset(
     {
@@ -73,11 +74,11 @@ STANDIN_FIXTURES = frozenset(
 
 FILE_TIERS = {
     "test_flink.py": ("flink", "the job on Flink's embedded cluster (JVM, job server jar)"),
-    "test_bench_regression.py": ("integration", "runs the job in worker processes"),
+    "test_bench_regression.py": ("perf", "the bound writes what the job writes"),
     "test_streaming_default_engine.py": ("integration", "the streaming job on Prism"),
     "test_startup.py": ("integration", "runs the command line in fresh interpreters"),
     "test_local_runner.py": ("integration", "starts real multi-process Beam workers"),
-    "test_agent_compare.py": ("integration", "runs the job in a subprocess"),
+    "test_agent_compare.py": ("perf", "the agent comparison runs the job in a subprocess"),
     "test_mutants_script.py": ("integration", "runs pytest in a subprocess"),
     "test_hostile_job.py": ("integration", "starts an HTTP receiver without a fixture"),
 }

@@ -95,7 +95,7 @@ def test_a_standin_fixture_makes_a_test_integration(fixture: str) -> None:
 def test_plain_tests_are_unit_and_listed_files_take_their_tier() -> None:
     assert tier_of(_item(fixtures=("tmp_path", "monkeypatch", "event"))) == "unit"
     assert tier_of(_item("test_flink.py")) == "flink"
-    assert tier_of(_item("test_bench_regression.py")) == "integration"
+    assert tier_of(_item("test_bench_regression.py")) == "perf"
     assert tier_of(_item("test_streaming_default_engine.py")) == "integration"
 
 
