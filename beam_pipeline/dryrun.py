@@ -11,35 +11,93 @@ from __future__ import annotations
 
 from typing import Any
 
-from transforms.config import DeliveryConfig, compile_connectors
+from transforms.config import CompiledConnector, DeliveryConfig, compile_connectors
+from transforms.connectors import make_sink
 from transforms.rules.encode import FORMATS
-from transforms.rules.events import event_time_ms
+from transforms.rules.events import MISSING, event_time_ms, get_path, split_path
 from transforms.rules.naming import PrefixError, PrefixTemplate, object_name
+from transforms.rules.package import PackageError
+from transforms.rules.route import Reveal, explain_routes
 
 
 def explain(event: dict[str, Any], config: DeliveryConfig) -> list[dict[str, Any]]:
-    """For each connector: whether the event routes there, why not, and the exact record."""
+    """For each connector: whether the event routes there, why not, and the exact record.
+
+    Why not names the conditions that decided it, inside groups too, e.g.
+    ``condition failed: when[1].any[0]: metadata.geo.country_code in ['US', 'CA'] was
+    false (got 'FR')``. A value is shown only if the connector's filter passes it
+    unchanged (what the payload would show anyway); a denied or hashed field is not.
+    """
+    connectors = compile_connectors(config)
+    reasons = explain_routes([(c.id, c.route) for c in connectors], event)
     out = []
-    for c in compile_connectors(config):
-        reason = c.route.explain(event)
+    for c, reason in zip(connectors, reasons, strict=True):
         entry: dict[str, Any] = {"connector": c.id, "type": c.type, "routed": reason is None}
         if reason is not None:
+            if reason.startswith("condition failed: "):
+                # Again, now showing the values this connector's filter lets through.
+                reason = c.route.explain(event, _revealer(c, event)) or reason
             entry["reason"] = reason
             out.append(entry)
             continue
-        record = c.packager.apply(c.filter.apply(event))
+        try:
+            record = c.packager.apply(c.filter.apply(event))
+        except PackageError as exc:  # what the Package stage dead-letters, with its reason
+            entry["dead_letter"] = {"stage": "package", "reason": exc.reason, "error": str(exc)}
+            out.append(entry)
+            continue
         entry["payload"] = record
-        if c.type == "file":
-            prefix = PrefixTemplate.compile(c.deliver.prefix)
+        if c.type in OBJECT_STORES:
             try:
-                rendered = prefix.render(c.id, event["event"]["type"], event_time_ms(event))
-                entry["destination"] = (
-                    c.deliver.path.rstrip("/")
-                    + "/"
-                    + object_name(rendered, c.id, [event["event_id"]], FORMATS[c.deliver.format])
-                    + "  (alone in its batch)"
-                )
+                entry["destination"] = destination(c, event) + "  (alone in its batch)"
             except PrefixError as exc:
-                entry["dead_letter"] = str(exc)
+                entry["dead_letter"] = {
+                    "stage": "batch",
+                    "reason": "prefix_unrenderable",
+                    "error": str(exc),
+                }
         out.append(entry)
     return out
+
+
+OBJECT_STORES = ("file", "s3", "gcs", "azure_blob")
+"""Connector types that write objects, whose names dry-run shows."""
+
+
+def destination(c: CompiledConnector, event: dict[str, Any]) -> str:
+    """Where ``event`` would be written if its batch held it alone, e.g. ``s3://b/raw/...``.
+
+    Raises :class:`PrefixError` when the event cannot fill the prefix (a dead letter).
+    """
+    prefix = PrefixTemplate.compile(c.deliver.prefix)
+    rendered = prefix.render(c.id, event["event"]["type"], event_time_ms(event))
+    name = object_name(rendered, c.id, [event["event_id"]], FORMATS[c.deliver.format])
+    if c.type == "file":
+        return c.deliver.path.rstrip("/") + "/" + name
+    sink: Any = make_sink(c.id, c.type, c.deliver)  # an object store; nothing connects
+    return str(sink.location(name))
+
+
+def _revealer(c: CompiledConnector, event: dict[str, Any]) -> Reveal:
+    """What dry-run may show of ``event``'s value at a field, for connector ``c``."""
+    try:
+        passed: Any = c.filter.apply(event)
+    except Exception:  # a filter that cannot apply shows nothing; Package reports it
+        passed = {}
+
+    def reveal(field: str, _event: dict[str, Any]) -> str | None:
+        path = split_path(field)
+        got = get_path(event, path)
+        if got is MISSING:
+            return "no such field"
+        shown = get_path(passed, path)
+        if shown is MISSING or type(shown) is not type(got) or shown != got:
+            return "a value this connector's filter does not pass"
+        text = repr(got)
+        return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+
+    return reveal
+
+
+_SHOWN = 80
+"""The longest value shown in a reason; longer values are cut with ``...``."""

@@ -69,8 +69,9 @@ class DeliveryOptions(PipelineOptions):
             "--dedup-window-s",
             type=float,
             default=600.0,
-            help="Streaming: each connector drops a repeated event_id seen within this many "
-            "seconds (Pub/Sub redeliveries); 0 turns it off.",
+            help="Streaming: drop an event whose event_id went on within this many seconds "
+            "(Pub/Sub redeliveries), before Route; ids are remembered this long at least, "
+            "twice this at most; 0 turns it off.",
         )
         parser.add_argument(
             "--run_for_s",

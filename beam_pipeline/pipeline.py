@@ -19,10 +19,11 @@ from typing import Any
 
 import apache_beam as beam
 
-from transforms.batch import DEFAULT_DEDUP_WINDOW_S, CutBatches, StreamBatches
+from transforms.batch import CutBatches, StreamBatches
 from transforms.config import DeliveryConfig
 from transforms.connectors.secrets import ConfigSecrets
 from transforms.dead_letters import PublishDeadLetters, WriteDeadLetters
+from transforms.dedup import DEFAULT_DEDUP_WINDOW_S, DropDuplicates
 from transforms.deliver import RETRY, Deliver
 from transforms.filter import FilterFields
 from transforms.live import LiveRules
@@ -47,11 +48,11 @@ class Streaming:
         reading: how subscriptions are read (see :mod:`transforms.pubsub_read`).
         rules: route/filter/package rules that follow a config changing while the job
             runs (:mod:`transforms.live`); default the config's, fixed.
-        dedup_window_s: how long each connector remembers the event ids it let through,
-            to drop Pub/Sub redeliveries (:class:`~transforms.batch.DropDuplicates`);
+        dedup_window_s: how long the event ids that went on are remembered, to drop
+            Pub/Sub redeliveries before Route (:class:`~transforms.dedup.DropDuplicates`);
             0 turns it off.
-        clock: for tests: the processing clock of every ``GroupIntoBatches`` (TestStream
-            needs a fake one).
+        clock: for tests: the processing clock of every ``GroupIntoBatches`` and of the
+            dedup window (TestStream needs a fake one).
         retry_messages: for tests: a PCollection replacing the read of
             ``retry_subscription`` (with a Pub/Sub retry topic).
     """
@@ -84,13 +85,14 @@ def build_delivery(
     clock = streaming.clock if streaming else None
     parsed = chunks | "Parse" >> ParseEvents()
     live = streaming.rules if streaming and streaming.rules else LiveRules(config)
-    routed = parsed.events | "Route" >> RouteEvents(live)
+    events = parsed.events
+    if streaming and streaming.dedup_window_s > 0:
+        events = events | "Dedup" >> DropDuplicates(streaming.dedup_window_s, clock=clock)
+    routed = events | "Route" >> RouteEvents(live)
     filtered = routed | "Filter" >> FilterFields(live)
     packaged = filtered | "Package" >> PackageRecords(live)
     if streaming:
-        batches = packaged.records | "Batch" >> StreamBatches(
-            config, clock, streaming.dedup_window_s
-        )
+        batches = packaged.records | "Batch" >> StreamBatches(config, clock)
         ready, unbatchable = batches["batches"], batches[DEAD_LETTER]
     else:
         cut = packaged.records | "Batch" >> CutBatches(config)

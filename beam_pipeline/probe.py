@@ -60,6 +60,7 @@ import orjson
 
 from transforms.config import (
     CompiledConnector,
+    Condition,
     Connector,
     DeliveryConfig,
     compile_connectors,
@@ -69,7 +70,7 @@ from transforms.connectors import CONNECTORS, datadog_logs, new_relic, pubsub, s
 from transforms.rules.encode import dumps, record_json
 from transforms.rules.events import MISSING, event_time_ms, get_path, parse_line, split_path
 from transforms.rules.naming import TIME_FIELDS, PrefixError, PrefixTemplate
-from transforms.rules.package import format_time, pop_path, set_path
+from transforms.rules.package import PackageError, format_time, pop_path, set_path
 from transforms.rules.records import DeadLetter, Packaged, RetryRecord, iso_from_ms, record_of
 
 PROBE_EVENT: dict[str, Any] = {
@@ -391,6 +392,8 @@ def fit_to_route(
         return event
     fitted = _fitted_type(copy.deepcopy(event), rules)
     for condition in connector.route.when:
+        if not isinstance(condition, Condition):
+            continue  # an any/all/not group is left as it is, like a regex
         if not rules.route.matches(fitted):
             path = split_path(condition.field)
             fitted = _satisfy(fitted, path, condition.op, condition.value)
@@ -413,9 +416,10 @@ def package(rules: CompiledConnector, event: dict[str, Any]) -> tuple[Packaged |
         record = rules.packager.apply(rules.filter.apply(event))
         data = dumps(record) if rules.record_json else None
     except Exception as exc:  # the Package stage dead-letters any exception the same way
+        reason = exc.reason if isinstance(exc, PackageError) else "package_failed"
         return None, (
             f"packaging event {_show(event['event_id'])} fails ({type(exc).__name__}: {exc}), so "
-            "every such event would be dead-lettered (stage package, reason package_failed). "
+            f"every such event would be dead-lettered (stage package, reason {reason}). "
             "Fix: correct package.values, package.rename or the template."
         )
     body = event["event"]

@@ -21,8 +21,8 @@ from transforms.config import DeliveryConfig
 SUMMARY_VERSION = 1
 """Bumped when the JSON summary's shape changes incompatibly."""
 
-SETTLED = "delivered + retrying + dead-lettered + duplicates"
-"""Where every event a connector took in ends (duplicates: streaming's dropped copies)."""
+SETTLED = "delivered + retrying + dead-lettered"
+"""Where every event a connector took in ends."""
 
 _COLUMNS = (
     ("connector", "id"),
@@ -31,7 +31,6 @@ _COLUMNS = (
     ("delivered", metrics.DELIVERED),
     ("dead-lettered", metrics.DEAD_LETTERED),
     ("retrying", "retrying"),
-    ("duplicates", metrics.DUPLICATES),
     ("writes", metrics.WRITES),
     ("bytes", metrics.BYTES),
     ("fresh p50", "p50"),
@@ -64,6 +63,9 @@ def summarize(counters: dict[tuple[str, str], int], config: DeliveryConfig) -> d
         "invalid": get(p, metrics.INVALID),
         "blank_lines": get(p, metrics.BLANK_LINES),
         "unmatched": get(p, metrics.UNMATCHED),
+        # Streaming: copies dropped before Route (transforms/dedup.py), so no connector
+        # took them in.
+        "duplicates": get(p, metrics.DUPLICATES),
     }
     inputs["invalid_reasons"] = reasons(counters, p)
     inputs["balanced"] = inputs["lines_read"] == (
@@ -77,12 +79,7 @@ def summarize(counters: dict[tuple[str, str], int], config: DeliveryConfig) -> d
             row[name] = get(ns, name)
         row["retrying"] = row[metrics.RETRIED_DELAYED]
         row["in"] = row[metrics.ROUTED] + row[metrics.REPLAYED] + row[metrics.RETRY_DUE]
-        settled = (
-            row[metrics.DELIVERED]
-            + row["retrying"]
-            + row[metrics.DEAD_LETTERED]
-            + row[metrics.DUPLICATES]
-        )
+        settled = row[metrics.DELIVERED] + row["retrying"] + row[metrics.DEAD_LETTERED]
         row["balanced"] = row["in"] == settled
         row["freshness"] = freshness(
             [get(ns, n) for n in metrics.FRESHNESS_COUNTERS], get(ns, metrics.FRESHNESS_UNKNOWN)
@@ -157,6 +154,10 @@ def format_summary(summary: dict[str, Any], seconds: float | None = None) -> str
             f"   {'OK' if i['balanced'] else 'MISMATCH'}"
         )
         lines.append(f"events routed to no connector: {i['unmatched']}")
+        if i.get("duplicates"):
+            lines.append(
+                f"copies dropped (event_id seen within the dedup window): {i['duplicates']}"
+            )
         if seconds:
             lines.append(f"elapsed: {seconds:.1f} s ({i['lines_read'] / seconds:,.0f} lines/s)")
     elif seconds:

@@ -217,6 +217,7 @@ def test_each_connector_gets_exactly_its_events(
         "invalid": N_INVALID - 2,
         "blank_lines": 2,
         "unmatched": 0,
+        "duplicates": 0,
         "invalid_reasons": {
             "bad_json": 2,
             "no_event_type": 4,

@@ -1,16 +1,23 @@
 from __future__ import annotations
 
 import base64
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import orjson
 import pytest
 from apache_beam.pvalue import TaggedOutput
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from transforms.parse import _ParseChunk
-from transforms.rules.events import MAX_EVENT_BYTES, MAX_ORIGINAL_CHARS, event_time_ms, parse_line
+from transforms.rules.events import (
+    MAX_EVENT_BYTES,
+    MAX_ORIGINAL_CHARS,
+    event_time_ms,
+    parse_line,
+    to_epoch_ms,
+)
 from transforms.rules.records import DeadLetter
 
 
@@ -115,3 +122,17 @@ def test_parse_stage_gives_parse_line_answers_for_every_line(lines: list[bytes],
     want = [parse_line(line) for line in lines if line.strip()]
     assert events == [w for w in want if not isinstance(w, DeadLetter)]
     assert refused == [w.reason for w in want if isinstance(w, DeadLetter)]
+
+
+@given(
+    ms=st.integers(
+        min_value=-62_135_596_800_000,  # 0001-01-01
+        max_value=253_402_300_799_999,  # 9999-12-31T23:59:59.999
+    )
+    | st.integers(min_value=0, max_value=100_000)  # ~1 in 1,000 read wrong through a float
+)
+@example(ms=2_078_035).via("1970-01-01T00:34:38.035Z, read as ...034 through a float")
+def test_an_iso_timestamp_reads_back_to_its_exact_millisecond(ms: int) -> None:
+    when = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=ms)
+    text = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert to_epoch_ms(text) == ms, text

@@ -375,6 +375,7 @@ def test_lines_read_adds_up_around_long_lines(tmp_path: Path, long_size: int) ->
         "invalid": 2,
         "blank_lines": 1,
         "unmatched": 0,
+        "duplicates": 0,
         "invalid_reasons": {"bad_json": 1, "too_large": 1},
         "balanced": True,
     }

@@ -282,9 +282,9 @@ def test_summary_says_mismatch_when_a_connector_loses_events() -> None:
     assert lost["input"]["balanced"] is True and lost["balanced"] is False
     text = format_summary(lost)
     (c1_line,) = [line for line in text.splitlines() if line.startswith("c1 ")]
-    assert c1_line.endswith("MISMATCH: in != delivered + retrying + dead-lettered + duplicates")
+    assert c1_line.endswith("MISMATCH: in != delivered + retrying + dead-lettered")
     assert text.splitlines()[-1].endswith(
-        "conservation (in = delivered + retrying + dead-lettered + duplicates): MISMATCH"
+        "conservation (in = delivered + retrying + dead-lettered): MISMATCH"
     )
 
 
@@ -447,12 +447,13 @@ retry_location: '{tmp_path}/retry'
     assert token not in (tmp_path / "summary.json").read_text()
 
 
-def test_streaming_duplicates_settle_only_the_copies_they_dropped() -> None:
+def test_streaming_duplicates_are_dropped_before_any_connector_takes_them_in() -> None:
     config = parse_config(SUMMARY_CONFIG)
-    # 10 in = 6 delivered + 2 retrying + 1 dead letter + 1 dropped copy
-    dropped_one = {**counters(c1_delivered=6), ("connector.c1", "duplicates"): 1}
-    summary = summarize(dropped_one, config)
-    assert summary["connectors"][0]["duplicates"] == 1
+    # Copies are dropped before Route: they are reported, and settle nothing per connector.
+    dropped = {**counters(c1_delivered=7), ("telemetry", "duplicates"): 3}
+    summary = summarize(dropped, config)
+    assert summary["input"]["duplicates"] == 3
     assert summary["balanced"] is True
-    dropped_two = {**dropped_one, ("connector.c1", "duplicates"): 2}
-    assert summarize(dropped_two, config)["balanced"] is False
+    assert "copies dropped (event_id seen within the dedup window): 3" in format_summary(summary)
+    # A connector delivering one event more than it took in is a mismatch, copies or not.
+    assert summarize({**dropped, **counters(c1_delivered=8)}, config)["balanced"] is False

@@ -102,6 +102,7 @@ def test_whole_graph_counts_add_up(tmp_path: Path) -> None:
         "invalid": 1,
         "blank_lines": 1,
         "unmatched": 1,
+        "duplicates": 0,  # a batch run reads each line once; copies are kept
         "invalid_reasons": {"not_utf8": 1},
         "balanced": True,
     }

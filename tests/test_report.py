@@ -12,7 +12,6 @@ REPO = Path(__file__).resolve().parents[1]
 SUMMARY_KEYS = {"version", "input", "connectors", "balanced", "elapsed_s"}
 CONNECTOR_KEYS = {
     "sink_overclaimed",
-    "duplicates",
     "id",
     "type",
     "in",

@@ -123,7 +123,7 @@ def test_all_conditions_must_hold_and_explain_names_the_failing_one() -> None:
         ]
     )
     assert not rule.matches(E)
-    assert rule.explain(E) == "condition failed: metadata.device.os eq 'Android'"
+    assert rule.explain(E) == "condition failed: when[1]: metadata.device.os eq 'Android' was false"
 
 
 def test_sampling_is_stable_per_session_and_close_to_the_fraction() -> None:

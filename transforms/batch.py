@@ -28,11 +28,7 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import apache_beam as beam
-from apache_beam.coders import BooleanCoder
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
-from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import metrics
@@ -169,100 +165,6 @@ def _to_batch(element: tuple[tuple[str, str, int], list[Packaged]]) -> DeliveryB
     return DeliveryBatch(cid, prefix, items)
 
 
-DEFAULT_DEDUP_WINDOW_S = 600.0
-"""How long (processing time) a streaming connector remembers each ``event_id`` it let
-through: 10 minutes, Pub/Sub's longest ack deadline, so a message redelivered after its
-ack deadline, or a publisher's retry, arrives while its first copy is remembered."""
-
-_SEEN = ReadModifyWriteStateSpec("seen", BooleanCoder())
-_FORGET = TimerSpec("forget", TimeDomain.REAL_TIME)
-_END = TimerSpec("end_of_input", TimeDomain.WATERMARK)
-_SEEN_STATE = beam.DoFn.StateParam(_SEEN)
-_FORGET_TIMER = beam.DoFn.TimerParam(_FORGET)
-_END_TIMER = beam.DoFn.TimerParam(_END)
-
-
-def _by_event_id(element: tuple[str, list[Packaged]]) -> Iterator[Any]:
-    cid, items = element
-    for item in items:
-        yield (cid, item.event_id), item
-
-
-class _FirstCopy(beam.DoFn):
-    """Per ``(connector, event_id)`` key: pass the first copy, drop and count the others.
-
-    The shape of Beam's ``DeduplicatePerKey`` (a flag in state, a processing-time timer
-    that clears it ``window_s`` later) plus an end-of-input timer that clears both: on
-    Prism and Flink a pending processing-time timer keeps a drained job from finishing
-    (Beam's own transform held Prism's drain past 5 minutes; docs/beam-limits.md).
-    Output: ``(connector, [Packaged])``, one event each.
-    """
-
-    def __init__(self, window_s: float):
-        self.window_s = window_s
-
-    def setup(self) -> None:
-        self.duplicates: dict[str, Any] = {}
-
-    def process(
-        self,
-        element: tuple[tuple[str, str], Packaged],
-        seen: Any = _SEEN_STATE,
-        forget: Any = _FORGET_TIMER,
-        end: Any = _END_TIMER,
-        window: Any = beam.DoFn.WindowParam,
-    ) -> Iterator[Any]:
-        (cid, _), item = element
-        if seen.read():
-            counter = self.duplicates.get(cid)
-            if counter is None:
-                ns = metrics.connector_namespace(cid)
-                counter = self.duplicates[cid] = Metrics.counter(ns, metrics.DUPLICATES)
-            counter.inc()
-        else:
-            seen.write(True)
-            forget.set(Timestamp.now() + Duration(micros=int(self.window_s * 1_000_000)))
-            end.set(window.end)
-            yield cid, [item]
-
-    @on_timer(_FORGET)
-    def _forget(self, seen: Any = _SEEN_STATE) -> None:
-        seen.clear()
-
-    @on_timer(_END)
-    def _end(
-        self,
-        seen: Any = _SEEN_STATE,
-        forget: Any = _FORGET_TIMER,
-    ) -> None:
-        seen.clear()
-        forget.clear()
-
-
-class DropDuplicates(beam.PTransform):
-    """Streaming: each connector lets an ``event_id`` through once per ``window_s``.
-
-    Pub/Sub delivers at least once: a message whose ack deadline passes while the job
-    still holds it (a stall, a restart, a lost ack) comes back, and in streaming it lands
-    in another batch, hence under another name. Keyed by ``(connector, event_id)``, the
-    first copy passes and the copies seen within ``window_s`` of it are dropped and
-    counted (``duplicates`` per connector, part of the summary's conservation). State is
-    one flag per key, cleared when its window ends, so memory holds one window's ids. A
-    copy arriving after the window is delivered again: at least once, not exactly once.
-    """
-
-    def __init__(self, window_s: float):
-        super().__init__()
-        self.window_s = window_s
-
-    def expand(self, records: Any) -> Any:
-        """``(connector, [Packaged])`` in, the same shape out, one event each, no copies."""
-        keyed = records | "ByEventId" >> beam.FlatMap(_by_event_id).with_output_types(
-            beam.typehints.Tuple[beam.typehints.Tuple[str, str], Any]
-        )
-        return keyed | "FirstCopy" >> beam.ParDo(_FirstCopy(self.window_s))
-
-
 class StreamBatches(beam.PTransform):
     """Streaming bulking: ``GroupIntoBatches`` per connector, by count and by time.
 
@@ -277,26 +179,17 @@ class StreamBatches(beam.PTransform):
     buffer at the end of the stream (see docs/beam-limits.md).
 
     Output: :class:`DeliveryBatch`; tagged ``dead_letter``: events whose prefix cannot be
-    rendered. ``dedup_window_s`` (0: off) first drops redelivered events
-    (:class:`DropDuplicates`). ``clock`` is for tests (TestStream needs a fake clock
-    starting at 0).
+    rendered. Redelivered events were dropped before Route (:mod:`transforms.dedup`).
+    ``clock`` is for tests (TestStream needs a fake clock starting at 0).
     """
 
-    def __init__(
-        self,
-        config: DeliveryConfig,
-        clock: Any = None,
-        dedup_window_s: float = DEFAULT_DEDUP_WINDOW_S,
-    ):
+    def __init__(self, config: DeliveryConfig, clock: Any = None):
         super().__init__()
         self.config = config
         self.clock = clock
-        self.dedup_window_s = dedup_window_s
 
     def expand(self, records: Any) -> Any:
         """Outputs ``batches`` and ``dead_letter``; the step labels are update contracts."""
-        if self.dedup_window_s > 0:
-            records = records | "Dedup" >> DropDuplicates(self.dedup_window_s)
         keyed = records | "Key" >> beam.ParDo(_KeyByPrefix(self.config)).with_outputs(
             DEAD_LETTER, main="keyed"
         )

@@ -23,14 +23,16 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     SecretStr,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -42,7 +44,8 @@ from transforms.connectors.base import Batch, StrictModel
 from transforms.connectors.secrets import REFERENCE, SecretRef, check_reference
 from transforms.rules.filter import GROUPS, FieldFilter, normalize_pattern
 from transforms.rules.package import Packager, TemplateError
-from transforms.rules.route import OPS, RouteRule, compile_condition
+from transforms.rules.route import GROUPS as GROUP_KEYS
+from transforms.rules.route import MAX_DEPTH, OPS, RouteRule, compile_condition
 
 TYPE_NAMES: tuple[str, ...] = tuple(CONNECTORS)
 """Every connector type name the config accepts: the registry's (:mod:`transforms.connectors`
@@ -69,20 +72,150 @@ _Strict = StrictModel
 
 
 class Condition(_Strict):
-    """One routing condition; see :mod:`transforms.rules.route` for the semantics."""
+    """One routing condition; see :mod:`transforms.rules.route` for the semantics.
+
+    ``{field: metadata.device.os, op: contains, value: OS}`` holds for ``"iOS"``.
+    """
 
     field: str = Field(
         description="Dotted path from the event root, e.g. metadata.geo.country_code."
     )
-    op: Literal["eq", "ne", "in", "not_in", "exists", "gt", "gte", "lt", "lte", "regex"] = Field(
-        description="Comparison: " + ", ".join(OPS) + "."
-    )
+    op: Literal[
+        "eq",
+        "ne",
+        "in",
+        "not_in",
+        "exists",
+        "gt",
+        "gte",
+        "lt",
+        "lte",
+        "regex",
+        "contains",
+        "starts_with",
+        "ends_with",
+    ] = Field(description="Comparison: " + ", ".join(OPS) + ".")
     value: Any = Field(default=None, description="What to compare with (a list for in/not_in).")
 
     @model_validator(mode="after")
     def _compiles(self) -> Condition:
         compile_condition(self.field, self.op, self.value)
         return self
+
+
+class _Group(_Strict):
+    @model_validator(mode="before")
+    @classmethod
+    def _one_key(cls, data: Any) -> Any:
+        if isinstance(data, dict) and len(data) > 1:
+            raise ValueError(
+                f"a group has exactly one key (any, all or not), got {', '.join(map(str, data))}."
+                " Fix: nest them, e.g. {all: [{any: [...]}, {not: ...}]}"
+            )
+        return data
+
+
+def _not_empty(kind: str, items: list[Any]) -> list[Any]:
+    if not items:
+        raise ValueError(
+            f"an empty {kind} group decides nothing. Fix: list at least one condition "
+            "or group, or remove the group."
+        )
+    return items
+
+
+class AnyGroup(_Group):
+    """Holds when at least one item holds: ``{any: [{field: a, op: eq, value: 1}, ...]}``."""
+
+    any: list[WhenItem] = Field(description="Conditions or groups; one must hold.")
+
+    @field_validator("any")
+    @classmethod
+    def _items(cls, items: list[Any]) -> list[Any]:
+        return _not_empty("any", items)
+
+
+class AllGroup(_Group):
+    """Holds when every item holds: ``{all: [{field: a, op: eq, value: 1}, ...]}``."""
+
+    all: list[WhenItem] = Field(description="Conditions or groups; every one must hold.")
+
+    @field_validator("all")
+    @classmethod
+    def _items(cls, items: list[Any]) -> list[Any]:
+        return _not_empty("all", items)
+
+
+class NotGroup(_Group):
+    """Holds when its item does not: ``{not: {field: a, op: eq, value: free}}``.
+
+    A missing field follows the op's own rule first (``eq`` on it is false), then is
+    negated (so the ``not`` holds).
+    """
+
+    not_: WhenItem = Field(alias="not", description="A condition or group that must not hold.")
+
+    model_config = ConfigDict(populate_by_name=False, serialize_by_alias=True)
+
+
+_WHEN_TAGS: dict[str, type[BaseModel]] = {}
+"""Union tags that pydantic puts in error locations -> the model (skipped in YAML paths)."""
+
+
+def _when_kind(data: Any) -> str:
+    """Which model validates a ``when`` item: a group if it has a group key."""
+    keys = (
+        data.keys()
+        if isinstance(data, dict)
+        else data.model_fields_set
+        if isinstance(data, BaseModel)
+        else ()
+    )
+    if isinstance(data, NotGroup) or "not" in keys or "not_" in keys:
+        return "when:not"
+    if "any" in keys:
+        return "when:any"
+    if "all" in keys:
+        return "when:all"
+    return "when:condition"
+
+
+WhenItem = Annotated[
+    Annotated[Condition, Tag("when:condition")]
+    | Annotated[AnyGroup, Tag("when:any")]
+    | Annotated[AllGroup, Tag("when:all")]
+    | Annotated[NotGroup, Tag("when:not")],
+    Discriminator(_when_kind),
+]
+"""A ``when`` item: a :class:`Condition` or an any/all/not group of items, to any depth."""
+
+for _model in (AnyGroup, AllGroup, NotGroup):
+    _model.model_rebuild()
+_WHEN_TAGS.update(
+    {
+        "when:condition": Condition,
+        "when:any": AnyGroup,
+        "when:all": AllGroup,
+        "when:not": NotGroup,
+    }
+)
+
+
+def _depth(item: Any) -> int:
+    """How deeply groups nest in a raw ``when`` item, without recursion (hostile input)."""
+    deepest, stack = 0, [(item, 0)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_DEPTH:
+            break
+        if isinstance(node, dict):
+            for key in GROUP_KEYS:
+                if key in node:
+                    body = node[key]
+                    for child in body if isinstance(body, list) else [body]:
+                        stack.append((child, depth + 1))
+    return deepest
 
 
 class Route(_Strict):
@@ -92,20 +225,39 @@ class Route(_Strict):
         default_factory=list, description="Event types sent; empty means all."
     )
     exclude_events: list[str] = Field(default_factory=list, description="Event types never sent.")
-    when: list[Condition] = Field(
-        default_factory=list, description="Conditions that must all hold."
+    when: list[WhenItem] = Field(
+        default_factory=list,
+        description="Conditions or any/all/not groups that must all hold.",
     )
     sample_sessions: float = Field(
         default=1.0, ge=0.0, le=1.0, description="Fraction of sessions kept, stable by session_id."
     )
+    unmatched: bool = Field(
+        default=False,
+        description="Catch-all: receive only the events no connector without unmatched "
+        "routed (events, exclude_events, when and sample_sessions still narrow them).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_too_deep(cls, data: Any) -> Any:
+        when = data.get("when") if isinstance(data, dict) else None
+        for i, item in enumerate(when if isinstance(when, list) else []):
+            if _depth(item) > MAX_DEPTH:
+                raise ValueError(
+                    f"when[{i}]: groups nest deeper than {MAX_DEPTH} levels. Fix: flatten "
+                    "it (an all inside an all is one all; not of not is the item)."
+                )
+        return data
 
     def compile(self) -> RouteRule:
         """The compiled rule used per event."""
         return RouteRule.compile(
             self.events,
             self.exclude_events,
-            [c.model_dump() for c in self.when],
+            [c.model_dump(by_alias=True) for c in self.when],
             self.sample_sessions,
+            self.unmatched,
         )
 
 
@@ -357,6 +509,19 @@ class DeliveryConfig(_Strict):
             seen.add(c.id)
         return self
 
+    @model_validator(mode="after")
+    def _someone_routes(self) -> DeliveryConfig:
+        if all(c.route.unmatched for c in self.connectors):
+            paths = ", ".join(
+                f"connectors[{i}](id={c.id}).route.unmatched" for i, c in enumerate(self.connectors)
+            )
+            raise ValueError(
+                f"{paths}: every connector is a catch-all (unmatched: true), so none routes "
+                "events by its own rules and nothing is left over to catch. Fix: remove "
+                "unmatched from the connectors that should receive events by their route."
+            )
+        return self
+
     def connector(self, connector_id: str) -> Connector:
         """The connector with this id."""
         for c in self.connectors:
@@ -452,6 +617,10 @@ def _yaml_path(loc: tuple[Any, ...], raw: Any) -> str:
         else:
             if part in ("function-after", "function-before") or str(part).startswith("function-"):
                 continue
+            if part in _WHEN_TAGS:
+                continue
+            if part == "not_":
+                part = "not"
             out += f".{part}" if out else str(part)
             node = node.get(part) if isinstance(node, dict) else None
     return out or "(top level)"
@@ -462,12 +631,21 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     for part in loc[:-1]:
         if isinstance(part, int) or model is None:
             continue
-        field = model.model_fields.get(part)
+        if part in _WHEN_TAGS:
+            model = _WHEN_TAGS[part]
+            continue
+        field = model.model_fields.get(part) or next(
+            (f for f in model.model_fields.values() if f.alias == part), None
+        )
         if field is None:
             return []
         ann = field.annotation
         model = _model_in(ann)
-    return list(model.model_fields) if model is not None else []
+    if model is Condition:  # the item may have been meant as a group
+        return [*model.model_fields, *GROUP_KEYS]
+    if model is not None:
+        return [f.alias or name for name, f in model.model_fields.items()]
+    return []
 
 
 def _model_in(annotation: Any) -> Any:
@@ -492,8 +670,15 @@ def _describe(
         hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         fix = f"did you mean {hint[0]!r}?" if hint else f"allowed keys here: {', '.join(allowed)}"
         return f"{where}: unknown key. Fix: remove it, or {fix}"
+    if not loc and msg.startswith("connectors["):  # the message names its own paths
+        return msg
     if kind == "missing":
         return f"{where}: required, but missing. Fix: add it."
+    if loc and loc[-1] == "when:condition" and kind in ("model_type", "model_attributes_type"):
+        return (
+            f"{where}: expected a condition {{field, op, value}} or a group {{any: [...]}}, "
+            f"{{all: [...]}} or {{not: ...}}, got {err.get('input')!r}"
+        )
     return f"{where}: {msg}"
 
 
@@ -536,6 +721,15 @@ def parse_config(text: str, source: str = "<config>") -> DeliveryConfig:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
+    except RecursionError:
+        # A hostile file (say 3000 nested `not:` groups) must be a config error, not a crash.
+        raise ConfigError(
+            source,
+            [
+                "the YAML nests too deeply to read (route groups may nest at most "
+                f"{MAX_DEPTH} levels). Fix: flatten the nesting."
+            ],
+        ) from None
     if not isinstance(raw, dict):
         raise ConfigError(
             source, ["the file must be a YAML mapping with 'connectors' and 'dead_letter'"]

@@ -4,7 +4,7 @@ Pipeline-wide counters live in namespace ``telemetry``; per-connector counters i
 ``connector.<id>``, so the Dataflow and Flink UIs group them by connector::
 
     telemetry/lines_read  telemetry/blank_lines  telemetry/invalid  telemetry/events
-    telemetry/unmatched   connector.<id>/routed  connector.<id>/delivered
+    telemetry/unmatched   telemetry/duplicates  connector.<id>/routed  connector.<id>/delivered
     connector.<id>/dead_lettered  connector.<id>/writes  connector.<id>/bytes
     connector.<id>/retried_immediate  connector.<id>/retried_delayed  connector.<id>/replayed
 
@@ -50,13 +50,12 @@ SPILLED = "spilled"
 SINK_OVERCLAIMED = "sink_overclaimed"
 """Events a sink claimed beyond its batch (a sink bug; capped, never counted delivered)."""
 DUPLICATES = "duplicates"
-"""Streaming: copies of an ``event_id`` dropped within the dedup window (a Pub/Sub
-redelivery or a publisher's retry); they settle the events they repeat."""
+"""Streaming, pipeline-wide: parsed copies of an ``event_id`` dropped within the dedup
+window (a Pub/Sub redelivery or a publisher's retry) before Route; see transforms/dedup.py."""
 RETRY_DUE = "retry_due"
 RETRY_WAITING = "retry_waiting"
 
 CONNECTOR_COUNTERS = (
-    DUPLICATES,
     ROUTED,
     DELIVERED,
     DEAD_LETTERED,

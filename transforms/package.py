@@ -2,7 +2,8 @@
 
 Wraps :mod:`transforms.rules.package` for Beam. An event that a template cannot package,
 or whose record cannot be serialized as JSON, becomes a dead letter (``stage: package``)
-with the error, never a crash.
+with the error, never a crash: reason ``package_cast_failed`` when a field's ``cast``
+refused its value (``PackageCastError``), else ``package_failed``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from transforms.live import LiveRules, as_rules
 from transforms.parse import DEAD_LETTER
 from transforms.rules.encode import dumps, line_json
 from transforms.rules.events import event_time_ms
+from transforms.rules.package import PackageError
 from transforms.rules.records import Chunk, DeadLetter, Packaged, is_last, raw_of, rules_of
 
 
@@ -49,9 +51,12 @@ class _PackageChunk(beam.DoFn):
                     record = apply(filtered)
                     data = serialize(record) if serialize is not None else None
             except Exception as exc:  # a template must never crash the pipeline
+                # A typed failure (a refused cast) names its own reason; anything else is
+                # the template's or the encoder's, package_failed.
+                reason = exc.reason if isinstance(exc, PackageError) else "package_failed"
                 failed.append(
                     DeadLetter.for_event(
-                        "package", cid, event, "package_failed", f"{type(exc).__name__}: {exc}"
+                        "package", cid, event, reason, f"{type(exc).__name__}: {exc}"
                     )
                 )
                 continue

@@ -1,8 +1,10 @@
 """Route stage: send each chunk's events to every connector whose rule matches.
 
 The rules themselves are plain Python (:mod:`transforms.rules.route`); this module only
-wraps them for Beam. Events that match no connector are counted (``telemetry/unmatched``),
-never silently lost.
+wraps them for Beam. A catch-all connector (``route.unmatched: true``) receives the events
+no other connector took (:func:`~transforms.rules.route.route_events`). Events that no
+connector takes, catch-alls included, are counted (``telemetry/unmatched``), never
+silently lost.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from transforms import metrics
 from transforms.config import DeliveryConfig
 from transforms.live import LiveRules, as_rules
 from transforms.rules.records import Chunk, is_last, raw_of
+from transforms.rules.route import route_events
 
 
 class _RouteChunk(beam.DoFn):
@@ -31,25 +34,23 @@ class _RouteChunk(beam.DoFn):
         self.unmatched = Metrics.counter(metrics.PIPELINE, metrics.UNMATCHED)
 
     def process(self, events: Chunk) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-        matched_any = [False] * len(events)
         last = is_last(events)
         raw = raw_of(events)
         kinds = [event["event"]["type"] for event in events]  # Parse checked it is there
         # One snapshot of the rules for the whole slice; each connector's chunk carries
-        # its compiled connector on to Filter and Package (see Chunk.rules).
-        for c in self.rules.connectors():
-            cid = c.id
-            hits = c.route.select(events, kinds)
+        # its compiled connector on to Filter and Package (see Chunk.rules). Catch-alls
+        # (route.unmatched) are decided against the same snapshot.
+        connectors = self.rules.connectors()
+        per_connector, unmatched = route_events([c.route for c in connectors], events, kinds)
+        for c, hits in zip(connectors, per_connector, strict=True):
             # The events' raw lines go along (see Chunk.raw).
             lines = None if raw is None else [raw[i] for i in hits]
             mine = Chunk([events[i] for i in hits], last, lines, c)
-            for i in hits:
-                matched_any[i] = True
             if mine:
-                self.routed[cid].inc(len(mine))
+                self.routed[c.id].inc(len(mine))
             if mine or last:  # every connector hears of a chunk's end (see Chunk.last)
-                yield cid, mine
-        self.unmatched.inc(matched_any.count(False))
+                yield c.id, mine
+        self.unmatched.inc(unmatched)
 
 
 class RouteEvents(beam.PTransform):

@@ -135,7 +135,10 @@ class AzureBlobSink(ObjectStoreSink):
         self.secrets = tuple(secrets) + tuple(_secret_parts(secrets))
         self.service: Any = None
         self.container_client: Any = None
-        self.account = _account_from_url(deliver.account_url) if deliver.account_url else ""
+        if deliver.account_url:
+            self.account = _account_from_url(deliver.account_url)
+        else:  # the name is no secret; the key beside it is (see secrets above)
+            self.account = _account_from_connection_string(secrets[0] if secrets else "")
 
     def location(self, name: str) -> str:
         """``azfs://account/container/name`` (Beam's spelling of Azure Blob paths)."""
@@ -226,6 +229,12 @@ def _error_code(exc: Any) -> str:
         return str(code)
     headers = getattr(getattr(exc, "response", None), "headers", None) or {}
     return str(headers.get("x-ms-error-code", ""))
+
+
+def _account_from_connection_string(text: str) -> str:
+    """``AccountName=devstoreaccount1;...`` -> ``devstoreaccount1``; "" if absent."""
+    match = re.search(r"(?i)(?:^|;)\s*AccountName=([^;]*)", text)
+    return match.group(1).strip() if match else ""
 
 
 def _account_from_url(url: str) -> str:

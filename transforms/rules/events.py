@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -240,6 +240,10 @@ def parse_line(raw: bytes, whole: bool = False) -> dict[str, Any] | DeadLetter:
     return event
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ONE_MS = timedelta(milliseconds=1)
+
+
 def to_epoch_ms(value: Any) -> int | None:
     """Read a timestamp (epoch ms number or ISO-8601 string) as epoch ms; None if neither.
 
@@ -256,7 +260,8 @@ def to_epoch_ms(value: Any) -> int | None:
             return None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=timezone.utc)
-        return int(parsed.timestamp() * 1000)
+        # Exact: through a float, "...:38.035Z" read as ...034.999 ms and truncated to 034.
+        return (parsed - _EPOCH) // _ONE_MS
     return None
 
 

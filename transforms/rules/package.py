@@ -20,7 +20,59 @@ in the connector's ``package.template``)::
     flatten: "."                     # optional: flatten nested objects with this separator
 
 A field whose source path is missing and has no ``default`` is left out. ``format``
-converts timestamps (epoch ms or ISO-8601 in) to ``iso8601``, ``epoch_ms`` or ``epoch_s``.
+converts timestamps (epoch ms or ISO-8601 in) to ``iso8601``, ``epoch_ms``, ``epoch_s``
+or any strftime pattern.
+
+Field specs
+-----------
+
+A field has exactly one source, ``path``, ``const`` or ``concat``, and may add::
+
+    tags: {concat: ["os:", {path: metadata.device.os}, ",cc:", {path: metadata.geo.country_code}]}
+    bitrate: {path: fluxdata.rendition_video_bitrate_kbps, cast: int}
+    os: {path: metadata.device.os, map: {ios: iOS}, map_default: other, case_insensitive: true}
+    day: {path: event.timestamp, format: "%Y-%m-%d"}
+    error_code: {path: fluxdata.error_code, when: {field: event.type, op: eq, value: error}}
+
+They apply in this order: ``when`` (false: the field is left out, nothing else runs), the
+source (missing: the ``default`` as written, or the field is left out), ``format``, ``map``,
+``cast``. So ``{path: event.timestamp, format: "%Y%m%d", cast: int}`` is ``20251126``, and
+``cast`` is last: the type it names is the type the destination gets.
+
+* ``concat: [parts]``: each part is a literal string (never a path here) or a field spec
+  (``{path: ..}`` with its own ``default``, ``format``, ``map``, ``cast``; no ``when``). A
+  part that is missing (no value, no default) leaves the whole field missing. A string
+  part is used as is; any other value as its compact JSON text, as the job writes it:
+  ``4500``, ``12.5``, ``1e-7``, ``true``, ``null``, ``{"a":[1,2]}``.
+* ``cast`` (:data:`CASTS`), never a guess; ``null`` stays ``null``. ``int``: an integer,
+  a float with no fraction (``4500.0``), or integer text (``"4500"``, ``"-3"``, ``"+7"``;
+  ASCII digits, no spaces, ``_``, fraction or exponent); within -2**63..2**64-1.
+  ``float``: a number, or decimal text (``"12.5"``, ``"-1e3"``, ``".5"``); never NaN or
+  infinity. ``string``: text as is, anything else rendered as in ``concat``. ``bool``:
+  ``true``/``false``, the numbers 0 and 1, or the text ``true``, ``false``, ``1``, ``0``
+  in any case. Anything else raises :class:`PackageCastError`: the event becomes a dead
+  letter with reason ``package_cast_failed``, naming the field and (cut to 60
+  characters) the value.
+* ``map: {from: to}``: a value equal to a key becomes its value; an unmapped one
+  (objects and lists included) becomes ``map_default`` when given, else passes
+  unchanged. ``case_insensitive: true`` compares string keys casefolded (``IOS``,
+  ``ios`` and ``iOS`` alike). A boolean never equals a number (``true`` is not ``1``).
+* ``format``: ``iso8601``, ``epoch_ms``, ``epoch_s``, or a strftime pattern in UTC
+  (``%Y-%m-%d``: ``2025-11-26``), with Python's portable directives
+  (``%a %A %w %d %b %B %m %y %Y %H %I %p %M %S %f %z %Z %j %U %W %c %x %X %G %u %V``,
+  ``%%``). A value that is not a timestamp passes unchanged, as with the named formats.
+* ``when``: a route condition ``{field, op, value}`` or group (``any``/``all``/``not``),
+  or a list of them (all must hold), on the record this template reads: the filtered
+  event after ``values`` and ``rename``, so a field the filter removed is missing there.
+
+Refused when the template is compiled (:class:`TemplateError` naming the field): an
+unknown ``cast`` or key, a pattern with no directive or an unknown one, ``const`` with
+anything but ``when`` (it is the value as written), ``map_default`` or
+``case_insensitive`` without ``map``, a ``default``, map value or ``map_default`` that
+the field's ``cast`` would refuse (a ``default`` must be ``null`` or of the cast's type),
+and ``cast``/``map``/``concat`` on the spread ``"*"``. A field that uses none of these
+additions compiles to the same getters as before them.
+
 Plain Python, no Beam import.
 """
 
@@ -28,25 +80,62 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import resources
 from typing import Any
 
+import orjson
 import yaml
 
 from transforms.rules.events import MISSING, get_path, path_getter, split_path, to_epoch_ms
+from transforms.rules.route import compile_when
 
 TIME_FORMATS = ("iso8601", "epoch_ms", "epoch_s")
-"""Values accepted by a template field's ``format``."""
+"""The named values of a template field's ``format`` (any other is a strftime pattern)."""
 
-_FIELD_KEYS = {"path", "const", "default", "format"}
+CASTS = ("int", "float", "string", "bool")
+"""Values accepted by a template field's ``cast``."""
+
+STRFTIME_DIRECTIVES = "aAwdbBmyYHIpMSfzZjUWcxXGuV"
+"""The strftime directives a ``format`` pattern may use (``%`` + one of these, or ``%%``):
+Python's documented, platform-independent ones."""
+
+_SOURCE_KEYS = ("path", "const", "concat")
+_ADDED_KEYS = {"concat", "cast", "map", "map_default", "case_insensitive", "when"}
+_FIELD_KEYS = {"path", "const", "default", "format"} | _ADDED_KEYS
 _TEMPLATE_KEYS = {"description", "fields", "flatten"}
+
+INT_RANGE = (-(2**63), 2**64 - 1)
+"""``cast: int`` results: the integers the job reads and writes exactly."""
+
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
+_FLOAT_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_MAX_NUMBER_TEXT = 400  # longer text is not a number a destination column takes
+_EXCERPT = 60  # characters of a value a cast error shows
 
 
 class TemplateError(ValueError):
     """A template that cannot be used; the message names the field and the fix."""
+
+
+class PackageError(ValueError):
+    """An event a template cannot package; ``reason`` is its dead letter's reason."""
+
+    reason = "package_failed"
+
+
+class PackageCastError(PackageError):
+    """A value a field's ``cast`` refuses, e.g. ``"fast"`` for ``cast: int``.
+
+    The event becomes a dead letter with reason ``package_cast_failed``; the message
+    names the field, the cast and (cut to 60 characters) the value.
+    """
+
+    reason = "package_cast_failed"
 
 
 def set_path(obj: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
@@ -82,7 +171,11 @@ def pop_path(obj: dict[str, Any], path: tuple[str, ...]) -> tuple[dict[str, Any]
 
 
 def format_time(value: Any, fmt: str) -> Any:
-    """Convert a timestamp to ``fmt``; a value that is not a timestamp passes unchanged."""
+    """Convert a timestamp to ``fmt``; a value that is not a timestamp passes unchanged.
+
+    ``fmt`` is ``iso8601``, ``epoch_ms``, ``epoch_s`` or a strftime pattern (UTC):
+    ``format_time(1764136800123, "%Y-%m-%d")`` is ``"2025-11-26"``.
+    """
     ms = to_epoch_ms(value)
     if ms is None:
         return value
@@ -90,7 +183,159 @@ def format_time(value: Any, fmt: str) -> Any:
         return ms
     if fmt == "epoch_s":
         return ms / 1000
+    if fmt != "iso8601":
+        return _strftime(ms, fmt)
     return _iso_second(ms // 1000) + f"{ms % 1000:03d}Z"
+
+
+def _strftime(ms: int, pattern: str) -> str:
+    if "%f" in pattern:
+        stamp = datetime.fromtimestamp(ms // 1000, tz=timezone.utc)
+        return stamp.replace(microsecond=ms % 1000 * 1000).strftime(pattern)
+    return _strftime_second(ms // 1000, pattern)
+
+
+@functools.lru_cache(maxsize=4096)
+def _strftime_second(second: int, pattern: str) -> str:
+    """A pattern without ``%f`` depends on the second only; a batch has few of those."""
+    return datetime.fromtimestamp(second, tz=timezone.utc).strftime(pattern)
+
+
+def strftime_problem(pattern: str) -> str | None:
+    """What makes ``pattern`` unusable as a ``format``, or None.
+
+    >>> strftime_problem("%Y-%m-%d") is None, strftime_problem("day")
+    (True, 'has no strftime directive, so every event would get the same text')
+    """
+    directives = 0
+    i = 0
+    while i < len(pattern):
+        if pattern[i] != "%":
+            i += 1
+            continue
+        code = pattern[i + 1 : i + 2]
+        if not code:
+            return "ends with a lone '%' (write '%%' for a percent sign)"
+        if code in STRFTIME_DIRECTIVES:
+            directives += 1
+        elif code != "%":
+            return (
+                f"uses '%{code}', which is not one of the portable strftime directives "
+                f"(%{' %'.join(STRFTIME_DIRECTIVES)} and %%)"
+            )
+        i += 2
+    if not directives:
+        return "has no strftime directive, so every event would get the same text"
+    if not _strftime(1764136800123, pattern):
+        return "renders nothing"
+    return None
+
+
+def render(value: Any) -> str:
+    """A value as ``concat`` and ``cast: string`` write it: text as is, else compact JSON.
+
+    >>> render("iOS"), render(4500), render(True), render(None), render({"a": [1, 2.5]})
+    ('iOS', '4500', 'true', 'null', '{"a":[1,2.5]}')
+    """
+    if type(value) is str:
+        return value
+    return orjson.dumps(value).decode()
+
+
+_FAIL = object()
+
+
+def _to_int(value: Any) -> Any:
+    kind = type(value)
+    if kind is int:
+        number = value
+    elif kind is float:
+        if not (math.isfinite(value) and value.is_integer()):
+            return _FAIL
+        number = int(value)
+    elif kind is str:
+        if len(value) > _MAX_NUMBER_TEXT or _INT_TEXT.fullmatch(value) is None:
+            return _FAIL
+        number = int(value)
+    else:
+        return None if value is None else _FAIL
+    return number if INT_RANGE[0] <= number <= INT_RANGE[1] else _FAIL
+
+
+def _to_float(value: Any) -> Any:
+    kind = type(value)
+    if kind is float:
+        return value if math.isfinite(value) else _FAIL
+    if kind is int:
+        try:
+            return float(value)
+        except OverflowError:
+            return _FAIL
+    if kind is str:
+        if len(value) > _MAX_NUMBER_TEXT or _FLOAT_TEXT.fullmatch(value) is None:
+            return _FAIL
+        number = float(value)
+        return number if math.isfinite(number) else _FAIL
+    return None if value is None else _FAIL
+
+
+def _to_string(value: Any) -> Any:
+    return None if value is None else render(value)
+
+
+_BOOL_TEXT = {"true": True, "1": True, "false": False, "0": False}
+
+
+def _to_bool(value: Any) -> Any:
+    kind = type(value)
+    if kind is bool or value is None:
+        return value
+    if kind is int or kind is float:
+        return bool(value) if value in (0, 1) else _FAIL
+    if kind is str and len(value) <= 5:
+        return _BOOL_TEXT.get(value.lower(), _FAIL)
+    return _FAIL
+
+
+_CASTERS: dict[str, Callable[[Any], Any]] = {
+    "int": _to_int,
+    "float": _to_float,
+    "string": _to_string,
+    "bool": _to_bool,
+}
+
+
+def _excerpt(value: Any) -> str:
+    """A value for an error message, bounded: ``'fast' (string)``."""
+    if isinstance(value, dict):
+        return f"an object of {len(value)} keys"
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
+    if isinstance(value, str):
+        shown = repr(value[:_EXCERPT]) + ("..." if len(value) > _EXCERPT else "")
+        return f"{shown} (string)"
+    if isinstance(value, bool):
+        return f"{render(value)} (boolean)"
+    if isinstance(value, int) and not INT_RANGE[0] <= value <= INT_RANGE[1]:
+        return "an integer past 64 bits"
+    return f"{value!r} (number)"
+
+
+def caster(cast: str, name: str) -> Callable[[Any], Any]:
+    """The function of ``cast: <cast>`` for field ``name``; it raises :class:`PackageCastError`.
+
+    >>> caster("int", "bitrate")("4500")
+    4500
+    """
+    convert = _CASTERS[cast]
+
+    def cast_value(value: Any) -> Any:
+        got = convert(value)
+        if got is _FAIL:
+            raise PackageCastError(f"field {name!r}: cannot cast {_excerpt(value)} to {cast}")
+        return got
+
+    return cast_value
 
 
 @functools.lru_cache(maxsize=4096)
@@ -124,23 +369,81 @@ Getter = Callable[[dict[str, Any]], Any]
 
 
 @dataclass(frozen=True)
+class _ValueMap:
+    """A field's ``map``: ``{from: to}``, ``map_default`` (MISSING: unchanged) and casefolding."""
+
+    keys: dict[Any, Any]  # non-boolean keys, strings casefolded when casefold
+    bool_keys: dict[bool, Any]  # kept apart: True == 1 to a dict, never to a template
+    default: Any
+    casefold: bool
+
+    def __call__(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is str:
+            hit = self.keys.get(value.casefold() if self.casefold else value, MISSING)
+        elif kind is bool:
+            hit = self.bool_keys.get(value, MISSING)
+        elif kind is dict or kind is list:
+            hit = MISSING
+        else:
+            hit = self.keys.get(value, MISSING)
+        if hit is MISSING:
+            return value if self.default is MISSING else self.default
+        return hit
+
+
+@dataclass(frozen=True)
 class _Field:
     target: tuple[str, ...] | None  # None: spread ("*")
-    source: tuple[str, ...] | None  # None: constant; () : the whole record
+    source: tuple[str, ...] | None  # None: constant (or concat); () : the whole record
     const: Any
     default: Any
     fmt: str | None
+    name: str = ""
+    concat: tuple[str | _Field, ...] | None = None
+    mapping: _ValueMap | None = None
+    cast: str | None = None
+    when: Callable[[dict[str, Any]], bool] | None = dataclasses.field(default=None, compare=False)
+
+    @property
+    def extended(self) -> bool:
+        """Whether the field uses concat, cast, map, when or a strftime ``format``."""
+        return (
+            self.concat is not None
+            or self.mapping is not None
+            or self.cast is not None
+            or self.when is not None
+            or (self.fmt is not None and self.fmt not in TIME_FORMATS)
+        )
 
     def value(self, record: dict[str, Any]) -> Any:
-        if self.source is None:
+        """The field's value for ``record`` (MISSING: left out), step by step.
+
+        The definition :meth:`getter` compiles; tests check one against the other.
+        """
+        if self.when is not None and not self.when(record):
+            return MISSING
+        if self.concat is not None:
+            values = [p if isinstance(p, str) else p.value(record) for p in self.concat]
+            got = MISSING if MISSING in values else "".join(render(v) for v in values)
+        elif self.source is None:
             return self.const
-        got = get_path(record, self.source) if self.source else record
+        else:
+            got = get_path(record, self.source) if self.source else record
         if got is MISSING:
             return self.default
-        return format_time(got, self.fmt) if self.fmt else got
+        if self.fmt:
+            got = format_time(got, self.fmt)
+        if self.mapping is not None:
+            got = self.mapping(got)
+        if self.cast is not None:
+            got = caster(self.cast, self.name)(got)
+        return got
 
     def getter(self) -> Getter:
         """:meth:`value` compiled into one function of the record (the path read once)."""
+        if self.extended:
+            return self._extended_getter()
         if self.source is None:
             const = self.const
             return lambda record: const
@@ -163,6 +466,57 @@ class _Field:
             return default if got is MISSING else got
 
         return with_default
+
+    def _extended_getter(self) -> Getter:
+        # Only fields that use the additions get here, so plain fields pay nothing for them.
+        source: Getter
+        if self.concat is not None:
+            source = _concat_getter(self.concat)
+        elif self.source is None:
+            const = self.const
+            source = lambda record: const  # noqa: E731 - one expression, like the plain getters
+        elif not self.source:
+            source = lambda record: record  # noqa: E731
+        else:
+            source = path_getter(self.source)
+        steps: list[Callable[[Any], Any]] = []
+        if self.fmt:
+            steps.append(functools.partial(format_time, fmt=self.fmt))
+        if self.mapping is not None:
+            steps.append(self.mapping)
+        if self.cast is not None:
+            steps.append(caster(self.cast, self.name))
+        when, default, chain = self.when, self.default, tuple(steps)
+
+        def extended(record: dict[str, Any]) -> Any:
+            if when is not None and not when(record):
+                return MISSING
+            got = source(record)
+            if got is MISSING:
+                return default
+            for step in chain:
+                got = step(got)
+            return got
+
+        return extended
+
+
+def _concat_getter(parts: tuple[str | _Field, ...]) -> Getter:
+    items = tuple(p if isinstance(p, str) else p.getter() for p in parts)
+
+    def concat(record: dict[str, Any]) -> Any:
+        texts: list[str] = []
+        for item in items:
+            if isinstance(item, str):
+                texts.append(item)
+                continue
+            got = item(record)
+            if got is MISSING:
+                return MISSING
+            texts.append(got if type(got) is str else render(got))
+        return "".join(texts)
+
+    return concat
 
 
 @dataclass(frozen=True)
@@ -244,8 +598,10 @@ class Template:
         return flatten(out, self.flatten_sep) if self.flatten_sep else out
 
 
-def _compile_field(template: str, key: str, spec: Any) -> _Field:
-    where = f"template {template!r}, field {key!r}"
+def _compile_field(template: str, key: str, spec: Any, part: str | None = None) -> _Field:
+    """Compile one field spec; ``part`` names a concat part (``"ddtags, concat part 2"``)."""
+    label = part or key
+    where = f"template {template!r}, field {label!r}"
     if isinstance(spec, str):
         spec = {"path": spec}
     if not isinstance(spec, Mapping):
@@ -255,19 +611,146 @@ def _compile_field(template: str, key: str, spec: Any) -> _Field:
         raise TemplateError(
             f"{where}: unknown keys {sorted(unknown)}; allowed {sorted(_FIELD_KEYS)}"
         )
-    if ("path" in spec) == ("const" in spec):
-        raise TemplateError(f"{where}: give exactly one of 'path' or 'const'")
+    if sum(k in spec for k in _SOURCE_KEYS) != 1:
+        raise TemplateError(f"{where}: give exactly one of 'path', 'const' or 'concat'")
+    if "const" in spec and set(spec) - {"const", "when"}:
+        extra = sorted(set(spec) - {"const", "when"})
+        raise TemplateError(
+            f"{where}: 'const' is the value as written, so {extra} would have nothing to "
+            "act on; remove them, or read a value with 'path'"
+        )
+    if key == "*" and part is None:
+        spread_bad = sorted(
+            {"cast", "map", "map_default", "case_insensitive", "concat"} & set(spec)
+        )
+        if spread_bad:
+            raise TemplateError(
+                f"{where}: '*' spreads an object's keys into the record; it takes no "
+                f"{spread_bad} (give the values their own fields)"
+            )
+    if part is not None and "when" in spec:
+        raise TemplateError(
+            f"{where}: 'when' decides a whole field; put it on the field, not on a part"
+        )
     fmt = spec.get("format")
-    if fmt is not None and fmt not in TIME_FORMATS:
-        raise TemplateError(f"{where}: format {fmt!r} is not one of {', '.join(TIME_FORMATS)}")
+    if fmt is not None:
+        problem = "is not text" if not isinstance(fmt, str) else None
+        if problem is None and fmt not in TIME_FORMATS:
+            problem = strftime_problem(fmt) if fmt else "is empty"
+        if problem:
+            raise TemplateError(
+                f"{where}: format {fmt!r} {problem}; use {', '.join(TIME_FORMATS)} or a "
+                "strftime pattern such as '%Y-%m-%d'"
+            )
+    cast = spec.get("cast")
+    if cast is not None and cast not in CASTS:
+        raise TemplateError(f"{where}: cast {cast!r} is not one of {', '.join(CASTS)}")
+    default = spec.get("default", MISSING)
+    if cast is not None and not _of_cast_type(default, cast):
+        raise TemplateError(
+            f"{where}: default {default!r} is used as written, and is not of type {cast}; "
+            f"give null or a {cast} value"
+        )
+    mapping = _compile_map(where, spec, cast)
+    when = _compile_when(where, spec["when"]) if "when" in spec else None
     source: tuple[str, ...] | None = None
     if "path" in spec:
         path = spec["path"]
         if not isinstance(path, str) or not path:
             raise TemplateError(f"{where}: 'path' must be a dotted path or '$'")
         source = () if path == "$" else split_path(path)
+    concat = None
+    if "concat" in spec:
+        parts = spec["concat"]
+        if not isinstance(parts, list) or not parts:
+            raise TemplateError(
+                f"{where}: 'concat' must be a non-empty list of parts, each a string or a "
+                "field spec such as {path: metadata.device.os}"
+            )
+        concat = tuple(_compile_part(template, key, label, n, p) for n, p in enumerate(parts, 1))
     target = None if key == "*" else split_path(key)
-    return _Field(target, source, spec.get("const"), spec.get("default", MISSING), fmt)
+    return _Field(
+        target, source, spec.get("const"), default, fmt, label, concat, mapping, cast, when
+    )
+
+
+def _compile_part(template: str, key: str, label: str, n: int, spec: Any) -> str | _Field:
+    if isinstance(spec, str):
+        return spec  # a literal: in a concat a plain string is text, never a path
+    if not isinstance(spec, Mapping):
+        raise TemplateError(
+            f"template {template!r}, field {label!r}: concat part {n} must be a string or "
+            f"a field spec such as {{path: metadata.device.os}}, got {spec!r}"
+        )
+    return _compile_field(template, key, spec, part=f"{label}, concat part {n}")
+
+
+def _of_cast_type(value: Any, cast: str) -> bool:
+    """Whether a default can be used as written by a field with ``cast``."""
+    if value is MISSING or value is None:
+        return True
+    kind = type(value)
+    if cast == "int":
+        return kind is int
+    if cast == "float":
+        return kind is int or kind is float
+    if cast == "string":
+        return kind is str
+    return kind is bool
+
+
+def _compile_map(where: str, spec: Mapping[str, Any], cast: str | None) -> _ValueMap | None:
+    if "map" not in spec:
+        for key in ("map_default", "case_insensitive"):
+            if key in spec:
+                raise TemplateError(f"{where}: {key!r} needs 'map' beside it")
+        return None
+    raw = spec["map"]
+    if not isinstance(raw, Mapping) or not raw:
+        raise TemplateError(f"{where}: 'map' must be a non-empty mapping {{from: to}}")
+    casefold = spec.get("case_insensitive", False)
+    if not isinstance(casefold, bool):
+        raise TemplateError(f"{where}: 'case_insensitive' must be true or false")
+    keys: dict[Any, Any] = {}
+    bool_keys: dict[bool, Any] = {}
+    spelled: dict[Any, Any] = {}
+    for source, value in raw.items():
+        if isinstance(source, bool):
+            bool_keys[source] = value
+            continue
+        key = source.casefold() if casefold and isinstance(source, str) else source
+        if key in keys and keys[key] != value:
+            raise TemplateError(
+                f"{where}: map keys {spelled[key]!r} and {source!r} are the same key "
+                f"when case_insensitive, with different values"
+            )
+        keys[key], spelled[key] = value, source
+    default = spec.get("map_default", MISSING)
+    if cast is not None:
+        convert = _CASTERS[cast]
+        outputs = [*raw.values(), *([] if default is MISSING else [default])]
+        for value in outputs:
+            if convert(value) is _FAIL:
+                raise TemplateError(
+                    f"{where}: map value {value!r} cannot be cast to {cast}, so every event "
+                    "it maps would be a dead letter"
+                )
+    return _ValueMap(keys, bool_keys, default, casefold)
+
+
+def _compile_when(where: str, spec: Any) -> Callable[[dict[str, Any]], bool]:
+    """A field's ``when``: a route condition or group, or a list of them (all must hold)."""
+    if isinstance(spec, list) and spec:
+        spec = {"all": spec}
+    if not isinstance(spec, Mapping):
+        raise TemplateError(
+            f"{where}: 'when' must be a condition {{field, op, value}}, a group "
+            f"{{any|all|not: ...}} or a non-empty list of them, got {spec!r}"
+        )
+    try:
+        return compile_when(spec, "when")
+    except ValueError as exc:
+        raise TemplateError(f"{where}: {exc}") from exc
 
 
 def load_named_template(name: str) -> Template:

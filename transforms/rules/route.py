@@ -14,8 +14,15 @@ A rule is compiled once from the connector's ``route`` config and then called pe
 Semantics (fixed by the config contract):
 
 * ``events`` empty or omitted means every type; ``exclude_events`` always wins.
-* ``when`` conditions must all hold. A condition on a missing field is false, except
-  ``ne``, ``not_in`` and ``exists: false``, which are true.
+* ``when`` items must all hold. An item is a condition ``{field, op, value}`` or a group:
+  ``{any: [items]}`` (one holds), ``{all: [items]}`` (every one holds), ``{not: item}``;
+  groups nest up to :data:`MAX_DEPTH` levels (see :func:`compile_when`).
+* A condition on a missing field is false, except ``ne``, ``not_in`` and
+  ``exists: false``, which are true; inside ``not`` that answer is then negated.
+* ``contains`` is a substring test on a string field, or list membership (compared as
+  ``eq`` compares) on a list field; ``starts_with``/``ends_with`` take a string value and
+  are false on non-strings. ``{field: metadata.device.os, op: contains, value: OS}``
+  routes ``"iOS"`` and ``"tvOS"``.
 * Numeric ops (``gt gte lt lte``) are false unless both sides are numbers; booleans are
   not numbers. ``eq``/``in`` never equate a boolean with a number (``true`` is not ``1``).
 * ``regex`` is a search (not a full match) and applies to strings only. It runs on RE2,
@@ -24,6 +31,10 @@ Semantics (fixed by the config contract):
 * ``sample_sessions`` keeps a fraction of sessions, decided by a stable hash of
   ``session_id`` (``event_id`` when there is no session), so all events of a session
   go or none do, on every worker and every run.
+* ``unmatched: true`` makes a catch-all: it receives only the events that no connector
+  without ``unmatched`` routed, further narrowed by its own rule. It is decided on the
+  original event against the other rules (:func:`route_events`), so every runner gives
+  the same answer. An event a catch-all takes is routed, not ``unmatched``.
 
 Regex syntax
 ------------
@@ -53,7 +64,7 @@ import dataclasses
 import functools
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,8 +72,28 @@ import re2
 
 from transforms.rules.events import MISSING, path_getter, split_path
 
-OPS = ("eq", "ne", "in", "not_in", "exists", "gt", "gte", "lt", "lte", "regex")
+OPS = (
+    "eq",
+    "ne",
+    "in",
+    "not_in",
+    "exists",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "regex",
+    "contains",
+    "starts_with",
+    "ends_with",
+)
 """The condition operators, as written in ``route.when[].op``."""
+
+GROUPS = ("any", "all", "not")
+"""The group keys of a ``when`` item: ``{any: [...]}``, ``{all: [...]}``, ``{not: item}``."""
+
+MAX_DEPTH = 32
+"""How deeply groups may nest. Deeper is a config error, not a stack overflow."""
 
 Predicate = Callable[[dict[str, Any]], bool]
 
@@ -141,7 +172,176 @@ def compile_condition(field: str, op: str, value: Any) -> Predicate:
             )
 
         return search
+    if op == "contains":
+        if isinstance(value, (list, dict)) or value is MISSING:
+            raise ValueError(
+                f"op 'contains' needs a string (a substring, or a list member) or a single "
+                f"number, boolean or null (a list member), got {value!r}"
+            )
+        return _contains(get, value)
+    if op in ("starts_with", "ends_with"):
+        if not isinstance(value, str):
+            raise ValueError(f"op {op!r} needs a string value, got {value!r}")
+        affix = value
+        if op == "starts_with":
+            return lambda e: isinstance(got := get(e), str) and got.startswith(affix)
+        return lambda e: isinstance(got := get(e), str) and got.endswith(affix)
     raise ValueError(f"unknown op {op!r}; expected one of {', '.join(OPS)}")
+
+
+def _contains(get: Callable[[dict[str, Any]], Any], value: Any) -> Predicate:
+    """``contains``: a substring of a string field, or a member of a list field.
+
+    List members compare as ``eq`` does: ``true`` is not a member of ``[1]``.
+    """
+    if isinstance(value, str):
+        text = value
+
+        def contains_text(e: dict[str, Any]) -> bool:
+            got = get(e)
+            if isinstance(got, str):
+                return text in got
+            # Only a string equals a string, so ``in`` is the eq membership here.
+            return isinstance(got, list) and text in got
+
+        return contains_text
+
+    def contains_member(e: dict[str, Any]) -> bool:
+        got = get(e)
+        return isinstance(got, list) and any(_same(x, value) for x in got)
+
+    return contains_member
+
+
+Reveal = Callable[[str, dict[str, Any]], str | None]
+"""What dry-run may show of an event's value at a field path (None: nothing)."""
+
+
+@dataclass(frozen=True)
+class When:
+    """A compiled ``when`` item: one condition, or a group of items.
+
+    ``test`` answers for an event; the rest serves :meth:`describe` (dry-run's "why")::
+
+        item = When.compile({"any": [{"field": "a", "op": "eq", "value": 1},
+                                     {"not": {"field": "b", "op": "exists", "value": True}}]})
+        item.test({"a": 2, "b": 0})                      # False
+        item.describe({"a": 2, "b": 0}, "when[0]")
+        # "when[0].any[0]: a eq 1 was false; when[0].any[1].not: b exists True was true"
+    """
+
+    kind: str
+    """``condition``, ``any``, ``all`` or ``not``."""
+    test: Predicate
+    children: tuple[When, ...] = ()
+    field: str = ""
+    text: str = ""
+    """For a condition: ``field op value`` as written, e.g. ``metadata.device.os eq 'iOS'``."""
+
+    @classmethod
+    def compile(cls, spec: Any, where: str = "when", depth: int = 0) -> When:
+        """Compile a condition or group; ``where`` is its place, for error messages.
+
+        Raises:
+            ValueError: naming ``where`` (e.g. ``when[1].any[0]``) and what is wrong.
+        """
+        if depth > MAX_DEPTH:
+            raise ValueError(
+                f"{where}: groups nest deeper than {MAX_DEPTH} levels. Fix: flatten the "
+                "condition (all of a list of all-groups is one all-group)."
+            )
+        if not isinstance(spec, Mapping):
+            raise ValueError(
+                f"{where}: expected a condition {{field, op, value}} or a group "
+                f"{{any: [...]}}, {{all: [...]}} or {{not: ...}}, got {spec!r}"
+            )
+        groups = [k for k in spec if k in GROUPS]
+        if groups:
+            if len(spec) != 1:
+                raise ValueError(
+                    f"{where}: a group has exactly one key (any, all or not), got "
+                    f"{', '.join(map(str, spec))}. Fix: nest them, e.g. "
+                    "{all: [{any: [...]}, {not: ...}]}."
+                )
+            return cls._group(groups[0], spec[groups[0]], where, depth)
+        keys = set(spec)
+        if "field" not in keys or "op" not in keys or keys - {"field", "op", "value"}:
+            extra = sorted(map(str, keys - {"field", "op", "value"}))
+            raise ValueError(
+                f"{where}: expected a condition {{field, op, value}} or a group "
+                "{any: [...]}, {all: [...]} or {not: ...}, got keys "
+                f"{', '.join(sorted(map(str, keys))) or 'none'}"
+                + (f" (unknown: {', '.join(extra)})" if extra else "")
+            )
+        field, op, value = spec["field"], spec["op"], spec.get("value")
+        if not isinstance(field, str) or not isinstance(op, str):
+            raise ValueError(f"{where}: field and op must be strings, got {field!r}, {op!r}")
+        try:
+            predicate = compile_condition(field, op, value)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        return cls("condition", predicate, field=field, text=f"{field} {op} {value!r}")
+
+    @classmethod
+    def _group(cls, kind: str, body: Any, where: str, depth: int) -> When:
+        if kind == "not":
+            child = cls.compile(body, f"{where}.not", depth + 1)
+            inner = child.test
+            return cls("not", lambda e: not inner(e), (child,))
+        if not isinstance(body, list) or not body:
+            raise ValueError(
+                f"{where}.{kind}: needs a non-empty list of conditions or groups, got "
+                f"{body!r}. Fix: list at least one item, or remove the group."
+            )
+        children = tuple(
+            cls.compile(item, f"{where}.{kind}[{i}]", depth + 1) for i, item in enumerate(body)
+        )
+        tests = tuple(c.test for c in children)
+        if len(tests) == 1:
+            return cls(kind, tests[0], children)  # any/all of one item is the item
+        if kind == "any":
+            return cls("any", lambda e: any(t(e) for t in tests), children)
+        return cls("all", lambda e: all(t(e) for t in tests), children)
+
+    def describe(self, event: dict[str, Any], where: str, reveal: Reveal | None = None) -> str:
+        """Why this item has the value it has for ``event``, naming the conditions.
+
+        ``reveal(field, event)`` says what to show of the event's value (e.g. ``'FR'``),
+        or None to show nothing; without it no event value is shown.
+        """
+        if self.kind == "condition":
+            held = "true" if self.test(event) else "false"
+            shown = reveal(self.field, event) if reveal is not None else None
+            return f"{where}: {self.text} was {held}" + (f" (got {shown})" if shown else "")
+        if self.kind == "not":
+            return self.children[0].describe(event, f"{where}.not", reveal)
+        value = self.test(event)
+        decisive = [
+            (i, c) for i, c in enumerate(self.children) if c.test(event) == (self.kind == "any")
+        ]
+        # all: false because of its first false item; any: true because of its first true
+        # item. Otherwise every item took part (all true, or all false).
+        told = decisive[:1] if value == (self.kind == "any") else list(enumerate(self.children))
+        return "; ".join(c.describe(event, f"{where}.{self.kind}[{i}]", reveal) for i, c in told)
+
+
+def compile_when(spec: Mapping[str, Any], where: str = "when") -> Predicate:
+    """Compile one ``when`` item, a condition or a group, into a predicate over events.
+
+    ``{field, op, value}`` is a condition; ``{any: [items]}`` holds when one item holds,
+    ``{all: [items]}`` when every item holds, ``{not: item}`` when the item does not.
+    Groups nest (up to :data:`MAX_DEPTH`); a missing field inside ``not`` follows the
+    op's missing-field rule, then is negated::
+
+        when = compile_when({"not": {"field": "metadata.user.subscription",
+                                     "op": "eq", "value": "free"}})
+        when({"metadata": {}})   # True: eq on a missing field is false, negated
+
+    Raises:
+        ValueError: naming the bad part (``when.any[0]: unknown op 'nope' ...``): an
+            unknown op or key, an empty ``any``/``all``, a group with two keys, too deep.
+    """
+    return When.compile(spec, where).test
 
 
 RE2_SYNTAX = "https://github.com/google/re2/wiki/Syntax"
@@ -270,6 +470,11 @@ class RouteRule:
     exclude_events: frozenset[str]
     conditions: tuple[tuple[str, Predicate], ...]
     sample_sessions: float
+    unmatched: bool = False
+    """A catch-all: it receives only events no connector without ``unmatched`` took (see
+    :func:`route_events`); its own events/exclude/when/sample still narrow them."""
+    items: tuple[When, ...] = dataclasses.field(default=(), repr=False, compare=False)
+    """The compiled ``when`` items, for :meth:`explain`; ``conditions`` holds their tests."""
     types: frozenset[str] | None = dataclasses.field(init=False, repr=False, compare=False)
     """The event types that may match (``events`` minus ``exclude_events``); None: any
     type not excluded."""
@@ -285,29 +490,50 @@ class RouteRule:
         cls,
         events: Iterable[str] = (),
         exclude_events: Iterable[str] = (),
-        when: Iterable[dict[str, Any]] = (),
+        when: Iterable[Mapping[str, Any]] = (),
         sample_sessions: float = 1.0,
+        unmatched: bool = False,
     ) -> RouteRule:
-        """Compile a ``route`` config section (see the module docstring)."""
-        conditions = tuple(
-            (
-                f"{c['field']} {c['op']} {c.get('value')!r}",
-                compile_condition(c["field"], c["op"], c.get("value")),
-            )
-            for c in when
-        )
-        return cls(frozenset(events), frozenset(exclude_events), conditions, sample_sessions)
+        """Compile a ``route`` config section (see the module docstring).
 
-    def explain(self, event: dict[str, Any]) -> str | None:
-        """Return None if the event routes here, else a short reason why it does not."""
+        Raises:
+            ValueError: a ``when`` item that does not compile, named by its place
+                (``when[1].any[0]: ...``).
+        """
+        items = tuple(When.compile(c, f"when[{i}]") for i, c in enumerate(when))
+        # A flat condition's test is compile_condition's own predicate: groups add no
+        # call to the rules that do not use them.
+        conditions = tuple((item.text or item.kind, item.test) for item in items)
+        return cls(
+            frozenset(events),
+            frozenset(exclude_events),
+            conditions,
+            sample_sessions,
+            unmatched,
+            items,
+        )
+
+    def explain(self, event: dict[str, Any], reveal: Reveal | None = None) -> str | None:
+        """Return None if the event routes here, else a short reason why it does not.
+
+        For a failed ``when`` item the reason names the conditions that decided it, e.g.
+        ``condition failed: when[1].any[0]: metadata.geo.country_code in ['US', 'CA']
+        was false (got 'FR')``; the ``got`` part only where ``reveal`` shows the value.
+        A catch-all's own rule only (see :func:`explain_routes` for the whole answer).
+        """
         etype = event["event"]["type"]
         if etype in self.exclude_events:
             return f"event type {etype!r} is in exclude_events"
         if self.events and etype not in self.events:
             return f"event type {etype!r} is not in events"
-        for text, predicate in self.conditions:
-            if not predicate(event):
-                return f"condition failed: {text}"
+        if self.items:
+            for i, item in enumerate(self.items):
+                if not item.test(event):
+                    return "condition failed: " + item.describe(event, f"when[{i}]", reveal)
+        else:
+            for text, predicate in self.conditions:
+                if not predicate(event):
+                    return f"condition failed: {text}"
         if self.sample_sessions < 1.0:
             key = event.get("session_id")
             key = key if isinstance(key, str) else event["event_id"]
@@ -355,3 +581,65 @@ class RouteRule:
             key = key if isinstance(key, str) else event["event_id"]
             return session_bucket(key) < self.sample_sessions
         return True
+
+
+def route_events(
+    rules: Sequence[RouteRule], events: Sequence[dict[str, Any]], kinds: Sequence[str]
+) -> tuple[list[list[int]], int]:
+    """Route a slice of events to every connector: the hits per rule, and how many no rule took.
+
+    ``hits[j]`` lists, in order, the indices of the ``events`` that go to ``rules[j]``.
+    The rules without ``unmatched`` are asked first; a catch-all (``unmatched: true``)
+    then selects among the events none of them took, with its own rule::
+
+        hits, unmatched = route_events([errors_only, catch_all], events, kinds)
+        # every event is in hits[0] or (if catch_all's own rule admits it) in hits[1];
+        # unmatched counts the events in neither.
+
+    Decided on the original events only, so the answer is the same on every runner.
+    The count is of events no connector took: an event a catch-all takes is routed.
+    """
+    hits: list[list[int]] = [[] for _ in rules]
+    taken = [False] * len(events)
+    catch_alls = []
+    for j, rule in enumerate(rules):
+        if rule.unmatched:
+            catch_alls.append(j)
+            continue
+        mine = hits[j] = rule.select(events, kinds)
+        for i in mine:
+            taken[i] = True
+    if catch_alls:
+        rest = [i for i, t in enumerate(taken) if not t]
+        if rest:
+            sub_events = [events[i] for i in rest]
+            sub_kinds = [kinds[i] for i in rest]
+            for j in catch_alls:
+                mine = hits[j] = [rest[k] for k in rules[j].select(sub_events, sub_kinds)]
+                for i in mine:
+                    taken[i] = True
+    return hits, taken.count(False)
+
+
+def explain_routes(
+    rules: Sequence[tuple[str, RouteRule]],
+    event: dict[str, Any],
+    reveal: Reveal | None = None,
+) -> list[str | None]:
+    """:meth:`RouteRule.explain` for every ``(connector_id, rule)``, catch-alls included.
+
+    A catch-all that the event would otherwise reach is told it was taken elsewhere:
+    ``"taken by ops, archive (unmatched: true receives only events no other connector
+    takes)"``. The answers agree with :func:`route_events` for a one-event slice.
+    """
+    takers = [cid for cid, rule in rules if not rule.unmatched and rule.matches(event)]
+    out: list[str | None] = []
+    for _, rule in rules:
+        reason = rule.explain(event, reveal)
+        if reason is None and rule.unmatched and takers:
+            reason = (
+                f"taken by {', '.join(takers)} (unmatched: true receives only events no "
+                "other connector takes)"
+            )
+        out.append(reason)
+    return out
