@@ -72,6 +72,7 @@ from transforms.rules.events import MISSING, event_time_ms, get_path, parse_line
 from transforms.rules.naming import TIME_FIELDS, PrefixError, PrefixTemplate
 from transforms.rules.package import PackageError, format_time, pop_path, set_path
 from transforms.rules.records import DeadLetter, Packaged, RetryRecord, iso_from_ms, record_of
+from transforms.rules.route import explain_routes, route_events
 
 PROBE_EVENT: dict[str, Any] = {
     "event_id": "probe-0000-4a1e-9c1d-5f2b7e0c0001-17",
@@ -270,7 +271,10 @@ def probe_config(
         reached = [_fit_or_note(c, r, w, report) for (c, r), w in zip(pairs, wheres, strict=True)]
     else:
         events = [event] if isinstance(event, dict) else list(event)
-        reached = [[e for e in events if r.route.matches(e)] for _, r in pairs]
+        # As Route does: catch-alls (route.unmatched) get only what no other connector took.
+        kinds = [e["event"]["type"] for e in events]
+        hits, _ = route_events([r.route for _, r in pairs], events, kinds)
+        reached = [[events[i] for i in mine] for mine in hits]
         _unmatched_notes(events, pairs, reached, wheres, report)
     for (connector, rules), where, probes in zip(pairs, wheres, reached, strict=True):
         check = CONFIG_CHECKS.get(connector.type)
@@ -325,7 +329,8 @@ def _unmatched_notes(
     routed = {id(e) for probes in reached for e in probes}
     for probe in events:
         if id(probe) not in routed:
-            reasons = "; ".join(f"{c.id}: {r.route.explain(probe)}" for c, r in pairs)
+            why = explain_routes([(c.id, r.route) for c, r in pairs], probe)
+            reasons = "; ".join(f"{c.id}: {r}" for (c, _), r in zip(pairs, why, strict=True))
             report.notes.append(
                 f"event {_show(probe['event_id'])} routes to no connector (counted as "
                 f"unmatched): {reasons}"

@@ -355,6 +355,26 @@ def test_an_event_that_routes_nowhere_is_a_note_not_a_problem() -> None:
     assert "routes to no connector" in note and "ops" in note
 
 
+def test_a_catch_all_is_probed_only_with_the_events_no_other_connector_takes() -> None:
+    # The catch-all would reject every record (no eventType): it is reported only for
+    # the event that reaches it, as the job routes (route.unmatched).
+    cfg = config(
+        "{id: ops, type: file, route: {events: [heartbeat]}, deliver: {path: ./o}}",
+        NEW_RELIC % "route: {unmatched: true}, package: {template: null}, ",
+    )
+    assert probe_config(cfg, make_event(etype="heartbeat")).problems == []
+    report = probe_config(cfg, [make_event(etype="heartbeat"), make_event(etype="error")])
+    (problem,) = report.problems
+    assert problem.startswith("connectors[1](id=nr)") and "eventType" in problem
+    nowhere = config(
+        "{id: ops, type: file, route: {events: [heartbeat]}, deliver: {path: ./o}}",
+        "{id: rest, type: file, route: {unmatched: true, exclude_events: [seek]}, "
+        "deliver: {path: ./p}}",
+    )
+    (note,) = probe_config(nowhere, make_event(etype="seek")).notes
+    assert "routes to no connector" in note and "rest: " in note
+
+
 def test_a_connector_the_bundled_probe_cannot_reach_is_a_note() -> None:
     cfg = config(
         "{id: never, type: file, route: {sample_sessions: 0.0}, deliver: {path: ./o}}",
