@@ -44,7 +44,10 @@ What is checked, per connector type (:data:`CONFIG_CHECKS` for the config alone,
   ``retry_location``, retry records (a batch's records and original events) over Pub/Sub's
   10 MB message limit.
 
-BigQuery has no connector in this version, so nothing is checked for it.
+- ``bigquery``: with a declared ``schema``, every template field has a column of a type
+  it takes and every ``REQUIRED`` column a field
+  (:func:`transforms.connectors.bigquery.check_template`), and each probed record is a
+  row the schema takes (:func:`~transforms.connectors.bigquery.check_record`).
 """
 
 from __future__ import annotations
@@ -66,7 +69,14 @@ from transforms.config import (
     compile_connectors,
     read_text,
 )
-from transforms.connectors import CONNECTORS, datadog_logs, new_relic, pubsub, splunk_hec
+from transforms.connectors import (
+    CONNECTORS,
+    bigquery,
+    datadog_logs,
+    new_relic,
+    pubsub,
+    splunk_hec,
+)
 from transforms.rules.encode import dumps, record_json
 from transforms.rules.events import MISSING, event_time_ms, get_path, parse_line, split_path
 from transforms.rules.naming import TIME_FIELDS, PrefixError, PrefixTemplate
@@ -281,6 +291,10 @@ def probe_config(
         found = check(rules.deliver) if check is not None else None
         if found is not None:
             report.problems.append(f"{where}: {found}")
+        if connector.type == "bigquery":
+            schema = rules.deliver.schema
+            for found in bigquery.check_template(effective_template(connector), schema):
+                report.add_problem(f"{where}: {found}")
         items: list[Packaged] = []
         for probe in probes:
             item, failed = package(rules, probe)
@@ -576,6 +590,7 @@ RECORD_CHECKS: dict[str, RecordCheck] = {
     "elasticsearch": _elasticsearch_record,
     "pubsub": _pubsub_record,
     "http": _http_record,
+    "bigquery": bigquery.check_record,
 }
 """What each destination refuses of one packaged record, by connector type."""
 

@@ -10,6 +10,8 @@ connector module is checked without editing this file; a registered type in no f
 - its secrets (``${env:...}`` values) never appear in ``repr`` of its config or sink,
   in a :class:`DeliveryError` from a failing stand-in, or in the dead letters;
 - HTTP APIs: 500 and 429 are retryable and 400 is not (the shared policy);
+- warehouses (BigQuery): the same against a strict ``insertAll`` receiver, and a quota
+  403 (``rateLimitExceeded``) is retryable;
 - object stores: create-only (a second write of a batch finds it ``existed``);
 - every event of a batch is accounted for (delivered + failed == batch size).
 
@@ -41,6 +43,7 @@ from tests.receivers.apis import (
     WebhookApi,
 )
 from tests.receivers.base import Api, Receiver, Reply
+from tests.receivers.bigquery import BigQueryInsertAllApi, quota_error
 from tests.receivers.credentials import (
     DD_API_KEY,
     ES_API_KEY,
@@ -69,6 +72,7 @@ FAMILIES = {
     "object_store": ("s3", "gcs", "azure_blob"),
     "http_api": ("http", "datadog_logs", "splunk_hec", "new_relic", "elasticsearch"),
     "pubsub": ("pubsub",),
+    "warehouse": ("bigquery",),
 }
 """The built-in types by family; another module names its family in ``CONTRACT_FAMILY``."""
 
@@ -405,6 +409,29 @@ def test_pubsub_contract(kind: str, example_env: Any, pubsub_env: Any) -> None:
             assert check_accounted(failing, batch, env.values()).delivered == 0
         finally:
             failing.close()
+    finally:
+        sink.close()
+
+
+@pytest.mark.parametrize("kind", of_family("warehouse"))
+def test_warehouse_contract(kind: str, example_env: Any, start_receiver: Any) -> None:
+    example, env = example_env(kind)
+    table = example["deliver"]["table"]
+    columns = [(c, "STRING", "NULLABLE") for c in ("event_id", "event_type", "eventType")]
+    receiver = start_receiver(BigQueryInsertAllApi({table: columns}))
+    deliver = {**example["deliver"], "endpoint": receiver.url}
+    deliver["timeouts"] = {"connect_s": 2, "read_s": 5}
+    sink = open_sink(kind, deliver, example["id"])
+    try:
+        batch = DeliveryBatch(sink.connector_id, "", packaged(5))
+        outcome = check_accounted(sink, batch, env.values())
+        assert outcome.delivered == 5, [str(e) for _, e, _ in outcome.failed]
+        check_http_failures(sink, receiver, [*env.values(), *receiver.api.secrets()])
+        receiver.reject_when(lambda _: True, status=403, body=quota_error())
+        with pytest.raises(DeliveryError) as raised:
+            sink.write(batch)
+        assert raised.value.retryable, str(raised.value)
+        assert check_accounted(sink, batch, env.values()).delivered == 0
     finally:
         sink.close()
 

@@ -551,3 +551,17 @@ def test_validate_passes_with_notes_and_refuses_a_bad_event_file(
     bad.write_text("[1, 2]")
     assert main(["validate", "--config", config_path, "--event", str(bad)]) == 2
     assert "not_an_object" in capsys.readouterr().err
+
+
+def test_validate_checks_a_bigquery_template_and_records_against_the_declared_schema() -> None:
+    table = (
+        "{id: bq, type: bigquery, package: {template: {fields: %s}}, "
+        "deliver: {table: my-project.telemetry.events, schema: %s}}"
+    )
+    fields = "{event_id: event_id, country: {path: metadata.geo.country_code}}"
+    agreeing = "[{name: event_id, type: STRING, mode: REQUIRED}, {name: country, type: STRING}]"
+    assert probe_config(config(table % (fields, agreeing))).problems == []
+    narrow = "[{name: event_id, type: STRING, mode: REQUIRED}]"  # no column for country
+    problems = probe_config(config(table % (fields, narrow))).problems
+    assert problems and all(p.startswith("connectors[0](id=bq)") for p in problems)
+    assert any("country" in p for p in problems), problems
