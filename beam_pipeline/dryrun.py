@@ -11,17 +11,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from transforms import metrics
 from transforms.config import CompiledConnector, DeliveryConfig, compile_connectors
 from transforms.connectors import make_sink
-from transforms.rules.encode import FORMATS
+from transforms.connectors.secrets import config_secrets
+from transforms.rules.encode import FORMATS, dumps
 from transforms.rules.events import MISSING, event_time_ms, get_path, split_path
 from transforms.rules.naming import PrefixError, PrefixTemplate, object_name
-from transforms.rules.package import PackageError
+from transforms.rules.package import PackageError, PackageFunctionError, function_error_text
 from transforms.rules.route import Reveal, explain_routes
 
 
 def explain(event: dict[str, Any], config: DeliveryConfig) -> list[dict[str, Any]]:
     """For each connector: whether the event routes there, why not, and the exact record.
+
+    With a ``package.function``: ``payload`` (one record), ``payloads`` (a fan-out, in
+    order), ``dropped`` (it returned None) or the ``dead_letter`` it causes.
 
     Why not names the conditions that decided it, inside groups too, e.g.
     ``condition failed: when[1].any[0]: metadata.geo.country_code in ['US', 'CA'] was
@@ -41,15 +46,30 @@ def explain(event: dict[str, Any], config: DeliveryConfig) -> list[dict[str, Any
             out.append(entry)
             continue
         try:
-            record = c.packager.apply(c.filter.apply(event))
-        except PackageError as exc:  # what the Package stage dead-letters, with its reason
-            entry["dead_letter"] = {"stage": "package", "reason": exc.reason, "error": str(exc)}
+            records = c.packager.outputs(c.filter.apply(event))
+            if c.packager.function is not None:
+                for record in records:
+                    dumps(record)  # the Package stage's check: JSON must carry it
+        except Exception as exc:  # what the Package stage dead-letters, with its reason
+            if c.packager.function is None and not isinstance(exc, PackageError):
+                raise
+            entry["dead_letter"] = _package_letter(c, exc)
             out.append(entry)
             continue
-        entry["payload"] = record
+        if not records:
+            entry["dropped"] = (
+                f"package.function returned None: no record (counted {metrics.DROPPED})"
+            )
+            out.append(entry)
+            continue
+        if len(records) == 1:
+            entry["payload"] = records[0]
+        else:  # fan-out: each record is named <event_id>#<n> (see transforms.package)
+            entry["payloads"] = records
+        ids = [event["event_id"]] if len(records) == 1 else fan_out_ids(event, len(records))
         if c.type in OBJECT_STORES:
             try:
-                entry["destination"] = destination(c, event) + "  (alone in its batch)"
+                entry["destination"] = destination(c, event, ids) + "  (alone in its batch)"
             except PrefixError as exc:
                 entry["dead_letter"] = {
                     "stage": "batch",
@@ -64,14 +84,40 @@ OBJECT_STORES = ("file", "s3", "gcs", "azure_blob")
 """Connector types that write objects, whose names dry-run shows."""
 
 
-def destination(c: CompiledConnector, event: dict[str, Any]) -> str:
+def fan_out_ids(event: dict[str, Any], count: int) -> list[str]:
+    """The record ids of an event a ``package.function`` fanned out: ``e1#0``, ``e1#1``..."""
+    return [f"{event['event_id']}#{n}" for n in range(count)]
+
+
+def _package_letter(c: CompiledConnector, exc: Exception) -> dict[str, Any]:
+    """The dead letter the Package stage would write (a function's error redacted, cut)."""
+    if isinstance(exc, PackageFunctionError) or not isinstance(exc, PackageError):
+        text = f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, PackageFunctionError):  # its record cannot be JSON
+            text = (
+                f"PackageFunctionError: package.function {c.packager.function} returned a "
+                f"record that cannot be written as JSON: {text}"
+            )
+        secrets = config_secrets(c.source) if c.source is not None else ()
+        return {
+            "stage": "package",
+            "reason": PackageFunctionError.reason,
+            "error": function_error_text(text, secrets),
+        }
+    return {"stage": "package", "reason": exc.reason, "error": str(exc)}
+
+
+def destination(c: CompiledConnector, event: dict[str, Any], ids: list[str] | None = None) -> str:
     """Where ``event`` would be written if its batch held it alone, e.g. ``s3://b/raw/...``.
 
-    Raises :class:`PrefixError` when the event cannot fill the prefix (a dead letter).
+    ``ids`` are its records' ids when a ``package.function`` fanned it out (one batch
+    holding all of them). Raises :class:`PrefixError` when the event cannot fill the
+    prefix (a dead letter).
     """
     prefix = PrefixTemplate.compile(c.deliver.prefix)
     rendered = prefix.render(c.id, event["event"]["type"], event_time_ms(event))
-    name = object_name(rendered, c.id, [event["event_id"]], FORMATS[c.deliver.format])
+    names = ids if ids is not None else [event["event_id"]]
+    name = object_name(rendered, c.id, names, FORMATS[c.deliver.format])
     if c.type == "file":
         return c.deliver.path.rstrip("/") + "/" + name
     sink: Any = make_sink(c.id, c.type, c.deliver)  # an object store; nothing connects

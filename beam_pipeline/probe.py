@@ -297,18 +297,19 @@ def probe_config(
                 report.add_problem(f"{where}: {found}")
         items: list[Packaged] = []
         for probe in probes:
-            item, failed = package(rules, probe)
-            if item is None:
+            made, failed = package(rules, probe)
+            if failed:
                 report.add_problem(f"{where}: {failed}")
                 continue
-            items.append(item)
-            for found in (_record_problem(rules, item), _time_problem(rules, item, probe)):
-                if found is not None:
-                    report.add_problem(f"{where}: {found}")
+            items.extend(made)  # a package.function may make several records, or none
+            for item in made:
+                for found in (_record_problem(rules, item), _time_problem(rules, item, probe)):
+                    if found is not None:
+                        report.add_problem(f"{where}: {found}")
         if config.retry_on_pubsub:
             # Sized with a typical event: the median of those that reach it, else the
             # first probe event (routing does not change how big a record is).
-            sized = items or [i for i in (package(rules, events[0])[0],) if i is not None]
+            sized = items or package(rules, events[0])[0]
             if sized:
                 typical = sorted(sized, key=_retry_item_bytes)[(len(sized) - 1) // 2]
                 found = _retry_size_problem(rules, typical, config)
@@ -429,21 +430,27 @@ def fit_to_route(
 # -- packaging as the Package stage does ---------------------------------------------------------
 
 
-def package(rules: CompiledConnector, event: dict[str, Any]) -> tuple[Packaged | None, str]:
-    """The :class:`Packaged` item the Package stage makes of ``event``, or why it fails."""
+def package(rules: CompiledConnector, event: dict[str, Any]) -> tuple[list[Packaged], str]:
+    """The :class:`Packaged` items the Package stage makes of ``event``, or why it fails.
+
+    One item, or with a ``package.function`` what it made (none: dropped, not a problem).
+    """
     try:
-        record = rules.packager.apply(rules.filter.apply(event))
-        data = dumps(record) if rules.record_json else None
+        records = rules.packager.outputs(rules.filter.apply(event))
+        data = [dumps(r) if rules.record_json else None for r in records]
     except Exception as exc:  # the Package stage dead-letters any exception the same way
         reason = exc.reason if isinstance(exc, PackageError) else "package_failed"
-        return None, (
+        return [], (
             f"packaging event {_show(event['event_id'])} fails ({type(exc).__name__}: {exc}), so "
             f"every such event would be dead-lettered (stage package, reason {reason}). "
-            "Fix: correct package.values, package.rename or the template."
+            "Fix: correct package.values, package.rename, the template or package.function."
         )
     body = event["event"]
-    item = Packaged(event["event_id"], event_time_ms(event), body["type"], record, event, data)
-    return item, ""
+    when = event_time_ms(event)
+    return [
+        Packaged(event["event_id"], when, body["type"], record, event, line)
+        for record, line in zip(records, data, strict=True)
+    ], ""
 
 
 # -- what each destination checks of a record (to move into each connector's Sink) ---------------

@@ -7,7 +7,8 @@ It reads the summaries that ``run`` (and ``retry``/``replay``) write with
 ``--summary-json`` and draws, per connector:
 
 1. **Volume**: delivered, retrying and dead-lettered events (stacked bars), with the
-   conservation check ``in = delivered + retrying + dead-lettered`` marked on each bar.
+   conservation check ``in = delivered + retrying + dead-lettered + dropped`` marked on
+   each bar.
 2. **Freshness**: the histogram of delivery time minus event time, with p50, p95 and p99.
 3. **Failures by reason**: dead letters per reason, per connector and for invalid input.
 
@@ -48,7 +49,7 @@ def merge(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for cid in ids:
         rows = [c for s in summaries for c in s["connectors"] if c["id"] == cid]
         row: dict[str, Any] = {"id": cid, "type": rows[0]["type"]}
-        for key in ("in", "delivered", "dead_lettered", "retrying", "writes", "bytes"):
+        for key in ("in", "delivered", "dead_lettered", "retrying", "dropped", "writes", "bytes"):
             row[key] = sum(r.get(key, 0) for r in rows)
         buckets = [sum(b) for b in zip(*(r["freshness"]["buckets"] for r in rows), strict=True)]
         row["freshness"] = freshness(buckets, sum(r["freshness"]["unknown"] for r in rows))
@@ -57,7 +58,8 @@ def merge(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
             for k, v in r.get("dead_letter_reasons", {}).items():
                 why[k] = why.get(k, 0) + v
         row["dead_letter_reasons"] = why
-        row["balanced"] = row["in"] == row["delivered"] + row["retrying"] + row["dead_lettered"]
+        settled = row["delivered"] + row["retrying"] + row["dead_lettered"] + row["dropped"]
+        row["balanced"] = row["in"] == settled
         out["connectors"].append(row)
     out["balanced"] = all(r["balanced"] for r in out["connectors"])
     return out
@@ -179,7 +181,7 @@ td:first-child, th:first-child {{ text-align: left; }}
 figure {{ margin: 1.5rem 0; }} img {{ max-width: 100%; }}
 </style></head><body>
 <h1>Delivery report</h1>
-<p class="verdict">Conservation (in = delivered + retrying + dead-lettered): {verdict}</p>
+<p class="verdict">Conservation (in = delivered + retrying + dead-lettered + dropped): {verdict}</p>
 <p>{summary["runs"]} run(s): {i["lines_read"]:,} lines read, {i["events"]:,} events,
 {i["invalid"]:,} invalid (dead-lettered), {i["blank_lines"]:,} blank,
 {i["unmatched"]:,} routed to no connector.</p>

@@ -4,9 +4,12 @@
     print(format_summary(summary))
 
 Per connector: ``in`` (what this run had to settle: events routed by ``run``, dead letters
-sent back by ``replay``, retry records found due by ``retry``), delivered, dead-lettered,
-retrying (handed to the delayed retry), writes (files, objects or requests) and bytes, and
-the conservation check ``in = delivered + retrying + dead-lettered``; freshness (delivery
+sent back by ``replay``, retry records found due by ``retry``, plus the extra records a
+``package.function`` fanned out), delivered, dead-lettered, retrying (handed to the delayed
+retry), dropped (events a ``package.function`` returned None for), writes (files, objects
+or requests) and bytes, and the conservation check ``in = delivered + retrying +
+dead-lettered + dropped``: an event a function turns into 3 records is 1 routed + 2
+fanned out = 3 to settle, one it drops is 1 routed = 1 dropped; freshness (delivery
 time minus event time) p50/p95/p99 from a histogram; dead letters by reason. The input line:
 ``lines_read = events + invalid + blank_lines``.
 """
@@ -21,8 +24,8 @@ from transforms.config import DeliveryConfig
 SUMMARY_VERSION = 1
 """Bumped when the JSON summary's shape changes incompatibly."""
 
-SETTLED = "delivered + retrying + dead-lettered"
-"""Where every event a connector took in ends."""
+SETTLED = "delivered + retrying + dead-lettered + dropped"
+"""Where every record a connector took in ends."""
 
 _COLUMNS = (
     ("connector", "id"),
@@ -31,6 +34,7 @@ _COLUMNS = (
     ("delivered", metrics.DELIVERED),
     ("dead-lettered", metrics.DEAD_LETTERED),
     ("retrying", "retrying"),
+    ("dropped", metrics.DROPPED),
     ("writes", metrics.WRITES),
     ("bytes", metrics.BYTES),
     ("fresh p50", "p50"),
@@ -78,8 +82,18 @@ def summarize(counters: dict[tuple[str, str], int], config: DeliveryConfig) -> d
         for name in metrics.CONNECTOR_COUNTERS:
             row[name] = get(ns, name)
         row["retrying"] = row[metrics.RETRIED_DELAYED]
-        row["in"] = row[metrics.ROUTED] + row[metrics.REPLAYED] + row[metrics.RETRY_DUE]
-        settled = row[metrics.DELIVERED] + row["retrying"] + row[metrics.DEAD_LETTERED]
+        row["in"] = (
+            row[metrics.ROUTED]
+            + row[metrics.REPLAYED]
+            + row[metrics.RETRY_DUE]
+            + row[metrics.FANNED_OUT]
+        )
+        settled = (
+            row[metrics.DELIVERED]
+            + row["retrying"]
+            + row[metrics.DEAD_LETTERED]
+            + row[metrics.DROPPED]
+        )
         row["balanced"] = row["in"] == settled
         row["freshness"] = freshness(
             [get(ns, n) for n in metrics.FRESHNESS_COUNTERS], get(ns, metrics.FRESHNESS_UNKNOWN)

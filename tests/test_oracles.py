@@ -282,9 +282,9 @@ def test_summary_says_mismatch_when_a_connector_loses_events() -> None:
     assert lost["input"]["balanced"] is True and lost["balanced"] is False
     text = format_summary(lost)
     (c1_line,) = [line for line in text.splitlines() if line.startswith("c1 ")]
-    assert c1_line.endswith("MISMATCH: in != delivered + retrying + dead-lettered")
+    assert c1_line.endswith("MISMATCH: in != delivered + retrying + dead-lettered + dropped")
     assert text.splitlines()[-1].endswith(
-        "conservation (in = delivered + retrying + dead-lettered): MISMATCH"
+        "conservation (in = delivered + retrying + dead-lettered + dropped): MISMATCH"
     )
 
 

@@ -11,6 +11,8 @@ from beam_pipeline.cli import main
 REPO = Path(__file__).resolve().parents[1]
 SUMMARY_KEYS = {"version", "input", "connectors", "balanced", "elapsed_s"}
 CONNECTOR_KEYS = {
+    "dropped",
+    "fanned_out",
     "sink_overclaimed",
     "id",
     "type",
@@ -114,3 +116,24 @@ def test_progress_reaches_every_byte(tmp_path: Path) -> None:
     assert PROGRESS.total_bytes == size and sum(PROGRESS.positions.values()) == size
     assert PROGRESS.lines == 5006 and PROGRESS.finished == {str(sample)}
     assert "(100%)" in line and "files 1/1" in line
+
+
+def test_merged_summaries_balance_with_dropped_records_and_not_without_them() -> None:
+    from beam_pipeline.report import merge
+
+    row = {
+        "id": "amp",
+        "type": "http",
+        "in": 10,
+        "delivered": 6,
+        "dead_lettered": 1,
+        "retrying": 1,
+        "dropped": 2,  # a package.function returned None for two events
+        "writes": 1,
+        "bytes": 100,
+        "freshness": {"buckets": [0], "unknown": 0},
+    }
+    run = {"input": {"events": 10}, "connectors": [row], "balanced": True}
+    assert merge([run, run])["balanced"] is True
+    lost = {**run, "connectors": [{**row, "dropped": 0}]}
+    assert merge([lost, lost])["balanced"] is False

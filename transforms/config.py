@@ -43,7 +43,12 @@ from transforms.connectors._api import SECRET_PART
 from transforms.connectors.base import Batch, StrictModel
 from transforms.connectors.secrets import REFERENCE, SecretRef, check_reference
 from transforms.rules.filter import GROUPS, FieldFilter, normalize_pattern
-from transforms.rules.package import Packager, TemplateError
+from transforms.rules.package import (
+    FunctionReferenceError,
+    Packager,
+    TemplateError,
+    load_function,
+)
 from transforms.rules.route import GROUPS as GROUP_KEYS
 from transforms.rules.route import MAX_DEPTH, OPS, RouteRule, compile_condition
 
@@ -343,6 +348,23 @@ class Package(_Strict):
     values: dict[str, dict[Any, Any]] = Field(
         default_factory=dict, description="{path: {old: new}} value maps, applied first."
     )
+    function: str | None = Field(
+        default=None,
+        description="The escape hatch: 'module:callable' (e.g. my_team.packaging:to_amplitude), "
+        "applied last, after values/rename/template, to a copy of each record; returns a dict, "
+        "a list of dicts (fan-out) or None (drop, counted 'dropped'). Imported here to check "
+        "it; the job keeps the reference and each worker imports it on first use.",
+    )
+
+    @field_validator("function")
+    @classmethod
+    def _function_imports(cls, reference: str | None) -> str | None:
+        if reference is not None:
+            try:
+                load_function(reference)
+            except FunctionReferenceError as exc:
+                raise ValueError(str(exc)) from None
+        return reference
 
     @model_validator(mode="after")
     def _compiles(self) -> Package:
@@ -359,7 +381,7 @@ class Package(_Strict):
         """
         given = "template" in self.model_fields_set
         template = self.template if given else default_template
-        return Packager.compile(self.values, self.rename, template)
+        return Packager.compile(self.values, self.rename, template, self.function)
 
 
 class Retry(_Strict):

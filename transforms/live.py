@@ -14,8 +14,12 @@ What cannot change without a restart (a new graph): the set of connectors (ids a
 types) and their ``deliver``/``retry`` sections, since sinks, batching and timers are
 built from them. A new config that adds or removes connectors is rejected and logged
 ("restart required"); one that changes ``deliver``/``retry`` applies its other changes
-and logs that those sections need a restart. A config that fails validation is rejected
-with every problem logged, and the previous rules stay in force.
+and logs that those sections need a restart. A changed ``package.function`` reference
+(set, changed or removed) is a restart too: each worker imports a function once, and a new
+reference may need a package the workers do not have yet. The reload applies everything
+else, keeps each connector's function in force, and logs that the function needs a
+restart. A config that fails validation is rejected with every problem logged, and the
+previous rules stay in force.
 
 Why not the usual slowly-updating side input (``PeriodicImpulse``): it fails on the
 DirectRunner in streaming mode (apache/beam#26577); a TTL-refreshed cache read inside
@@ -60,6 +64,21 @@ def _shape(config: DeliveryConfig) -> list[tuple[str, str]]:
 
 def _restart_only(config: DeliveryConfig) -> dict[str, Any]:
     return {c.id: (c.deliver, c.retry) for c in config.connectors}
+
+
+def _keep_function(fresh: CompiledConnector, function: str | None) -> CompiledConnector:
+    """``fresh`` with the ``package.function`` in force, in its source too.
+
+    The source matters: a chunk carries its compiled connector to another process as its
+    source (:meth:`CompiledConnector.__reduce__`), which is compiled again there.
+    """
+    if fresh.packager.function == function:
+        return fresh
+    source = fresh.source
+    if source is not None:
+        package = source.package.model_copy(update={"function": function})
+        source = source.model_copy(update={"package": package})
+    return replace(fresh, packager=replace(fresh.packager, function=function), source=source)
 
 
 class LiveRules:
@@ -134,6 +153,21 @@ class LiveRules:
             )
             old = current.by_id
             compiled = [replace(c, deliver=old[c.id].deliver) for c in compiled]
+        # Compared with the functions in force (not the last file read, which a previous
+        # reload may have applied without its function).
+        in_force = {c.id: c.packager.function for c in current.connectors}
+        if any(c.packager.function != in_force[c.id] for c in compiled):
+            log.warning(
+                "config reload: package.function changes in %s need a restart (%s); "
+                "applying the other changes, the functions in force stay",
+                self.source,
+                ", ".join(
+                    f"{c.id}: {in_force[c.id]} -> {c.packager.function}"
+                    for c in compiled
+                    if c.packager.function != in_force[c.id]
+                ),
+            )
+            compiled = [_keep_function(c, in_force[c.id]) for c in compiled]
         log.warning("config reloaded from %s (version %d)", self.source, current.version + 1)
         return _Entry(now, fresh, compiled, {c.id: c for c in compiled}, current.version + 1)
 

@@ -7,6 +7,7 @@ Pipeline-wide counters live in namespace ``telemetry``; per-connector counters i
     telemetry/unmatched   telemetry/duplicates  connector.<id>/routed  connector.<id>/delivered
     connector.<id>/dead_lettered  connector.<id>/writes  connector.<id>/bytes
     connector.<id>/retried_immediate  connector.<id>/retried_delayed  connector.<id>/replayed
+    connector.<id>/dropped  connector.<id>/fanned_out
 
 Plus per connector a freshness histogram (``freshness_le_<n>ms`` counters), the
 distributions ``batch_size`` and ``delivery_latency_ms``, and ``dead_lettered.<reason>``.
@@ -19,7 +20,9 @@ delivered after an attempt whose outcome was unknown (a read timeout: the destin
 have stored them already); ``spilled`` counts events parked in the retry location
 without an attempt because their connector was not keeping up;
 ``retry_due`` and ``retry_waiting`` count events the ``retry`` command found due (and
-redelivered) or not yet due (left waiting).
+redelivered) or not yet due (left waiting); ``dropped`` and ``fanned_out`` count what a
+``package.function`` did: events it returned None for (no record), and records it made
+beyond one per event.
 """
 
 from __future__ import annotations
@@ -54,6 +57,11 @@ DUPLICATES = "duplicates"
 window (a Pub/Sub redelivery or a publisher's retry) before Route; see transforms/dedup.py."""
 RETRY_DUE = "retry_due"
 RETRY_WAITING = "retry_waiting"
+DROPPED = "dropped"
+"""Events a ``package.function`` returned None (or ``[]``) for: settled, with no record."""
+FANNED_OUT = "fanned_out"
+"""Records a ``package.function`` made beyond one per event (a list of k records adds
+k - 1), each settled like any other record."""
 
 CONNECTOR_COUNTERS = (
     ROUTED,
@@ -70,6 +78,8 @@ CONNECTOR_COUNTERS = (
     POSSIBLE_DUPLICATES,
     SPILLED,
     SINK_OVERCLAIMED,
+    DROPPED,
+    FANNED_OUT,
 )
 """Every counter each connector reports, in summary order."""
 

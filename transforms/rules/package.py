@@ -73,6 +73,26 @@ the field's ``cast`` would refuse (a ``default`` must be ``null`` or of the cast
 and ``cast``/``map``/``concat`` on the spread ``"*"``. A field that uses none of these
 additions compiles to the same getters as before them.
 
+The escape hatch
+----------------
+
+When the language falls short, ``function: my_team.packaging:to_amplitude`` (``module:
+callable``, an attribute path after the colon) names the user's own Python. It runs last,
+after ``values``, ``rename`` and the template, once per event, on a private deep copy of
+the record (it may change it in place: no other connector's record shares its objects),
+and returns::
+
+    {"event_type": "play"}              # one record
+    [{"n": 0}, {"n": 1}]                # fan-out: each its own record (at most MAX_FAN_OUT)
+    None                                # drop: no record, counted ``dropped``
+
+:meth:`Packager.outputs` gives that list of records (``[]`` for a drop). Any other return
+value (a string, a tuple, a list holding a non-dict), or an exception (``SystemExit``
+included), raises :class:`PackageFunctionError` naming the function, the exception's type
+and its message: the event becomes a dead letter with reason ``package_function_failed``.
+The reference stays a string; the module is imported on first use in each process
+(:func:`load_function`), never pickled with the job.
+
 Plain Python, no Beam import.
 """
 
@@ -80,8 +100,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
+import inspect
 import math
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -92,6 +115,7 @@ import orjson
 import yaml
 
 from transforms.rules.events import MISSING, get_path, path_getter, split_path, to_epoch_ms
+from transforms.rules.redact import redact
 from transforms.rules.route import compile_when
 
 TIME_FORMATS = ("iso8601", "epoch_ms", "epoch_s")
@@ -136,6 +160,192 @@ class PackageCastError(PackageError):
     """
 
     reason = "package_cast_failed"
+
+
+class PackageFunctionError(PackageError):
+    """A ``package.function`` that raised, or returned something that is not records.
+
+    The event becomes a dead letter with reason ``package_function_failed``, e.g.
+    ``package.function my_team.packaging:to_amplitude raised KeyError: 'user'``.
+    """
+
+    reason = "package_function_failed"
+
+
+class FunctionReferenceError(ValueError):
+    """A ``package.function`` reference that cannot be used; the message says how to fix it."""
+
+
+MAX_FAN_OUT = 1000
+"""The most records a ``package.function`` may return for one event (a batch's default
+size); a longer list is a ``package_function_failed`` dead letter, so a runaway function
+cannot fill a worker's memory with one event's records."""
+
+MAX_ERROR_CHARS = 500
+"""The longest exception message a ``package_function_failed`` dead letter keeps."""
+
+_READ_CHARS = 10_000  # of a huge message, the part redacted before the cut above
+
+FUNCTION_REFERENCE = re.compile(
+    r"(?P<module>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)"
+    r":(?P<attr>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)"
+)
+"""``module:callable``, e.g. ``my_team.packaging:to_amplitude`` (``Class.method`` works)."""
+
+_INSTALL = (
+    "install the package that provides it where the job is launched and on the workers "
+    "(Dataflow: --setup_file of your package, --extra_package or --requirements_file; "
+    "Flink LOOPBACK: installed in the launching environment)"
+)
+
+_FUNCTIONS: dict[str, Callable[[Any], Any]] = {}
+_FUNCTIONS_LOCK = threading.Lock()
+
+
+def load_function(reference: str) -> Callable[[Any], Any]:
+    """Import ``module:callable`` and check it can take one record; cached per process.
+
+    >>> load_function("json:dumps")({"a": 1})
+    '{"a": 1}'
+
+    Raises:
+        FunctionReferenceError: the reference is malformed, the module does not import,
+            the attribute is missing, or it is not a function of one record; the
+            message says which and how to fix it.
+    """
+    found = _FUNCTIONS.get(reference)
+    if found is not None:
+        return found
+    with _FUNCTIONS_LOCK:
+        found = _FUNCTIONS.get(reference)
+        if found is None:
+            # A failure is not kept: validation must see a package installed since.
+            found = _FUNCTIONS[reference] = _import_function(reference)
+    return found
+
+
+def _import_function(reference: str) -> Callable[[Any], Any]:
+    match = FUNCTION_REFERENCE.fullmatch(reference) if isinstance(reference, str) else None
+    if match is None:
+        raise FunctionReferenceError(
+            f"{reference!r} is not a module:callable reference. Fix: write it like "
+            "'my_team.packaging:to_amplitude' (the module's import path, a colon, the name)"
+        )
+    module_name, attr = match["module"], match["attr"]
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise FunctionReferenceError(
+            f"cannot import module {module_name!r} ({exc}). Fix: {_INSTALL}"
+        ) from None
+    except Exception as exc:  # the user's module may raise anything while importing
+        raise FunctionReferenceError(
+            f"importing module {module_name!r} raised {type(exc).__name__}: "
+            f"{_exception_text(exc)}. Fix: make the module import cleanly"
+        ) from None
+    for n, part in enumerate(attr.split(".")):
+        if not hasattr(obj, part):
+            owner = module_name if n == 0 else ".".join([module_name, *attr.split(".")[:n]])
+            raise FunctionReferenceError(
+                f"module {owner!r} has no attribute {part!r}. Fix: name a function the "
+                f"module defines (module:function), or {_INSTALL.split(' (')[0]} in the "
+                "version that has it"
+            )
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise FunctionReferenceError(
+            f"{reference} is {_a(type(obj).__name__)}, not a function. Fix: name a function "
+            "that takes the record (a dict) and returns a dict, a list of dicts or None"
+        )
+    try:
+        inspect.signature(obj).bind(object())
+    except TypeError as exc:
+        raise FunctionReferenceError(
+            f"{reference} cannot be called with one record ({exc}). Fix: give it one "
+            "parameter, the record"
+        ) from None
+    except ValueError:  # no signature to read (some builtins): it is tried on the events
+        pass
+    return obj
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[:1] in "aeiou" else "a ") + noun
+
+
+def _exception_text(exc: BaseException) -> str:
+    """An exception's message, never raising and at most :data:`_READ_CHARS` characters."""
+    try:
+        text = str(exc)
+    except Exception:
+        return "<the exception's text cannot be shown>"
+    return text[:_READ_CHARS]
+
+
+def function_error_text(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """A function's error as a dead letter keeps it: redacted, then cut.
+
+    ``secrets`` (the connector's, :func:`transforms.rules.redact.redact`) are replaced
+    however spelled, as are URL queries and key-like parameters; the result is at most
+    :data:`MAX_ERROR_CHARS` characters plus a note of what was cut.
+    """
+    cleaned = redact(text[:_READ_CHARS], secrets)
+    if len(cleaned) <= MAX_ERROR_CHARS:
+        return cleaned
+    return cleaned[:MAX_ERROR_CHARS] + f"... ({len(text) - MAX_ERROR_CHARS} more characters)"
+
+
+def _private_copy(value: Any) -> Any:
+    """A deep copy of a JSON-shaped record (dicts and lists copied; other values shared)."""
+    kind = type(value)
+    if kind is dict:
+        return {k: _private_copy(v) for k, v in value.items()}
+    if kind is list:
+        return [_private_copy(v) for v in value]
+    return value
+
+
+def call_function(reference: str, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run ``package.function`` on a private copy of ``record``: the records it makes.
+
+    ``[]`` when it returns None (a drop), ``[record]`` for a dict, the list for a list.
+
+    Raises:
+        PackageFunctionError: it raised, or returned anything else (see the module doc).
+    """
+    try:
+        function = load_function(reference)
+    except FunctionReferenceError as exc:  # validated where launched, missing on this worker
+        raise PackageFunctionError(
+            f"package.function {reference} cannot be loaded on this worker: {exc}"
+        ) from None
+    try:
+        got = function(_private_copy(record))
+    except (Exception, SystemExit) as exc:
+        raise PackageFunctionError(
+            f"package.function {reference} raised {type(exc).__name__}: {_exception_text(exc)}"
+        ) from None
+    if got is None:
+        return []
+    if isinstance(got, dict):
+        return [got]
+    if not isinstance(got, list):
+        raise PackageFunctionError(
+            f"package.function {reference} returned {_a(type(got).__name__)}; it must return "
+            "a dict, a list of dicts or None"
+        )
+    if len(got) > MAX_FAN_OUT:
+        raise PackageFunctionError(
+            f"package.function {reference} returned {len(got)} records; at most "
+            f"{MAX_FAN_OUT} per event"
+        )
+    for n, item in enumerate(got):
+        if not isinstance(item, dict):
+            raise PackageFunctionError(
+                f"package.function {reference} returned a list whose item {n} is "
+                f"{_a(type(item).__name__)}; every item must be a dict"
+            )
+    return got
 
 
 def set_path(obj: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
@@ -774,6 +984,10 @@ class Packager:
     values: tuple[tuple[tuple[str, ...], dict[Any, Any]], ...]
     renames: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]
     template: Template | None
+    function: str | None = None
+    """``package.function`` (``module:callable``), kept as the reference: imported where it
+    runs, on first use (:func:`load_function`). None: no function, and :meth:`apply` is
+    the whole step."""
     value_plan: tuple[tuple[tuple[str, ...], Getter, dict[Any, Any]], ...] = dataclasses.field(
         init=False, repr=False, compare=False
     )
@@ -789,8 +1003,9 @@ class Packager:
         values: Mapping[str, Mapping[Any, Any]] | None = None,
         rename: Mapping[str, str] | None = None,
         template: str | Mapping[str, Any] | None = None,
+        function: str | None = None,
     ) -> Packager:
-        """Compile a connector's ``package`` section."""
+        """Compile a connector's ``package`` section (``function`` is not imported here)."""
         compiled: Template | None
         if template is None:
             compiled = None
@@ -802,15 +1017,36 @@ class Packager:
             tuple((split_path(p), dict(m)) for p, m in (values or {}).items()),
             tuple((split_path(s), split_path(d)) for s, d in (rename or {}).items()),
             compiled,
+            function,
         )
 
     @property
     def is_identity(self) -> bool:
-        """True when packaging changes nothing (no values, renames or template)."""
-        return not self.values and not self.renames and self.template is None
+        """True when packaging changes nothing (no values, renames, template or function)."""
+        return (
+            not self.values and not self.renames and self.template is None and self.function is None
+        )
+
+    def outputs(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every record of one filtered event: :meth:`apply`, then the function, if any.
+
+        ``[record]`` without a function; with one, what it made (``[]``: dropped). The
+        input is never modified.
+
+        Raises:
+            PackageError: a template cast refused a value, or the function failed
+                (:class:`PackageFunctionError`).
+        """
+        record = self.apply(event)
+        if self.function is None:
+            return [record]
+        return call_function(self.function, record)
 
     def apply(self, event: dict[str, Any]) -> dict[str, Any]:
-        """Package one filtered event; the input is never modified."""
+        """``values``, ``rename`` and the template on one filtered event; never modifies it.
+
+        Not the function: :meth:`outputs` applies it after this.
+        """
         record = event
         for path, get, mapping in self.value_plan:
             got = get(record)
