@@ -50,7 +50,7 @@ from transforms.rules.package import (
     load_function,
 )
 from transforms.rules.route import GROUPS as GROUP_KEYS
-from transforms.rules.route import MAX_DEPTH, OPS, RouteRule, compile_condition
+from transforms.rules.route import MAX_DEPTH, OPS, Op, RouteRule, compile_condition
 
 TYPE_NAMES: tuple[str, ...] = tuple(CONNECTORS)
 """Every connector type name the config accepts: the registry's (:mod:`transforms.connectors`
@@ -85,21 +85,7 @@ class Condition(_Strict):
     field: str = Field(
         description="Dotted path from the event root, e.g. metadata.geo.country_code."
     )
-    op: Literal[
-        "eq",
-        "ne",
-        "in",
-        "not_in",
-        "exists",
-        "gt",
-        "gte",
-        "lt",
-        "lte",
-        "regex",
-        "contains",
-        "starts_with",
-        "ends_with",
-    ] = Field(description="Comparison: " + ", ".join(OPS) + ".")
+    op: Op = Field(description="Comparison: " + ", ".join(OPS) + ".")
     value: Any = Field(default=None, description="What to compare with (a list for in/not_in).")
 
     @model_validator(mode="after")

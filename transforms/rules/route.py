@@ -66,13 +66,13 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import re2
 
 from transforms.rules.events import MISSING, path_getter, split_path
 
-OPS = (
+Op = Literal[
     "eq",
     "ne",
     "in",
@@ -86,8 +86,11 @@ OPS = (
     "contains",
     "starts_with",
     "ends_with",
-)
-"""The condition operators, as written in ``route.when[].op``."""
+]
+"""A condition operator, as written in ``route.when[].op`` (the config model's type)."""
+
+OPS: tuple[str, ...] = get_args(Op)
+"""The condition operators, in the order the docs list them."""
 
 GROUPS = ("any", "all", "not")
 """The group keys of a ``when`` item: ``{any: [...]}``, ``{all: [...]}``, ``{not: item}``."""
