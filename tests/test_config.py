@@ -114,7 +114,7 @@ def test_validate_command(tmp_path: Path) -> None:
     ok = run_cli("validate", "--config", "examples/delivery.yaml")
     assert ok.returncode == 0 and "OK, 3 connector(s)" in ok.stdout
     bad = tmp_path / "bad.yaml"
-    bad.write_text(GOOD.replace("op: in", "op: within").replace("format: ndjson", "format: csv"))
+    bad.write_text(GOOD.replace("op: in", "op: within").replace("format: ndjson", "format: xml"))
     out = run_cli("validate", "--config", str(bad))
     assert out.returncode == 1
     assert str(bad) in out.stderr and "2 problem(s)" in out.stderr

@@ -587,7 +587,7 @@ def test_azure_connection_string_never_prints(monkeypatch: pytest.MonkeyPatch) -
         ("s3", {"bucket": "t", "endpoint_url": "127.0.0.1:9000"}, "must start with http"),
         ("s3", {"bucket": "telemetry", "endpoint": "http://x"}, "did you mean 'endpoint_url'"),
         ("gcs", {"bucket": "gs://telemetry"}, "must be a bare name"),
-        ("gcs", {"bucket": "telemetry", "format": "csv"}, "format"),
+        ("gcs", {"bucket": "telemetry", "format": "xml"}, "format"),
         ("azure_blob", {"container": "Tele_metry", "connection_string": "x"}, "not a valid name"),
     ],
 )

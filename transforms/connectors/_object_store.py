@@ -21,10 +21,14 @@ Sinks are called from the shared delivery thread pool: the clients used here (bo
 google-cloud-storage, azure-storage-blob) are documented as safe to share across threads,
 so each sink holds one client with a connection pool.
 
-Content types: ``application/x-ndjson`` (ndjson), ``application/gzip`` (ndjson.gz),
-``application/json`` (json_array), ``application/avro`` (avro). No ``Content-Encoding``
-is set on ``ndjson.gz``: the object *is* a gzip file, and with ``Content-Encoding: gzip``
-GCS would transcode it on download, so a reader of ``x.ndjson.gz`` would get plain text.
+Content types: :data:`CONTENT_TYPES`, e.g. ``application/gzip`` for ``ndjson.gz``. No
+``Content-Encoding`` is set on the ``.gz`` and ``.zst`` formats: the object *is* a gzip (or
+zstd) file, and with ``Content-Encoding: gzip`` GCS would transcode it on download, so a
+reader of ``x.ndjson.gz`` would get plain text.
+
+A record the format's declared schema refuses (csv, parquet) is left out of the object and
+dead-lettered on its own (:func:`~transforms.connectors.base.refused_error`); the object
+keeps the batch's name, so a rerun writes the same object.
 
 SDK retries are switched off in every client: the shared
 :class:`~transforms.rules.retry.RetryPolicy` is the one place that retries, so the
@@ -40,8 +44,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from transforms.connectors._policy import redact
-from transforms.connectors.base import DeliveryBatch, DeliveryError, Sink, WriteResult
-from transforms.rules.encode import FORMATS, encode_batch
+from transforms.connectors.base import (
+    DeliveryBatch,
+    DeliveryError,
+    Sink,
+    WriteResult,
+    refused_error,
+)
+from transforms.rules.encode import FORMATS, Encoded
 from transforms.rules.naming import object_name
 
 _log = logging.getLogger(__name__)
@@ -49,8 +59,13 @@ _log = logging.getLogger(__name__)
 CONTENT_TYPES = {
     "ndjson": "application/x-ndjson",
     "ndjson.gz": "application/gzip",
+    "ndjson.zst": "application/zstd",
     "json_array": "application/json",
     "avro": "application/avro",
+    "csv": "text/csv",
+    "csv.gz": "application/gzip",
+    "csv.zst": "application/zstd",
+    "parquet": "application/vnd.apache.parquet",
 }
 """The ``Content-Type`` each format's objects are stored with."""
 
@@ -89,6 +104,13 @@ class StoredObject:
     name: str
     data: bytes
     content_type: str
+    encoded: Encoded | None = None
+    """The encoding's result, with the records the schema refused (left out of ``data``)."""
+
+    @property
+    def refused(self) -> int:
+        """How many records of the batch the format's schema refused."""
+        return len(self.encoded.refused) if self.encoded is not None else 0
 
 
 class ObjectStoreSink(Sink):
@@ -106,6 +128,7 @@ class ObjectStoreSink(Sink):
         self.extension = FORMATS[deliver.format]
         self.content_type = CONTENT_TYPES[deliver.format]
         self.gzip_level: int = deliver.gzip_level
+        self.encoding = deliver.encoding()
         self.secrets: tuple[str, ...] = ()
         self._connected = False
         self._connect_error: DeliveryError | None = None
@@ -177,11 +200,8 @@ class ObjectStoreSink(Sink):
         name = object_name(
             batch.prefix, self.connector_id, (i.event_id for i in batch.items), self.extension
         )
-        return StoredObject(
-            name,
-            encode_batch(batch.items, self.format, gzip_level=self.gzip_level),
-            self.content_type,
-        )
+        encoded = self.encoding.encode(batch.items)
+        return StoredObject(name, encoded.data, self.content_type, encoded)
 
     def write(self, batch: DeliveryBatch) -> WriteResult:
         """Put the batch's object create-only; an object already there counts as delivered."""
@@ -193,24 +213,30 @@ class ObjectStoreSink(Sink):
                 # A fresh exception per batch: several threads may be failing at once.
                 raise DeliveryError(str(error), error.retryable, error.status, error.retry_after_s)
         obj = self.encode(batch)
-        try:
-            created = self.put(obj)
-        except DeliveryError:
-            raise
-        except Exception as exc:
-            error = self.classify(exc, obj)
-            if error is None:
+        written = len(batch.items) - obj.refused
+        created = False
+        if written:
+            try:
+                created = self.put(obj)
+            except DeliveryError:
                 raise
-            # ``from None``: the SDK's own message may carry signed URLs; ours is redacted.
-            raise error from None
-        if not created:
-            _log.debug("%s already exists: counted as delivered", self.location(obj.name))
-        return WriteResult(
+            except Exception as exc:
+                error = self.classify(exc, obj)
+                if error is None:
+                    raise
+                # ``from None``: the SDK's own message may carry signed URLs; ours is redacted.
+                raise error from None
+            if not created:
+                _log.debug("%s already exists: counted as delivered", self.location(obj.name))
+        result = WriteResult(
             name=self.location(obj.name),
-            events=len(batch.items),
-            bytes=len(obj.data),
-            existed=not created,
+            events=written,
+            bytes=len(obj.data) if written else 0,
+            existed=bool(written) and not created,
         )
+        if obj.encoded is not None and obj.encoded.refused:
+            raise refused_error(batch, obj.encoded, result)
+        return result
 
     def close(self) -> None:
         """Release the client."""

@@ -19,11 +19,19 @@ connector code); import them from here, next to :class:`Sink`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from transforms.connectors._policy import redact
 from transforms.connectors.secrets import plain
@@ -34,7 +42,17 @@ from transforms.rules.delivery import (
     PartialDeliveryError,
     WriteResult,
 )
-from transforms.rules.encode import FORMATS, GZIP_LEVEL
+from transforms.rules.encode import (
+    FORMATS,
+    GZIP_LEVEL,
+    PARQUET_COMPRESSION,
+    SCHEMA_FORMATS,
+    ZSTD_LEVEL,
+    Encoded,
+    Encoding,
+    ParquetCompression,
+    compile_schema,
+)
 from transforms.rules.naming import PrefixTemplate
 
 __all__ = [
@@ -49,6 +67,7 @@ __all__ = [
     "Sink",
     "StrictModel",
     "WriteResult",
+    "refused_error",
 ]
 
 
@@ -117,29 +136,103 @@ class DeliverConfig(StrictModel):
     )
 
 
-class ObjectLayout(DeliverConfig):
-    """Fields of connectors that write batches as files or objects (file, s3, gcs, azure_blob)."""
+Format = Literal[
+    "ndjson", "ndjson.gz", "ndjson.zst", "json_array", "avro", "csv", "csv.gz", "csv.zst", "parquet"
+]
+"""The values of ``deliver.format`` (see :mod:`transforms.rules.encode`)."""
 
-    prefix: str = Field(
-        default="",
-        description="Name prefix template, e.g. 'raw/{year}/{month}/{day}/' (from the event time).",
-    )
-    format: Literal["ndjson", "ndjson.gz", "json_array", "avro"] = Field(
-        default="ndjson.gz", description="Encoding: " + ", ".join(FORMATS) + "."
-    )
-    gzip_level: int = Field(
-        default=GZIP_LEVEL,
-        ge=1,
-        le=9,
-        description="gzip level of ndjson.gz files and objects, 1 (fastest) to 9 (smallest). "
-        "Level 1 takes ~40% of the default 6's CPU for ~1.8x larger files.",
-    )
 
-    @field_validator("prefix")
-    @classmethod
-    def _prefix(cls, prefix: str) -> str:
-        PrefixTemplate.compile(prefix)
-        return prefix
+# pydantic warns that a field named ``schema`` shadows BaseModel's deprecated ``schema()``;
+# ``schema`` is the key users write (as in BigQuery), and nothing here calls ``schema()``.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message='Field name "schema"', category=UserWarning)
+
+    class ObjectLayout(DeliverConfig):
+        """Fields of connectors that write each batch as one file or object (file, s3, ...)."""
+
+        prefix: str = Field(
+            default="",
+            description="Name prefix template, e.g. 'raw/{year}/{month}/{day}/' (from the event "
+            "time).",
+        )
+        format: Format = Field(
+            default="ndjson.gz", description="Encoding: " + ", ".join(FORMATS) + "."
+        )
+        gzip_level: int = Field(
+            default=GZIP_LEVEL,
+            ge=1,
+            le=9,
+            description="gzip level of the .gz formats, 1 (fastest) to 9 (smallest). "
+            "Level 1 takes ~40% of the default 6's CPU for ~1.8x larger files.",
+        )
+        zstd_level: int = Field(
+            default=ZSTD_LEVEL,
+            ge=1,
+            le=19,
+            description="zstd level of the .zst formats, 1 (fastest) to 19 (smallest).",
+        )
+        parquet_compression: ParquetCompression = Field(
+            default=PARQUET_COMPRESSION,
+            description="Page codec of parquet files (snappy for readers without zstd).",
+        )
+        schema: tuple[dict[str, Any], ...] | None = Field(  # type: ignore[assignment]  # see above
+            default=None,
+            description="csv and parquet: the columns, as a BigQuery schema "
+            "[{name, type, mode, fields}]; a record that does not fit is a dead letter. "
+            "Omitted: every key of each batch, types inferred per batch.",
+        )
+
+        @field_validator("prefix")
+        @classmethod
+        def _prefix(cls, prefix: str) -> str:
+            PrefixTemplate.compile(prefix)
+            return prefix
+
+        @field_validator("schema")
+        @classmethod
+        def _schema(cls, schema: Sequence[dict[str, Any]] | None) -> Any:
+            if schema is not None:
+                compile_schema(list(schema))
+            return schema
+
+        @model_validator(mode="after")
+        def _schema_needs_columns(self) -> ObjectLayout:
+            if self.schema is not None and self.format not in SCHEMA_FORMATS:
+                raise ValueError(
+                    f"schema applies to the formats {', '.join(SCHEMA_FORMATS)}, not "
+                    f"{self.format!r}: remove it or change the format"
+                )
+            return self
+
+        def encoding(self) -> Encoding:
+            """The :class:`~transforms.rules.encode.Encoding` these fields describe."""
+            return Encoding(
+                self.format,
+                gzip_level=self.gzip_level,
+                zstd_level=self.zstd_level,
+                parquet_compression=self.parquet_compression,
+                schema=None if self.schema is None else compile_schema(list(self.schema)),
+            )
+
+
+def refused_error(
+    batch: DeliveryBatch, encoded: Encoded, written: WriteResult
+) -> PartialDeliveryError:
+    """The error of a write that left out records the format's schema refused.
+
+    Each refused record becomes a per-event, not retryable failure (another attempt would
+    refuse it again), so it is dead-lettered with the reason while the others count as
+    delivered in ``written``.
+    """
+    failures = [
+        ItemFailure(n, batch.items[n].event_id, False, f"not writable in this format: {why}")
+        for n, why in encoded.refused
+    ]
+    return PartialDeliveryError(
+        f"{len(failures)} of {len(batch.items)} records do not fit the schema",
+        written,
+        failures=failures,
+    )
 
 
 class Sink:

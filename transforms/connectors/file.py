@@ -5,9 +5,22 @@
       deliver:
         path: ./out/archive            # or gs://bucket/dir, s3://bucket/dir
         prefix: "{year}/{month}/{day}/"
-        format: ndjson.gz              # ndjson | ndjson.gz | json_array | avro
-        gzip_level: 6                  # ndjson.gz only: 1 (fastest) to 9 (smallest)
+        format: ndjson.gz              # ndjson[.gz|.zst], json_array, avro, csv[.gz|.zst], parquet
+        gzip_level: 6                  # .gz formats only: 1 (fastest) to 9 (smallest)
         batch: {max_events: 1000, max_wait_s: 30}
+
+A lake of Parquet files with a fixed, typed schema (a record that does not fit it is a
+dead letter; see :func:`transforms.rules.encode.compile_schema`)::
+
+      deliver:
+        path: s3://lake/player_events
+        prefix: "event_day={year}-{month}-{day}/"
+        format: parquet
+        parquet_compression: zstd      # zstd | snappy | gzip | none
+        schema:
+          - {name: event_id, type: STRING, mode: REQUIRED}
+          - {name: bitrate_kbps, type: INT64}
+          - {name: geo, type: RECORD, fields: [{name: country_code, type: STRING}]}
 
 File names derive from the batch content (see :mod:`transforms.rules.naming`), so a rerun
 of the same input rewrites the same files instead of adding duplicates. Local files are
@@ -20,7 +33,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
@@ -28,11 +41,13 @@ from transforms.connectors.base import (
     ConnectorSpec,
     DeliveryBatch,
     DeliveryError,
+    Format,
     ObjectLayout,
     Sink,
     WriteResult,
+    refused_error,
 )
-from transforms.rules.encode import FORMATS, encode_batch
+from transforms.rules.encode import FORMATS
 from transforms.rules.naming import object_name
 
 
@@ -73,9 +88,7 @@ class FileDeliver(ObjectLayout):
     path: str = Field(
         description="Output directory (local path, gs://bucket/dir, s3://bucket/dir)."
     )
-    format: Literal["ndjson", "ndjson.gz", "json_array", "avro"] = Field(
-        default="ndjson", description="File format: " + ", ".join(FORMATS) + "."
-    )
+    format: Format = Field(default="ndjson", description="File format: " + ", ".join(FORMATS) + ".")
 
 
 class FileSink(Sink):
@@ -87,23 +100,35 @@ class FileSink(Sink):
         self.format = deliver.format
         self.extension = FORMATS[deliver.format]
         self.gzip_level = deliver.gzip_level
+        self.encoding = deliver.encoding()
         # A local write is a page-cache copy: no wait worth a thread (see Sink).
         self.writes_inline = "://" not in self.base
 
     def write(self, batch: DeliveryBatch) -> WriteResult:
-        """Encode and write one batch; classify failures (permissions are not retryable)."""
+        """Encode and write one batch; classify failures (permissions are not retryable).
+
+        Records the format's declared schema refuses are left out of the file and
+        reported in a :class:`~transforms.connectors.base.PartialDeliveryError` (with no
+        file at all when every record is refused).
+        """
         name = object_name(
             batch.prefix, self.connector_id, (i.event_id for i in batch.items), self.extension
         )
-        data = encode_batch(batch.items, self.format, gzip_level=self.gzip_level)
+        encoded = self.encoding.encode(batch.items)
+        data = encoded.data
         path = join_path(self.base, name)
-        try:
-            write_bytes(path, data)
-        except (PermissionError, IsADirectoryError, NotADirectoryError) as exc:
-            raise DeliveryError(f"cannot write {path}: {exc}", retryable=False) from exc
-        except OSError as exc:
-            raise DeliveryError(f"cannot write {path}: {exc}", retryable=True) from exc
-        return WriteResult(name=path, events=len(batch.items), bytes=len(data))
+        written = len(batch.items) - len(encoded.refused)
+        if written:
+            try:
+                write_bytes(path, data)
+            except (PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+                raise DeliveryError(f"cannot write {path}: {exc}", retryable=False) from exc
+            except OSError as exc:
+                raise DeliveryError(f"cannot write {path}: {exc}", retryable=True) from exc
+        result = WriteResult(name=path, events=written, bytes=len(data) if written else 0)
+        if encoded.refused:
+            raise refused_error(batch, encoded, result)
+        return result
 
 
 CONNECTOR_TYPES = {"file": ConnectorSpec(FileDeliver, FileSink)}

@@ -1,46 +1,96 @@
 r"""Encodings of a batch of records: the bytes a file, object or request body holds.
 
     >>> encode_batch([{"a": 1}, {"a": 2}], "ndjson", schema_name="x")
-    b'{"a":1}\\n{"a":2}\\n'
+    b'{"a":1}\n{"a":2}\n'
 
 Formats (the connector's ``deliver.format``):
 
-=============  =========  ===================================================================
-format         extension  content
-=============  =========  ===================================================================
-``ndjson``     .ndjson    one JSON object per line
-``ndjson.gz``  .ndjson.gz the same, gzip-compressed (deterministic bytes: no mtime)
-``json_array`` .json      one JSON array of objects
-``avro``       .avro      Avro object container (fastavro, deflate); see :data:`AVRO_SCHEMA`
-=============  =========  ===================================================================
+==============  ============  ==============================================================
+format          extension     content
+==============  ============  ==============================================================
+``ndjson``      .ndjson       one JSON object per line
+``ndjson.gz``   .ndjson.gz    the same, gzip-compressed (deterministic bytes: no mtime)
+``ndjson.zst``  .ndjson.zst   the same, zstd-compressed (one frame, content size, checksum)
+``json_array``  .json         one JSON array of objects
+``avro``        .avro         Avro object container (fastavro, deflate); see :data:`AVRO_SCHEMA`
+``csv``         .csv          RFC 4180 CSV with a header row; see :func:`encode_csv`
+``csv.gz``      .csv.gz       the same, gzip-compressed
+``csv.zst``     .csv.zst      the same, zstd-compressed
+``parquet``     .parquet      Parquet, one row group per batch; see :class:`Encoding`
+==============  ============  ==============================================================
 
 JSON is written with orjson (an event a connector passes on unchanged is sent as its
 input line instead: :func:`line_json`). U+2028 and U+2029 are escaped (``\\u2028``) so that the
 output is also safe for JavaScript and for line splitters that treat them as newlines.
+
+Parquet and CSV are columnar: their columns come from a declared ``schema`` (the shape
+BigQuery uses, see :func:`compile_schema`), or, without one, from the batch itself (every
+key of the batch, in first-seen order). A record that does not fit the declared schema is
+*refused* on its own (:attr:`Encoded.refused`): the connector writes the others and makes
+the refused one a dead letter. The same batch always encodes to the same bytes, whatever
+the format (object names derive from the batch's event ids, and create-only writes
+count a name already taken as the same batch written before).
+
 Plain Python, no Beam import.
 """
 
 from __future__ import annotations
 
+import csv
+import datetime
 import io
 import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
 
 import fastavro
 import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zstandard
 
 from transforms.rules import gzipio
-from transforms.rules.records import Packaged
+from transforms.rules.events import to_epoch_ms
+from transforms.rules.records import Packaged, record_of
 
-FORMATS = {"ndjson": ".ndjson", "ndjson.gz": ".ndjson.gz", "json_array": ".json", "avro": ".avro"}
+FORMATS = {
+    "ndjson": ".ndjson",
+    "ndjson.gz": ".ndjson.gz",
+    "ndjson.zst": ".ndjson.zst",
+    "json_array": ".json",
+    "avro": ".avro",
+    "csv": ".csv",
+    "csv.gz": ".csv.gz",
+    "csv.zst": ".csv.zst",
+    "parquet": ".parquet",
+}
 """Each format and the file extension it is written with."""
+
+SCHEMA_FORMATS = ("csv", "csv.gz", "csv.zst", "parquet")
+"""The formats a declared ``schema`` applies to (their columns)."""
 
 GZIP_LEVEL = 6
 """Default gzip compression level (the gzip tool's default; a good size/CPU balance).
 
 A ``file`` connector can set its own (``deliver.gzip_level``, 1-9): level 1 compresses
 in about 40% of level 6's CPU and writes files about 1.8x larger (bench/RESULTS.md)."""
+
+ZSTD_LEVEL = 3
+"""Default zstd level (zstd's own default). ``deliver.zstd_level`` takes 1-19; 20-22
+need far more memory per compressor and are not offered. Measured figures per level are in
+bench/RESULTS.md."""
+
+ParquetCompression = Literal["zstd", "snappy", "gzip", "none"]
+"""Values of ``deliver.parquet_compression``: the page codec inside a Parquet file."""
+
+PARQUET_COMPRESSIONS: tuple[str, ...] = get_args(ParquetCompression)
+
+PARQUET_COMPRESSION: ParquetCompression = "zstd"
+"""Default Parquet codec. Every reader the lake users name (Spark 3, Trino, Athena,
+BigQuery external tables, DuckDB, pyarrow) reads zstd pages, and on event batches they
+are a fifth to a third smaller than snappy's for about a quarter more CPU (bench/RESULTS.md).
+Choose ``snappy`` for readers that predate zstd."""
 
 AVRO_SCHEMA: dict[str, Any] = {
     "type": "record",
@@ -128,35 +178,703 @@ def encode_batch(
     fmt: str,
     schema_name: str = "",
     gzip_level: int = GZIP_LEVEL,
+    zstd_level: int = ZSTD_LEVEL,
+    parquet_compression: ParquetCompression = PARQUET_COMPRESSION,
+    schema: tuple[Column, ...] | None = None,
 ) -> bytes:
-    """Encode a batch in ``fmt`` (see the module docstring).
+    """Encode a batch in ``fmt`` (see the module docstring and :class:`Encoding`).
 
-    ``items`` are :class:`Packaged` values (all formats) or bare records (JSON formats).
-    ``gzip_level`` (1-9) applies to ``ndjson.gz``.
+    ``items`` are :class:`Packaged` values (all formats) or bare records (all but avro).
+    ``gzip_level`` (1-9) applies to the ``.gz`` formats, ``zstd_level`` (1-19) to the
+    ``.zst`` ones.
+
+    Raises:
+        EncodeError: when ``schema`` refuses a record (:meth:`Encoding.encode` instead
+            writes the others and names the refused ones).
     """
-    if fmt in ("ndjson", "ndjson.gz", "json_array"):
-        lines = [record_json(i) if isinstance(i, Packaged) else dumps(i) for i in items]
-        if fmt == "json_array":
-            return b"[" + b",".join(lines) + b"]"
-        text = _ndjson(lines)
-        return text if fmt == "ndjson" else gzipio.compress(text, gzip_level)
-    if fmt == "avro":
-        rows = [
-            {
-                "event_id": i.event_id,
-                "event_type": i.event_type,
-                "event_time_ms": i.time_ms,
-                "record": record_json(i).decode("utf-8"),
-            }
-            for i in items
-            if isinstance(i, Packaged)
-        ]
-        if len(rows) != len(items):
-            raise ValueError("avro needs Packaged items (event id, type and time)")
-        buf = io.BytesIO()
-        # A fixed sync marker keeps the bytes deterministic, so a rerun rewrites the same file.
-        fastavro.writer(
-            buf, _PARSED_AVRO_SCHEMA, rows, codec="deflate", sync_marker=b"telemetry-sync!!"
-        )
-        return buf.getvalue()
-    raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    encoded = Encoding(fmt, gzip_level, zstd_level, parquet_compression, schema).encode(items)
+    if encoded.refused:
+        n, why = encoded.refused[0]
+        raise EncodeError(f"record {n} of the batch: {why}")
+    return encoded.data
+
+
+class EncodeError(ValueError):
+    """A record the format's declared schema cannot hold."""
+
+
+class SchemaError(ValueError):
+    """A declared schema that cannot be used; the message names the field and the fix."""
+
+
+# -- declared schemas ----------------------------------------------------------------------------
+
+SCHEMA_TYPES = {
+    "STRING": "STRING",
+    "INT64": "INT64",
+    "INTEGER": "INT64",
+    "FLOAT64": "FLOAT64",
+    "FLOAT": "FLOAT64",
+    "BOOL": "BOOL",
+    "BOOLEAN": "BOOL",
+    "TIMESTAMP": "TIMESTAMP",
+    "DATE": "DATE",
+    "JSON": "JSON",
+    "RECORD": "RECORD",
+    "STRUCT": "RECORD",
+}
+"""A schema field's ``type`` (BigQuery's names, legacy aliases included) -> its kind."""
+
+SCHEMA_MODES = ("NULLABLE", "REQUIRED", "REPEATED")
+"""A schema field's ``mode`` (default ``NULLABLE``)."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One field of a declared schema (or of a schema inferred from a batch).
+
+    ``kind`` is a :data:`SCHEMA_TYPES` value, or ``UINT64`` (inferred only: integers past
+    int64 that are never negative). ``fields`` are a ``RECORD``'s own fields.
+    """
+
+    name: str
+    kind: str
+    mode: str = "NULLABLE"
+    fields: tuple[Column, ...] = ()
+
+
+def compile_schema(spec: Any, where: str = "schema") -> tuple[Column, ...]:
+    """Check a declared schema and compile it: a list of ``{name, type, mode, fields}``.
+
+    The shape is BigQuery's table schema (as in its JSON schema files), so one schema
+    serves a BigQuery table and the lake's Parquet files::
+
+        >>> compile_schema([{"name": "bitrate", "type": "INT64"},
+        ...                 {"name": "geo", "type": "RECORD",
+        ...                  "fields": [{"name": "country_code", "type": "STRING"}]}])[1].kind
+        'RECORD'
+
+    What each type accepts: ``STRING`` text; ``INT64`` an integer in int64 (never a
+    bool); ``FLOAT64`` a number; ``BOOL`` true/false; ``TIMESTAMP`` epoch milliseconds
+    or ISO-8601 text (read as UTC without a zone; Parquet ``TIMESTAMP(MILLIS, UTC)``);
+    ``DATE`` ``YYYY-MM-DD`` text; ``JSON`` any value, written as its JSON text (Parquet's
+    JSON logical type); ``RECORD`` an object with the listed ``fields`` (a Parquet
+    struct). ``REQUIRED``: never null or missing; ``REPEATED``: a list of such values
+    (null is an empty list). A key that is not in the schema is refused too, as BigQuery
+    refuses it, rather than dropped unseen: add it to the schema or remove it with the
+    connector's filter or template. Use the template's ``cast`` to make values fit.
+
+    Raises:
+        SchemaError: naming the field's position (``schema[2].fields[0]``) and the fix.
+    """
+    if not isinstance(spec, (list, tuple)) or not spec:
+        raise SchemaError(f"{where} must be a non-empty list of {{name, type, mode}} fields")
+    columns: list[Column] = []
+    seen: set[str] = set()
+    for n, field in enumerate(spec):
+        at = f"{where}[{n}]"
+        if not isinstance(field, Mapping):
+            raise SchemaError(f"{at} must be a mapping {{name, type, mode}}, not {field!r}")
+        unknown = sorted(set(field) - {"name", "type", "mode", "fields", "description"})
+        if unknown:
+            raise SchemaError(f"{at}: unknown key {', '.join(map(repr, unknown))}")
+        name, kind = field.get("name"), field.get("type")
+        if not isinstance(name, str) or not name:
+            raise SchemaError(f"{at}: 'name' must be a non-empty string")
+        if name in seen:
+            raise SchemaError(f"{at}: names {name!r} twice; each name once")
+        seen.add(name)
+        if not isinstance(kind, str) or kind.upper() not in SCHEMA_TYPES:
+            raise SchemaError(
+                f"{at} ({name!r}): type {kind!r} is not one of {', '.join(SCHEMA_TYPES)}"
+            )
+        mode = field.get("mode", "NULLABLE")
+        if not isinstance(mode, str) or mode.upper() not in SCHEMA_MODES:
+            raise SchemaError(
+                f"{at} ({name!r}): mode {mode!r} is not one of {', '.join(SCHEMA_MODES)}"
+            )
+        resolved = SCHEMA_TYPES[kind.upper()]
+        sub: tuple[Column, ...] = ()
+        if resolved == "RECORD":
+            sub = compile_schema(field.get("fields"), f"{at}.fields")
+        elif "fields" in field:
+            raise SchemaError(f"{at} ({name!r}): only a RECORD has 'fields'")
+        columns.append(Column(name, resolved, mode.upper(), sub))
+    return tuple(columns)
+
+
+class _Refused(Exception):
+    """A record the schema cannot hold; the message says which field and why."""
+
+
+_EXCERPT = 60  # characters of a value a refusal shows
+_INT64 = (-(2**63), 2**63 - 1)
+_DATE_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _excerpt(value: Any) -> str:
+    try:
+        text = orjson.dumps(value).decode("utf-8")
+    except (TypeError, orjson.JSONEncodeError):
+        text = repr(value)
+    return text if len(text) <= _EXCERPT else text[: _EXCERPT - 3] + "..."
+
+
+def _where(path: tuple[str, ...]) -> str:
+    """``('geo', 'city')`` as "'city' in 'geo'": the field first, then where it sits."""
+    return " in ".join(repr(p) for p in reversed(path))
+
+
+def _json_text(value: Any) -> str:
+    return dumps(value).decode("utf-8")
+
+
+def _scalar(kind: str) -> Callable[[Any], Any]:
+    """How one non-null value of ``kind`` is converted; ``ValueError`` if it does not fit."""
+
+    def string(v: Any) -> Any:
+        if not isinstance(v, str):
+            raise ValueError("not text")
+        return v
+
+    def int64(v: Any) -> Any:
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise ValueError("not an integer")
+        if not _INT64[0] <= v <= _INT64[1]:
+            raise ValueError("outside INT64")
+        return v
+
+    def float64(v: Any) -> Any:
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise ValueError("not a number")
+        return float(v)
+
+    def boolean(v: Any) -> Any:
+        if not isinstance(v, bool):
+            raise ValueError("not true or false")
+        return v
+
+    def timestamp(v: Any) -> Any:
+        ms = None if isinstance(v, bool) else to_epoch_ms(v)
+        if ms is None or not _INT64[0] <= ms <= _INT64[1]:
+            raise ValueError("not epoch milliseconds or ISO-8601 text")
+        return ms
+
+    def date(v: Any) -> Any:
+        if not isinstance(v, str) or not _DATE_TEXT.fullmatch(v):
+            raise ValueError("not YYYY-MM-DD text")
+        return datetime.date.fromisoformat(v)
+
+    def json_text(v: Any) -> Any:
+        try:
+            return _json_text(v)
+        except (TypeError, orjson.JSONEncodeError) as exc:
+            raise ValueError(f"not writable as JSON ({exc})") from None
+
+    return {
+        "STRING": string,
+        "INT64": int64,
+        "UINT64": lambda v: v,  # inferred only: already checked
+        "FLOAT64": float64,
+        "BOOL": boolean,
+        "TIMESTAMP": timestamp,
+        "DATE": date,
+        "JSON": json_text,
+    }[kind]
+
+
+def _converter(column: Column, path: tuple[str, ...]) -> Callable[[Any], Any]:
+    """What a value of ``column`` becomes in Arrow; raises :class:`_Refused` if it does not fit."""
+    path = (*path, column.name)
+    label = column.kind if column.mode != "REPEATED" else f"REPEATED {column.kind}"
+    if column.kind == "RECORD":
+        convert = _record_converter(column.fields, path)
+    else:
+        scalar = _scalar(column.kind)
+
+        def convert(value: Any) -> Any:
+            try:
+                return scalar(value)
+            except ValueError as exc:
+                raise _Refused(
+                    f"field {_where(path)} ({label}): {exc}: {_excerpt(value)}"
+                ) from None
+
+    if column.mode == "REPEATED":
+
+        def repeated(value: Any) -> Any:
+            if value is None:
+                return []
+            if not isinstance(value, list):
+                raise _Refused(f"field {_where(path)} ({label}): not a list: {_excerpt(value)}")
+            if any(v is None for v in value):
+                raise _Refused(f"field {_where(path)} ({label}): a list item is null")
+            return [convert(v) for v in value]
+
+        return repeated
+    if column.mode == "REQUIRED":
+
+        def required(value: Any) -> Any:
+            if value is None:
+                raise _Refused(f"field {_where(path)} ({label}) is required: missing or null")
+            return convert(value)
+
+        return required
+    return lambda value: None if value is None else convert(value)
+
+
+def _record_converter(
+    fields: tuple[Column, ...], path: tuple[str, ...]
+) -> Callable[[Any], dict[str, Any]]:
+    converters = [(c.name, _converter(c, path)) for c in fields]
+    names = {c.name for c in fields}
+
+    def convert(value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            what = f"field {_where(path)} (RECORD)" if path else "the record"
+            raise _Refused(f"{what}: not an object: {_excerpt(value)}")
+        for key in value:
+            if key not in names:
+                raise _Refused(f"field {_where((*path, key))} is not in the schema")
+        return {name: conv(value.get(name)) for name, conv in converters}
+
+    return convert
+
+
+def _arrow_type(column: Column) -> pa.DataType:
+    if column.kind == "RECORD":
+        item: pa.DataType = pa.struct([_arrow_field(c) for c in column.fields])
+    else:
+        item = _ARROW_TYPES[column.kind]
+    return pa.list_(item) if column.mode == "REPEATED" else item
+
+
+def _arrow_field(column: Column) -> pa.Field:
+    return pa.field(column.name, _arrow_type(column), nullable=column.mode != "REQUIRED")
+
+
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "STRING": pa.string(),
+    "INT64": pa.int64(),
+    "UINT64": pa.uint64(),
+    "FLOAT64": pa.float64(),
+    "BOOL": pa.bool_(),
+    "TIMESTAMP": pa.timestamp("ms", tz="UTC"),
+    "DATE": pa.date32(),
+    "JSON": pa.json_(pa.string()),
+}
+
+
+# -- schemas inferred from a batch ---------------------------------------------------------------
+
+_EXACT_IN_DOUBLE = 2**53
+
+
+def infer_columns(records: Sequence[dict[str, Any]]) -> tuple[Column, ...]:
+    """The columns of a batch without a declared schema: every key, in first-seen order.
+
+    A column's type comes from its non-null values: all ``true``/``false``: BOOL; all
+    integers: INT64, or UINT64 when some pass int64 and none is negative; numbers whose
+    integers a double holds exactly (up to 2**53): FLOAT64; all text: STRING; nothing but
+    nulls: STRING. Anything else (objects, lists, a mix of types, integers no single
+    integer type holds) is JSON: each value's JSON text, so nothing is lost and every
+    value of the column reads back with one JSON parse.
+
+        >>> [(c.name, c.kind) for c in infer_columns([{"a": 1, "b": {"c": 2}}, {"a": 2.5}])]
+        [('a', 'FLOAT64'), ('b', 'JSON')]
+
+    Batches differ, so files written from different batches may differ in columns and
+    types (a key every value of which is null in one batch is a STRING there): declare a
+    ``schema`` for one fixed schema across files.
+    """
+    values: dict[str, list[Any]] = {}
+    for record in records:
+        for key, value in record.items():
+            if value is not None:
+                values.setdefault(key, []).append(value)
+            else:
+                values.setdefault(key, [])
+    return tuple(Column(key, _infer_kind(vals)) for key, vals in values.items())
+
+
+def _infer_kind(values: list[Any]) -> str:
+    types = {type(v) for v in values}
+    if not types or types == {str}:
+        return "STRING"
+    if types == {bool}:
+        return "BOOL"
+    if types == {int}:
+        low, high = min(values), max(values)
+        if _INT64[0] <= low and high <= _INT64[1]:
+            return "INT64"
+        return "UINT64" if low >= 0 else "JSON"
+    if types <= {int, float} and all(
+        -_EXACT_IN_DOUBLE <= v <= _EXACT_IN_DOUBLE for v in values if type(v) is int
+    ):
+        return "FLOAT64"
+    return "JSON"
+
+
+# -- batches -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A batch's bytes, and the records the declared schema refused (by position).
+
+    ``refused`` holds ``(position, why)`` pairs, in batch order; ``data`` holds every
+    other record, in batch order (empty bytes when all were refused).
+    """
+
+    data: bytes
+    refused: tuple[tuple[int, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Encoding:
+    r"""How a connector encodes its batches: the format and its options.
+
+        >>> Encoding("ndjson").encode([{"a": 1}]).data
+        b'{"a":1}\n'
+
+    Parquet files hold one row group per batch (a batch is at most ``batch.max_events``
+    records, a few MB). Columns follow the declared ``schema`` (nested ``RECORD`` fields
+    as struct columns) or, without one, :func:`infer_columns`, where nested objects and
+    lists are JSON text (Parquet's JSON logical type): typed structs need a declared
+    schema, since one batch's guess at a struct would differ from the next batch's.
+    ``parquet_compression`` is the page codec (:data:`PARQUET_COMPRESSIONS`).
+    """
+
+    format: str
+    gzip_level: int = GZIP_LEVEL
+    zstd_level: int = ZSTD_LEVEL
+    parquet_compression: ParquetCompression = PARQUET_COMPRESSION
+    schema: tuple[Column, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(
+                f"unknown format {self.format!r}; expected one of {', '.join(FORMATS)}"
+            )
+        if self.parquet_compression not in PARQUET_COMPRESSIONS:
+            raise ValueError(
+                f"unknown parquet_compression {self.parquet_compression!r}; expected one of "
+                + ", ".join(PARQUET_COMPRESSIONS)
+            )
+
+    @property
+    def extension(self) -> str:
+        """The file extension of this format, e.g. ``.csv.zst``."""
+        return FORMATS[self.format]
+
+    def encode(self, items: Sequence[Packaged] | Sequence[dict[str, Any]]) -> Encoded:
+        """Encode one batch; records the declared schema refuses are left out and named."""
+        fmt = self.format
+        base, _, codec = fmt.partition(".")
+        if base == "ndjson" or fmt == "json_array":
+            lines = [record_json(i) if isinstance(i, Packaged) else dumps(i) for i in items]
+            if fmt == "json_array":
+                return Encoded(b"[" + b",".join(lines) + b"]")
+            return Encoded(self._compress(_ndjson(lines), codec))
+        if fmt == "avro":
+            return Encoded(_avro(items))
+        records = [record_of(i) if isinstance(i, Packaged) else i for i in items]
+        if base == "csv":
+            data, refused = encode_csv(records, self.schema)
+            return Encoded(self._compress(data, codec) if data else b"", refused)
+        data, refused = encode_parquet(records, self.schema, self.parquet_compression)
+        return Encoded(data, refused)
+
+    def _compress(self, data: bytes, codec: str) -> bytes:
+        if codec == "gz":
+            return gzipio.compress(data, self.gzip_level)
+        if codec == "zst":
+            return zstd_compress(data, self.zstd_level)
+        return data
+
+
+def zstd_compress(data: bytes, level: int = ZSTD_LEVEL) -> bytes:
+    """``data`` as one zstd frame with its content size and a checksum.
+
+    Single-threaded, so equal data gives equal bytes for a given zstd version (zstd's
+    multi-threaded mode may cut the input differently).
+    """
+    return zstandard.ZstdCompressor(level=level, write_checksum=True).compress(data)
+
+
+def _avro(items: Sequence[Packaged] | Sequence[dict[str, Any]]) -> bytes:
+    rows = [
+        {
+            "event_id": i.event_id,
+            "event_type": i.event_type,
+            "event_time_ms": i.time_ms,
+            "record": record_json(i).decode("utf-8"),
+        }
+        for i in items
+        if isinstance(i, Packaged)
+    ]
+    if len(rows) != len(items):
+        raise ValueError("avro needs Packaged items (event id, type and time)")
+    buf = io.BytesIO()
+    # A fixed sync marker keeps the bytes deterministic, so a rerun rewrites the same file.
+    fastavro.writer(
+        buf, _PARSED_AVRO_SCHEMA, rows, codec="deflate", sync_marker=b"telemetry-sync!!"
+    )
+    return buf.getvalue()
+
+
+_NOT_WRITABLE = (pa.ArrowException, UnicodeError, OverflowError, TypeError, ValueError)
+"""What building an Arrow array raises for a value it cannot store (a lone surrogate)."""
+
+
+def _objects(
+    records: Sequence[Any], schema: tuple[Column, ...] | None
+) -> tuple[
+    tuple[Column, ...],
+    list[tuple[int, dict[str, Any]]],
+    list[tuple[int, str]],
+    list[list[Any]] | None,
+]:
+    """The columns, the records to write, the refusals so far, and converted values.
+
+    With a declared schema every record is checked here, and the last item holds each
+    column's converted values, aligned with the (position, record) pairs; without one
+    the columns come from the batch and the last item is None.
+    """
+    refused: list[tuple[int, str]] = []
+    dicts: list[tuple[int, dict[str, Any]]] = []
+    for n, record in enumerate(records):
+        if isinstance(record, dict):
+            dicts.append((n, record))
+        else:
+            refused.append((n, f"the record is not an object: {_excerpt(record)}"))
+    if schema is None:
+        columns = infer_columns([r for _, r in dicts])
+        if not columns:
+            # Records with no keys at all: a Parquet row needs a column, and a CSV row of
+            # no cells is a blank line most readers skip. Refused rather than lost unseen.
+            refused.extend((n, "the record has no field to write as a column") for n, _ in dicts)
+            return columns, [], refused, None
+        return columns, dicts, refused, None
+    bad = _unknown_keys(schema, dicts)
+    values = []
+    for column in schema:
+        values.append(_column_values(column, dicts, bad))
+    refused.extend(bad.items())
+    keep = [j for j, (n, _) in enumerate(dicts) if n not in bad]
+    if len(keep) < len(dicts):
+        dicts = [dicts[j] for j in keep]
+        values = [[col[j] for j in keep] for col in values]
+    return schema, dicts, refused, values
+
+
+def _unknown_keys(
+    schema: tuple[Column, ...], dicts: list[tuple[int, dict[str, Any]]]
+) -> dict[int, str]:
+    """Records with a key the schema does not have: position -> why (the first such key)."""
+    names = {c.name for c in schema}
+    return {
+        n: f"field {next(k for k in r if k not in names)!r} is not in the schema"
+        for n, r in dicts
+        if not names.issuperset(r)
+    }
+
+
+def _column_values(
+    column: Column, dicts: list[tuple[int, dict[str, Any]]], bad: dict[int, str]
+) -> list[Any]:
+    """One declared column's values, converted, aligned with ``dicts``.
+
+    A record whose value does not fit joins ``bad``; a record keeps its first refusal
+    (unknown keys first, then the columns in schema order).
+    """
+    got = [r.get(column.name) for _, r in dicts]
+    if _fits_as_is(column, got):
+        return got
+    convert = _converter(column, ())
+    out: list[Any] = []
+    for (n, _), value in zip(dicts, got, strict=True):
+        if n in bad:
+            out.append(None)
+            continue
+        try:
+            out.append(convert(value))
+        except _Refused as exc:
+            bad[n] = str(exc)
+            out.append(None)
+    return out
+
+
+_AS_IS = {
+    "STRING": frozenset({str}),
+    "INT64": frozenset({int}),
+    "BOOL": frozenset({bool}),
+    "FLOAT64": frozenset({float, int}),
+}
+"""Scalar kinds whose Python values Arrow takes unchanged, when they are of these types."""
+
+
+def _fits_as_is(column: Column, values: list[Any]) -> bool:
+    """Whether a column's values need no conversion (the common case, checked in bulk)."""
+    allowed = _AS_IS.get(column.kind)
+    if allowed is None or column.mode == "REPEATED":
+        return False
+    kinds = set(map(type, values))
+    if type(None) in kinds:
+        if column.mode == "REQUIRED":
+            return False
+        kinds.discard(type(None))
+    if not kinds <= allowed:
+        return False
+    if int in kinds:
+        ints = [v for v in values if type(v) is int]
+        low, high = _INT64 if column.kind == "INT64" else (-_EXACT_IN_DOUBLE, _EXACT_IN_DOUBLE)
+        return low <= min(ints) and max(ints) <= high
+    return True
+
+
+def encode_parquet(
+    records: Sequence[Any],
+    schema: tuple[Column, ...] | None = None,
+    compression: str = PARQUET_COMPRESSION,
+) -> tuple[bytes, tuple[tuple[int, str], ...]]:
+    """One Parquet file of the records that fit, and the refused ``(position, why)``.
+
+    >>> import pyarrow.parquet as pq
+    >>> data, refused = encode_parquet([{"a": 1}, {"a": 2}])
+    >>> pq.read_table(io.BytesIO(data)).to_pylist(), refused
+    ([{'a': 1}, {'a': 2}], ())
+    """
+    columns, rows, refused, converted = _objects(records, schema)
+    positions = [n for n, _ in rows]
+    values: list[list[Any]] = []
+    for j, column in enumerate(columns):
+        if converted is not None:
+            values.append(converted[j])
+            continue
+        got = [r.get(column.name) for _, r in rows]
+        if column.kind == "JSON":
+            got = _json_cells(got, positions, refused)
+        values.append(got)
+    failed = {n for n, _ in refused}
+    if failed:
+        keep = [j for j, n in enumerate(positions) if n not in failed]
+        positions = [positions[j] for j in keep]
+        values = [[col[j] for j in keep] for col in values]
+    fields = [_arrow_field(c) for c in columns]
+    try:
+        table = _table(fields, values)
+    except _NOT_WRITABLE:
+        # Rare (text Arrow cannot store, such as a lone surrogate): find the records at
+        # fault one by one, so only they are refused.
+        keep = []
+        for j, n in enumerate(positions):
+            try:
+                _table(fields, [[col[j]] for col in values])
+            except _NOT_WRITABLE as exc:
+                refused.append((n, f"not writable as Parquet: {type(exc).__name__}: {exc}"))
+            else:
+                keep.append(j)
+        positions = [positions[j] for j in keep]
+        table = _table(fields, [[col[j] for j in keep] for col in values])
+    refused.sort()
+    if not positions:
+        return b"", tuple(refused)
+    sink = pa.BufferOutputStream()
+    pq.write_table(
+        table,
+        sink,
+        row_group_size=table.num_rows,
+        compression="NONE" if compression == "none" else compression,
+        write_statistics=True,
+    )
+    return sink.getvalue().to_pybytes(), tuple(refused)
+
+
+def _json_cells(
+    values: list[Any], positions: list[int], refused: list[tuple[int, str]]
+) -> list[Any]:
+    """An inferred JSON column's values as JSON text (null stays null)."""
+    out: list[Any] = []
+    for n, value in zip(positions, values, strict=True):
+        try:
+            out.append(None if value is None else _json_text(value))
+        except (TypeError, orjson.JSONEncodeError) as exc:
+            refused.append((n, f"not writable as JSON: {exc}"))
+            out.append(None)
+    return out
+
+
+def _table(fields: list[pa.Field], values: list[list[Any]]) -> pa.Table:
+    arrays = [pa.array(col, type=f.type) for f, col in zip(fields, values, strict=True)]
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _cell(value: Any) -> str:
+    """A value as a CSV cell: text as is, null empty, anything else its JSON text."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(value)
+    return _json_text(value)
+
+
+def encode_csv(
+    records: Sequence[Any], schema: tuple[Column, ...] | None = None
+) -> tuple[bytes, tuple[tuple[int, str], ...]]:
+    r"""RFC 4180 CSV of the records that fit, and the refused ``(position, why)``.
+
+        >>> encode_csv([{"a": "x,y", "b": {"c": 1}}, {"b": None, "c": True}])
+        (b'a,b,c\r\n"x,y","{""c"":1}",\r\n,,true\r\n', ())
+
+    UTF-8 without a byte order mark; a header row with the column names, then one row
+    per record; every row ends in CRLF; a cell is quoted when it holds a comma, a quote
+    (doubled) or a line break. Cells: text as is, numbers as JSON writes them,
+    ``true``/``false``, objects and lists as their JSON text, null and missing keys
+    empty (so null and ``""`` read back alike). Columns are the declared schema's
+    top-level fields, which also check every value (a refused record is left out), or
+    every key of the batch in first-seen order.
+    """
+    columns, rows, refused, _ = _objects(records, schema)
+    names = [c.name for c in columns]
+    # Cells are written from the records as given (a declared schema only checks them):
+    # 4500 stays "4500", never the FLOAT64 column's "4500.0".
+    fine = [n for n, _ in rows]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(names)
+    try:
+        writer.writerows([_cell(records[n].get(name)) for name in names] for n in fine)
+        body = buffer.getvalue().encode("utf-8")
+    except UnicodeEncodeError:
+        # Rare (a lone surrogate): write row by row, refusing the rows at fault.
+        body, fine = _csv_rows(records, names, fine, refused)
+    refused.sort()
+    return (body if fine else b""), tuple(refused)
+
+
+def _csv_rows(
+    records: Sequence[Any], names: list[str], fine: list[int], refused: list[tuple[int, str]]
+) -> tuple[bytes, list[int]]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(names)
+    out = [buffer.getvalue().encode("utf-8")]
+    kept = []
+    for n in fine:
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerow([_cell(records[n].get(name)) for name in names])
+        try:
+            out.append(buffer.getvalue().encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            refused.append((n, f"not writable as UTF-8: {exc}"))
+        else:
+            kept.append(n)
+    return b"".join(out), kept
