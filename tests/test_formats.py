@@ -495,7 +495,7 @@ def test_file_sink_dead_letters_only_the_event_the_schema_refuses(tmp_path: Path
     record, letters = settle_failures(batch, outcome, (5.0,), delayed_enabled=True)
     assert record is None  # a value the schema refuses is not worth a retry
     assert [(d.event_id, d.reason, d.event) for d in letters] == [
-        ("e1", "not_retryable", {"event_id": "e1", "n": 1})
+        ("e1", "format_refused", {"event_id": "e1", "n": 1})
     ]
 
 
@@ -506,6 +506,7 @@ def test_file_sink_writes_nothing_when_every_event_is_refused(tmp_path: Path) ->
     batch = DeliveryBatch("lake", "", typed_items(["a", "b"]))
     outcome = deliver_with_retries(sink, batch, RetryPolicy(sleep=lambda _s: None))
     assert outcome.delivered == 0 and [i.event_id for i, _e, _a in outcome.failed] == ["e0", "e1"]
+    assert (outcome.writes, outcome.bytes, outcome.names) == (0, 0, [])  # no file, no write
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.csv"))
 
 
@@ -621,7 +622,7 @@ dead_letter: {{path: {tmp_path / "dead_letter"}}}
     ]
     assert sorted(d["event_id"] for d in letters) == sorted(bad)
     assert {(d["connector"], d["stage"], d["reason"]) for d in letters} == {
-        ("lake", "deliver", "not_retryable")
+        ("lake", "deliver", "format_refused")
     }
     assert all("'bitrate'" in d["error"] and "fast" in d["error"] for d in letters)
 

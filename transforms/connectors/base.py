@@ -221,11 +221,17 @@ def refused_error(
     """The error of a write that left out records the format's schema refused.
 
     Each refused record becomes a per-event, not retryable failure (another attempt would
-    refuse it again), so it is dead-lettered with the reason while the others count as
-    delivered in ``written``.
+    refuse it again), so it is dead-lettered (reason ``format_refused``) while the others
+    count as delivered in ``written``.
     """
     failures = [
-        ItemFailure(n, batch.items[n].event_id, False, f"not writable in this format: {why}")
+        ItemFailure(
+            n,
+            batch.items[n].event_id,
+            False,
+            f"not writable in this format: {why}",
+            dead_letter_reason="format_refused",
+        )
         for n, why in encoded.refused
     ]
     return PartialDeliveryError(

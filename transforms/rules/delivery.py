@@ -97,10 +97,14 @@ class ItemFailure:
     reason: str
     status: int | None = None
     retry_after_s: float | None = None
+    dead_letter_reason: str | None = None
+    """The dead letter's reason when not the default one (e.g. ``format_refused``)."""
 
     def error(self) -> DeliveryError:
         """This failure as the :class:`DeliveryError` of its one event."""
-        return DeliveryError(self.reason, self.retryable, self.status, self.retry_after_s)
+        error = DeliveryError(self.reason, self.retryable, self.status, self.retry_after_s)
+        error.dead_letter_reason = self.dead_letter_reason
+        return error
 
 
 class PartialDeliveryError(DeliveryError):

@@ -109,9 +109,10 @@ class Outcome:
             events = limit
         self.delivered += events
         self.already_present += events if result.existed else 0
-        self.writes += 1
-        self.bytes += result.bytes
-        self.names.append(result.name)
+        if events or result.existed:  # a write of no event wrote nothing (all refused)
+            self.writes += 1
+            self.bytes += result.bytes
+            self.names.append(result.name)
         return 0 if limit is None else limit - events
 
 
