@@ -4,8 +4,9 @@ Against the strict ``tabledata.insertAll`` receiver (tests/receivers/bigquery.py
 wrongly typed row is one dead letter with BigQuery's reason while the others land; a
 retried timed-out request does not duplicate rows (``insertId``); a quota 403 and a 503
 are retried, other 4xx are not; credentials never reach an error; a table name that is
-not ``PROJECT.DATASET.TABLE`` and ``method: storage_write`` are refused at validate; the
-schema rules (declared vs template, ``auto``); and a whole run whose counts add up.
+not ``PROJECT.DATASET.TABLE`` is refused at validate (``method: storage_write``:
+tests/test_bigquery_storage_write.py); the schema rules (declared vs template,
+``auto``); and a whole run whose counts add up.
 """
 
 from __future__ import annotations
@@ -343,12 +344,6 @@ def test_a_table_that_is_not_project_dataset_table_is_refused_at_validate(table:
 )
 def test_valid_table_names(table: str) -> None:
     assert connector({"table": table}).deliver_config.table == table
-
-
-def test_storage_write_is_refused_at_validate_as_not_yet() -> None:
-    with pytest.raises(ConfigError) as raised:
-        connector({"table": TABLE, "method": "storage_write"})
-    assert "not yet" in str(raised.value) and "streaming_inserts" in str(raised.value)
 
 
 def test_a_declared_schema_checks_the_template() -> None:

@@ -38,7 +38,7 @@ import re
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote
 
 from tests.receivers.base import Api, Reply, decode_body
@@ -312,3 +312,297 @@ def _date(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# -- Storage Write API (gRPC BigQueryWrite) ------------------------------------------------------
+
+
+class BigQueryWriteStandIn:
+    """A strict in-process gRPC server of BigQuery's Storage Write API (``BigQueryWrite``).
+
+        stand_in = BigQueryWriteStandIn({"proj.telemetry.events": [("event_id", "STRING",
+                                                                    "REQUIRED")]})
+        stand_in.url                     # "http://127.0.0.1:PORT": the connector's endpoint
+        stand_in.fail(times=1, code=grpc.StatusCode.UNAVAILABLE, commit=True)  # a lost answer
+        stand_in.rows["proj.telemetry.events"]                 # what a query would return
+        stand_in.stop()
+
+    Messages are the library's own (``google.cloud.bigquery_storage_v1.types``), served on
+    real gRPC. What it checks, as BigQuery does
+    (https://cloud.google.com/bigquery/docs/write-api):
+
+    - ``CreateWriteStream`` of a ``COMMITTED`` stream on a table it holds (``NOT_FOUND``
+      otherwise; other stream types ``INVALID_ARGUMENT``); the answer carries the table's
+      schema. ``FinalizeWriteStream`` seals a stream (later appends: ``FAILED_PRECONDITION``).
+    - ``AppendRows``: the first request of a connection names the stream and carries the
+      writer schema (a ``DescriptorProto``); every field must be a column of a matching
+      type (``INVALID_ARGUMENT`` for the whole request otherwise). On a committed stream an
+      offset below the stream's end is ``ALREADY_EXISTS``, above it ``OUT_OF_RANGE``; the
+      ``_default`` stream takes no offset.
+    - each row decoded and checked: a missing ``REQUIRED`` column is a ``row_errors`` entry
+      (``FIELDS_ERROR``, index, message) and the whole request is refused with
+      ``INVALID_ARGUMENT``: nothing of it is appended, as BigQuery does.
+    - requests over 10 MB are refused (``INVALID_ARGUMENT``).
+
+    ``fail(times, code, commit)`` aborts the next appends with a gRPC status; with
+    ``commit=True`` the rows are appended first (the answer is lost, as after a network
+    failure), which is what offsets must make safe to retry.
+    """
+
+    _SERVICE = "/google.cloud.bigquery.storage.v1.BigQueryWrite/"
+    _PROTO_TYPES: ClassVar[dict[str, set[int]]] = {
+        "STRING": {9},
+        "BYTES": {12},
+        "INT64": {3, 18, 16},
+        "FLOAT64": {1, 2},
+        "BOOL": {8},
+        "NUMERIC": {9},
+        "BIGNUMERIC": {9},
+        "TIMESTAMP": {3, 9},
+        "DATE": {5, 9},
+        "DATETIME": {9},
+        "TIME": {9},
+        "GEOGRAPHY": {9},
+        "JSON": {9},
+        "RECORD": {11},
+    }
+    """Column type -> protobuf field types it takes (FieldDescriptorProto.Type numbers)."""
+
+    def __init__(self, tables: dict[str, Sequence[tuple[str, str, str]]]):
+        import concurrent.futures
+
+        import grpc
+
+        self.schemas = {t: [(n, _TYPES.get(k, k), m) for n, k, m in c] for t, c in tables.items()}
+        self.rows: dict[str, list[dict[str, Any]]] = {t: [] for t in tables}
+        self.appends: list[tuple[str, int | None, int, str]] = []
+        """(stream, offset, rows, outcome) of every AppendRows request, in order."""
+        self.streams: dict[str, dict[str, Any]] = {}
+        self._faults: list[tuple[Any, bool]] = []
+        self._lock = threading.Lock()
+        self._server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=8))
+        self._server.add_generic_rpc_handlers([_WriteHandler(self)])
+        port = self._server.add_insecure_port("127.0.0.1:0")
+        self._server.start()
+        self.url = f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        """Stop serving (open calls are cancelled)."""
+        self._server.stop(grace=None)
+
+    def fail(self, times: int, code: Any, commit: bool = False) -> None:
+        """Abort the next ``times`` appends with ``code``; ``commit``: after appending."""
+        with self._lock:
+            self._faults += [(code, commit)] * times
+
+    # -- RPCs (request bytes in, response bytes out) ---------------------------------------------
+
+    def create(self, data: bytes, context: Any) -> bytes:
+        import grpc
+        from google.cloud.bigquery_storage_v1 import types
+
+        request = types.CreateWriteStreamRequest.deserialize(data)
+        table = self._table(request.parent)
+        if table is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"Not found: Table {request.parent}")
+        if request.write_stream.type_ != types.WriteStream.Type.COMMITTED:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "only COMMITTED streams here")
+        with self._lock:
+            name = f"{request.parent}/streams/s{len(self.streams):015d}"
+            self.streams[name] = {"table": table, "next": 0, "final": False}
+        schema = types.TableSchema(
+            fields=[
+                types.TableFieldSchema(
+                    name=n,
+                    type_=types.TableFieldSchema.Type[
+                        {"FLOAT64": "DOUBLE", "RECORD": "STRUCT"}.get(k, k)
+                    ],
+                    mode=types.TableFieldSchema.Mode[m],
+                )
+                for n, k, m in self.schemas[table]
+            ]
+        )
+        answer = types.WriteStream(name=name, type_=request.write_stream.type_, table_schema=schema)
+        return types.WriteStream.serialize(answer)
+
+    def finalize(self, data: bytes, context: Any) -> bytes:
+        import grpc
+        from google.cloud.bigquery_storage_v1 import types
+
+        request = types.FinalizeWriteStreamRequest.deserialize(data)
+        with self._lock:
+            stream = self.streams.get(request.name)
+            if stream is None:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"Stream not found: {request.name}")
+            stream["final"] = True
+            count = stream["next"]
+        return types.FinalizeWriteStreamResponse.serialize(
+            types.FinalizeWriteStreamResponse(row_count=count)
+        )
+
+    def append(self, requests: Any, context: Any) -> Any:
+        import grpc
+        from google.cloud.bigquery_storage_v1 import types
+
+        name = ""
+        message_class: Any = None
+        for data in requests:
+            if len(data) > MAX_BYTES:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "AppendRows request over 10 MB")
+            request = types.AppendRowsRequest.deserialize(data)
+            name = request.write_stream or name
+            table = self._stream_table(name)
+            if table is None:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"Stream not found: {name!r}")
+            pb = types.AppendRowsRequest.pb(request)
+            offset = pb.offset.value if pb.HasField("offset") else None
+            if pb.proto_rows.HasField("writer_schema"):
+                descriptor = pb.proto_rows.writer_schema.proto_descriptor
+                problem = self._schema_problem(descriptor, table)
+                if problem:
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+                message_class = _message_class(descriptor)
+            if message_class is None:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no writer_schema")
+            serialized = list(pb.proto_rows.rows.serialized_rows)
+            yield self._append(name, table, offset, serialized, message_class, context)
+
+    def _append(
+        self,
+        name: str,
+        table: str,
+        offset: int | None,
+        serialized: list[bytes],
+        message_class: Any,
+        context: Any,
+    ) -> bytes:
+        import grpc
+        from google.cloud.bigquery_storage_v1 import types
+        from google.protobuf import json_format
+        from google.rpc import status_pb2
+
+        def answer(code: Any, message: str, **extra: Any) -> bytes:
+            status = status_pb2.Status(code=code.value[0], message=message)
+            return types.AppendRowsResponse.serialize(
+                types.AppendRowsResponse(error=status, write_stream=name, **extra)
+            )
+
+        decoded = []
+        row_errors = []
+        for index, raw in enumerate(serialized):
+            message = message_class()
+            message.ParseFromString(raw)
+            row = json_format.MessageToDict(message, preserving_proto_field_name=True)
+            decoded.append(row)
+            for column, _, mode in self.schemas[table]:
+                if mode == "REQUIRED" and not message.HasField(column):
+                    row_errors.append(
+                        types.RowError(
+                            index=index,
+                            code=types.RowError.RowErrorCode.FIELDS_ERROR,
+                            message=f"Missing required field: {column}.",
+                        )
+                    )
+        with self._lock:
+            stream = self.streams.get(name)
+            default = name.endswith("/_default")
+            if stream is None and default:
+                stream = self.streams.setdefault(name, {"table": table, "next": 0, "final": False})
+            assert stream is not None
+            start = stream["next"]
+
+            def log(outcome: str) -> None:
+                self.appends.append((name, offset, len(serialized), outcome))
+
+            if stream["final"]:
+                log("FAILED_PRECONDITION")
+                return answer(grpc.StatusCode.FAILED_PRECONDITION, f"Stream {name} is finalized")
+            if default and offset is not None:
+                log("INVALID_ARGUMENT")
+                return answer(grpc.StatusCode.INVALID_ARGUMENT, "_default takes no offset")
+            if offset is not None and offset < start:
+                log("ALREADY_EXISTS")
+                return answer(
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    f"The offset is within stream, expected offset {start}, received {offset}",
+                )
+            if offset is not None and offset > start:
+                log("OUT_OF_RANGE")
+                return answer(
+                    grpc.StatusCode.OUT_OF_RANGE,
+                    f"The offset is beyond stream, expected offset {start}, received {offset}",
+                )
+            if row_errors:
+                log("ROW_ERRORS")
+                return answer(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "Errors found while processing rows. Please refer to the row_errors field "
+                    "for details. The list may not be complete because of the size limitations.",
+                    row_errors=row_errors,
+                )
+            fault = self._faults.pop(0) if self._faults else None
+            if fault is None or fault[1]:
+                self.rows[table].extend(decoded)
+                stream["next"] = start + len(decoded)
+            log(fault[0].name if fault else "OK")
+        if fault is not None:
+            context.abort(fault[0], "injected failure")
+        result = types.AppendRowsResponse.AppendResult(offset=start)
+        return types.AppendRowsResponse.serialize(
+            types.AppendRowsResponse(append_result=result, write_stream=name)
+        )
+
+    def _table(self, parent: str) -> str | None:
+        found = re.match(r"^projects/([^/]+)/datasets/([^/]+)/tables/([^/]+)$", parent)
+        table = ".".join(found.groups()) if found else None
+        return table if table in self.schemas else None
+
+    def _stream_table(self, name: str) -> str | None:
+        with self._lock:
+            if name in self.streams:
+                return str(self.streams[name]["table"])
+        if name.endswith("/streams/_default"):
+            return self._table(name.removesuffix("/streams/_default"))
+        return None
+
+    def _schema_problem(self, descriptor: Any, table: str) -> str | None:
+        columns = {n: k for n, k, _ in self.schemas[table]}
+        for field in descriptor.field:
+            if field.name not in columns:
+                return f"Input schema has more fields than BigQuery schema, extra: {field.name}"
+            if field.type not in self._PROTO_TYPES.get(columns[field.name], set()):
+                return (
+                    f"Field {field.name}: proto type {field.type} does not match "
+                    f"{columns[field.name]}"
+                )
+        return None
+
+
+def _message_class(descriptor: Any) -> Any:
+    """The message class of a self-contained ``DescriptorProto`` (nested types inside)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    pool = descriptor_pool.DescriptorPool()
+    file = descriptor_pb2.FileDescriptorProto(name="standin.proto", syntax="proto2")
+    file.message_type.add().CopyFrom(descriptor)
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(descriptor.name))
+
+
+class _WriteHandler:
+    """Routes BigQueryWrite RPCs to the stand-in (raw bytes in and out)."""
+
+    def __init__(self, stand_in: BigQueryWriteStandIn):
+        self.stand_in = stand_in
+
+    def service(self, details: Any) -> Any:
+        import grpc
+
+        method = details.method.removeprefix(BigQueryWriteStandIn._SERVICE)
+        if method == "CreateWriteStream":
+            return grpc.unary_unary_rpc_method_handler(self.stand_in.create)
+        if method == "FinalizeWriteStream":
+            return grpc.unary_unary_rpc_method_handler(self.stand_in.finalize)
+        if method == "AppendRows":
+            return grpc.stream_stream_rpc_method_handler(self.stand_in.append)
+        return None
