@@ -19,6 +19,7 @@ from typing import Any
 
 import apache_beam as beam
 
+from beam_pipeline.runners import shares_local_disk
 from transforms.batch import CutBatches, StreamBatches
 from transforms.config import DeliveryConfig
 from transforms.connectors.secrets import ConfigSecrets
@@ -69,6 +70,7 @@ def build_delivery(
     config: DeliveryConfig,
     streaming: Streaming | None = None,
     read_failures: Any = None,
+    across_chunks: bool = True,
 ) -> dict[str, Any]:
     """Wire Parse -> ... -> Deliver onto a PCollection of raw line chunks.
 
@@ -76,7 +78,8 @@ def build_delivery(
     per connector by count and processing time instead of deterministic cuts inside each
     chunk, retries held or read back from Pub/Sub, dead letters bulked by time.
     ``read_failures`` (lists of dead letters of the read, e.g. unreadable files) join the
-    other failures.
+    other failures. ``across_chunks``: batch only, full objects across chunks (all workers
+    on one machine) or each chunk cut on its own (see :class:`CutBatches`).
 
     Returns the ``written`` (one :class:`~transforms.deliver.Delivered` per batch),
     ``dead_letters`` (paths of dead-letter files) and, with a ``retry_location``, ``retries``
@@ -95,7 +98,7 @@ def build_delivery(
         batches = packaged.records | "Batch" >> StreamBatches(config, clock)
         ready, unbatchable = batches["batches"], batches[DEAD_LETTER]
     else:
-        cut = packaged.records | "Batch" >> CutBatches(config)
+        cut = packaged.records | "Batch" >> CutBatches(config, across_chunks=across_chunks)
         ready, unbatchable = cut.batches, cut[DEAD_LETTER]
     extra_failures = [] if read_failures is None else [read_failures]
     requeued = []
@@ -159,7 +162,10 @@ def build_pipeline(
     ``shards``: how many workers read each file (see :class:`ReadEventChunks`).
     """
     read = p | "Read" >> ReadEventChunks(inputs, chunk_lines, shards)
-    return build_delivery(read.chunks, config, read_failures=read[DEAD_LETTER])
+    # Full objects across chunks need every worker's spilled runs on one disk.
+    return build_delivery(
+        read.chunks, config, read_failures=read[DEAD_LETTER], across_chunks=shares_local_disk(p)
+    )
 
 
 def build_streaming_pipeline(

@@ -120,7 +120,7 @@ def temporary_subscription(topic: str) -> Iterator[str]:
     """
     import uuid
 
-    from google.cloud import pubsub_v1
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined,unused-ignore]
 
     if not topic.startswith("projects/") or "/topics/" not in topic:
         raise ValueError("expected projects/P/topics/T")
@@ -223,6 +223,32 @@ def runner_family(options: Any) -> str:
     runner = options.view_as(StandardOptions).runner
     name = runner if isinstance(runner, str) else type(runner).__name__ if runner else ""
     return name.rsplit(".", 1)[-1].lower().removesuffix("runner")
+
+
+_ONE_MACHINE = {"fnapi", "direct", "bundlebaseddirect", "switchingdirect", "prism", "testdirect"}
+
+
+def shares_local_disk(pipeline: Any) -> bool:
+    """Whether every worker of ``pipeline``'s runner is on this machine (one local disk).
+
+    True for the FnApiRunner, the DirectRunner, Prism and Flink's embedded cluster
+    (``--flink_master=[local]``/``[auto]``); False for Dataflow, a Flink cluster and any
+    runner not known here. Backfills cut full objects across chunks only where it holds
+    (:class:`transforms.batch.CutBatches`).
+    """
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    runner = getattr(pipeline, "runner", None)
+    if isinstance(runner, FnApiRunner):  # LocalRunner (beam_pipeline/local_runner.py) too
+        return True
+    name = type(runner).__name__ if runner is not None else ""
+    family = name.lower().removesuffix("runner") or runner_family(pipeline.options)
+    if family == "flink":
+        from apache_beam.options.pipeline_options import FlinkRunnerOptions
+
+        master = pipeline.options.view_as(FlinkRunnerOptions).flink_master or "[auto]"
+        return master in ("[local]", "[auto]")
+    return family in _ONE_MACHINE
 
 
 FLINK_STREAMING_BUNDLE_MS = 100

@@ -9,16 +9,23 @@ This is the baseline every benchmark figure is a ratio against (see the design's
 1. read each input file (plain or gzip, detected by content) in chunks of
    ``chunk_lines`` raw lines, the job's deterministic chunk boundaries;
 2. :func:`~transforms.rules.events.parse_line` each non-blank line;
-3. per connector, :meth:`RouteRule.select`, :meth:`FieldFilter.apply`,
-   :meth:`Packager.apply` on every event of the chunk (for a connector that changes
+3. :func:`~transforms.rules.route.route_events` on the chunk (so catch-alls get only what
+   no other connector took), then per connector :meth:`FieldFilter.apply` and
+   :meth:`Packager.apply` on every event it took, serializing the record as Package does
+   for connectors that send JSON (for a connector that changes
    nothing, :func:`~transforms.rules.encode.line_json` of the event's line instead);
-4. cut the chunk's records the way ``CutBatches`` does: grouped by rendered prefix in input
-   order, every ``batch.max_events``;
-5. write each batch with the connector's own sink (:class:`FileSink.write`:
-   :func:`encode_batch` and the content-derived :func:`object_name`).
+4. key the records by rendered prefix (:func:`~transforms.rules.naming.key_by_prefix`) and
+   collect them as ``CutBatches`` does (:class:`~transforms.rules.naming.BatchFiller`:
+   sorted runs on disk past its budget);
+5. after the last chunk, merge each (connector, prefix)'s runs and cut them every
+   ``batch.max_events`` (:func:`~transforms.rules.naming.merge_runs`,
+   :func:`~transforms.rules.naming.cut_batches`), writing each batch with the connector's
+   own sink (:class:`FileSink.write`: :func:`encode_batch` and the content-derived
+   :func:`object_name`).
 
-So it writes the same files, byte for byte, as ``python -m beam_pipeline run`` with the
-same ``--chunk-lines`` (``tests/test_bench_regression.py`` checks it). Invalid lines,
+So it writes the same files, byte for byte, as ``python -m beam_pipeline run`` (with any
+``--chunk-lines``: the objects do not depend on it; ``tests/test_bench_regression.py``
+checks it). Invalid lines,
 package failures and unrenderable prefixes are counted, not written: the benchmark
 corpora have none. Batches are written one at a time on the calling thread.
 """
@@ -28,7 +35,10 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -43,10 +53,17 @@ from transforms.config import CompiledConnector, compile_connectors, load_config
 from transforms.connectors import make_sink  # noqa: E402
 from transforms.connectors.base import DeliveryBatch, Sink  # noqa: E402
 from transforms.rules import gzipio  # noqa: E402
-from transforms.rules.encode import line_json  # noqa: E402
+from transforms.rules.encode import dumps, line_json  # noqa: E402
 from transforms.rules.events import event_time_ms, parse_line  # noqa: E402
-from transforms.rules.naming import PrefixError, PrefixTemplate  # noqa: E402
+from transforms.rules.naming import (  # noqa: E402
+    BatchFiller,
+    PrefixTemplate,
+    cut_batches,
+    key_by_prefix,
+    merge_runs,
+)
 from transforms.rules.records import DeadLetter, Packaged  # noqa: E402
+from transforms.rules.route import route_events  # noqa: E402
 
 DEFAULT_CHUNK_LINES = 5000
 """The job's default ``--chunk-lines`` (``transforms.parse``, not imported: it imports Beam)."""
@@ -109,6 +126,8 @@ class Bound:
         self.sinks: dict[str, Sink] = {}
         self.layout: dict[str, tuple[PrefixTemplate, int]] = {}
         self.result = BoundResult(connectors={c.id: ConnectorCounts() for c in connectors})
+        self.folder = tempfile.mkdtemp(prefix="bound-batches-")
+        self.filler = BatchFiller(self.folder)
         for c in self.connectors:
             sink = make_sink(c.id, c.type, c.deliver)
             sink.open()
@@ -117,9 +136,10 @@ class Bound:
             self.layout[c.id] = (prefix, c.deliver.batch.max_events)
 
     def close(self) -> None:
-        """Close every sink."""
+        """Close every sink; remove the spilled runs."""
         for sink in self.sinks.values():
             sink.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     def run_chunk(self, lines: list[bytes]) -> None:
         """Parse, route, filter, package, cut and write one chunk of raw lines."""
@@ -138,15 +158,15 @@ class Bound:
                 events.append(parsed)
                 kept.append(line)
         res.events += len(events)
-        matched = [False] * len(events)
         kinds = [event["event"]["type"] for event in events]
-        for c in self.connectors:
+        # Route's own function, so catch-alls (route.unmatched) get what the job gives them.
+        per_connector, unmatched = route_events([c.route for c in self.connectors], events, kinds)
+        for c, hits in zip(self.connectors, per_connector, strict=True):
             counts = res.connectors[c.id]
             filter_apply, package = c.filter.apply, c.packager.apply
             items: list[Packaged] = []
-            for i in c.route.select(events, kinds):
+            for i in hits:
                 event = events[i]
-                matched[i] = True
                 counts.routed += 1
                 # An unchanged event is sent as its line, as Package does.
                 data = line_json(kept[i]) if c.sends_lines else None
@@ -156,6 +176,8 @@ class Bound:
                     filtered = filter_apply(event)
                     try:
                         record = package(filtered)
+                        # Serialized once, as Package does for connectors sending JSON.
+                        data = dumps(record) if c.record_json else None
                     except Exception:  # the job dead-letters it (stage: package)
                         counts.failed += 1
                         continue
@@ -165,34 +187,34 @@ class Bound:
                         event_time_ms(event),
                         event["event"]["type"],
                         record if data is None else None,
-                        event,
+                        kept[i],  # the line, as Package keeps it (Packaged.event)
                         data,
                     )
                 )
             if items:
                 self._cut_and_write(c.id, items, counts)
-        res.unmatched += matched.count(False)
+        res.unmatched += unmatched
 
     def _cut_and_write(self, cid: str, items: list[Packaged], counts: ConnectorCounts) -> None:
-        prefix, max_events = self.layout[cid]
-        by_prefix: dict[str, list[Packaged]] = {}
-        if prefix.is_constant:
-            by_prefix[prefix.text] = items
-        else:
-            for item in items:
-                try:
-                    key = prefix.render(cid, item.event_type, item.time_ms)
-                except PrefixError:  # the job dead-letters it (stage: batch)
-                    counts.failed += 1
-                    continue
-                by_prefix.setdefault(key, []).append(item)
-        sink = self.sinks[cid]
+        prefix, _ = self.layout[cid]
+        # The job's own keying: rendered prefix groups; what cannot be filed (no event
+        # time, no value for a {field:...}) is dead-lettered there.
+        by_prefix, failed = key_by_prefix(prefix, cid, items)
+        counts.failed += len(failed)
         for key, group in by_prefix.items():
-            for start in range(0, len(group), max_events):
-                written = sink.write(DeliveryBatch(cid, key, group[start : start + max_events]))
+            self.filler.add(cid, key, group)
+
+    def finish(self) -> None:
+        """Write every (connector, prefix)'s records as the job's Batch stage cuts them."""
+        for (cid, key), spilled in self.filler.finish():
+            counts = self.result.connectors[cid]
+            sink = self.sinks[cid]
+            for batch in cut_batches(merge_runs([spilled]), self.layout[cid][1]):
+                written = sink.write(DeliveryBatch(cid, key, batch))
                 counts.delivered += written.events
                 counts.writes += 1
                 counts.bytes += written.bytes
+            os.remove(spilled.path)
 
 
 def expand_inputs(patterns: Sequence[str]) -> list[str]:
@@ -220,6 +242,7 @@ def run_bound(
         for path in expand_inputs(inputs):
             for chunk in read_chunks(path, chunk_lines):
                 bound.run_chunk(chunk)
+        bound.finish()
     finally:
         bound.close()
     bound.result.elapsed_s = time.perf_counter() - started

@@ -550,8 +550,10 @@ def test_a_hanging_receiver_does_not_delay_the_others(
     releaser.join(timeout=60)
     others = [k for k in API_KINDS if k != "elasticsearch"]
     assert sorted(held_when_done) == sorted(others), held_when_done
-    # When each finished, the hung receiver had requests and answered none of them.
-    assert all(n >= 1 and held == n for n, held in held_when_done.values()), held_when_done
+    # When each finished, the hung receiver had answered none of its requests (it may not
+    # have had one yet: backfill batches go out key by key after the shuffle).
+    assert all(held == n for n, held in held_when_done.values()), held_when_done
+    assert any(n >= 1 for n, _ in held_when_done.values()), held_when_done
 
 
 @pytest.mark.parametrize("kind", API_KINDS)

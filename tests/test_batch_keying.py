@@ -22,6 +22,8 @@ RENDERED = [
     "raw/{year}/{month}/{day}/{hour}/",
     "{connector}/{event_type}/{minute}/",
     "x/{hour}/{event_type}-",
+    "n={field:n}/{hour}/",  # read from each record
+    "k={field:kind|none}/{event_type}/",
 ]
 
 times = st.one_of(
@@ -37,7 +39,9 @@ kinds = st.sampled_from(["heartbeat", "error", "seek", "../up", "a/b", ".hidden"
 def records(draw: Any) -> list[Packaged]:
     rows = draw(st.lists(st.tuples(times, kinds), max_size=40))
     return [
-        Packaged(f"e{n}", t, kind, {"n": n}, {"event_id": f"e{n}"})
+        Packaged(
+            f"e{n}", t, kind, {"n": n} | ({"kind": kind} if n % 3 else {}), {"event_id": f"e{n}"}
+        )
         for n, (t, kind) in enumerate(rows)
     ]
 
@@ -50,7 +54,7 @@ def rendered_one_by_one(
     refused: list[str] = []
     for item in items:
         try:
-            key = prefix.render(cid, item.event_type, item.time_ms)
+            key = prefix.render(cid, item.event_type, item.time_ms, item.record)
         except PrefixError:
             refused.append(item.event_id)
             continue
@@ -77,7 +81,7 @@ def test_every_record_ends_in_one_group_or_one_dead_letter(
         assert group, "no empty group"
         indices = [position[item.event_id] for item in group]
         assert indices == sorted(indices), "input order within a group"
-        assert all(prefix.render("conn", i.event_type, i.time_ms) == key for i in group)
+        assert all(prefix.render("conn", i.event_type, i.time_ms, i.record) == key for i in group)
     for letter in failed:
         assert isinstance(letter, DeadLetter)
         assert (letter.stage, letter.connector, letter.reason) == (

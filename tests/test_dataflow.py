@@ -330,3 +330,23 @@ def test_setup_file_sdist_carries_every_module_and_template(tmp_path: Path) -> N
         if p.suffix in (".py", ".yaml") and "__pycache__" not in p.parts
     }
     assert wanted and not wanted - members, sorted(wanted - members)
+
+
+def test_a_dataflow_backfill_cuts_each_chunk_and_a_local_one_full_objects(
+    tmp_path: Path, no_google_credentials: None
+) -> None:
+    # Full objects across chunks read spilled runs from one local disk: not on a cluster.
+    job = translate([*dataflow_flags(tmp_path), "--input=gs://my-bucket/events/*.jsonl.gz"])
+    assert any(n.startswith("Batch/CutEach") for n in names(job))
+    assert not any(n.startswith("Batch/Runs") for n in names(job))
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    from beam_pipeline.runners import shares_local_disk
+
+    assert shares_local_disk(beam.Pipeline(runner=FnApiRunner()))
+    flink = PipelineOptions(["--runner=FlinkRunner", "--flink_master=[local]"])
+    assert shares_local_disk(beam.Pipeline(options=flink))
+    cluster = PipelineOptions(["--runner=FlinkRunner", "--flink_master=flink.example:8081"])
+    assert not shares_local_disk(beam.Pipeline(options=cluster))

@@ -81,8 +81,9 @@ def chunk_lines() -> list[bytes]:
 
 def expected_batches() -> list[tuple[str, str, tuple[str, ...]]]:
     """The whole chunk cut by hand: every event in batches of 4; errors in batches of 3."""
-    ids = [e["event_id"] for e in EVENTS]
-    errors = [e["event_id"] for e in EVENTS if e["event"]["type"] == "error"]
+    # Batch order: event time (the same for all), then event id.
+    ids = sorted(e["event_id"] for e in EVENTS)
+    errors = sorted(e["event_id"] for e in EVENTS if e["event"]["type"] == "error")
     return sorted(
         [("all", "", tuple(ids[i : i + 4])) for i in range(0, len(ids), 4)]
         + [("errors", "error/", tuple(errors[i : i + 3])) for i in range(0, len(errors), 3)]

@@ -10,10 +10,11 @@ for one place::
     #   DeliveryBatch("errors", "error/", [e4, e5])
     #   DeliveryBatch("errors", "seek/", [e6])
 
-- :class:`CutBatches` (backfill) cuts batches inside each chunk, with no shuffle: records
-  are grouped by prefix in input order and cut every ``batch.max_events``. Chunk
-  boundaries are deterministic, so a rerun of the same input produces the same batches
-  and therefore the same content-derived file and object names.
+- :class:`CutBatches` (backfill) gathers each (connector, prefix)'s records from every
+  chunk and worker and cuts them every ``batch.max_events`` in an order that depends on
+  the records only (event time, then event id), so every object is full but the last
+  one per prefix, and a rerun, with any chunk size or number of workers, writes the same
+  batches and therefore the same content-derived file and object names.
 - :class:`StreamBatches` (streaming) keys records by ``(connector, prefix, shard)`` and
   bulks them with ``GroupIntoBatches`` per connector, by count and by time.
 
@@ -24,18 +25,32 @@ dead letter (``stage: batch``, ``reason: prefix_unrenderable``) on the tagged ou
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import os
+import tempfile
+import uuid
+from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import metrics
 from transforms.config import DeliveryConfig
 from transforms.connectors.base import DeliveryBatch
 from transforms.parse import DEAD_LETTER
-from transforms.rules.naming import PrefixTemplate, key_by_prefix, stable_shard
+from transforms.rules.naming import (
+    SPILL_EVENTS,
+    BatchFiller,
+    PrefixTemplate,
+    SpilledRuns,
+    cut_batches,
+    key_by_prefix,
+    merge_runs,
+    stable_shard,
+)
 from transforms.rules.records import Chunk, Packaged, is_last
 
 
@@ -57,7 +72,77 @@ def layouts(config: DeliveryConfig) -> dict[str, Layout]:
     return out
 
 
+class _Fill(beam.DoFn):
+    """Keys each slice's records by prefix and hands them to a :class:`BatchFiller`."""
+
+    def __init__(self, config: DeliveryConfig, folder: str, budget: int):
+        self.config = config
+        self.folder = folder
+        self.budget = budget
+
+    def setup(self) -> None:
+        self.layout = layouts(self.config)
+
+    def start_bundle(self) -> None:
+        self.filler = BatchFiller(self.folder, self.budget)
+
+    def process(self, element: tuple[str, list[Packaged]]) -> Iterator[Any]:
+        cid, items = element
+        # Slices (Chunk.last) need no reassembling: every record joins its key's runs.
+        groups, failed = key_by_prefix(self.layout[cid].prefix, cid, items)
+        add = self.filler.add
+        for key, group in groups.items():
+            add(cid, key, group)
+        if failed:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, failed)
+
+    def finish_bundle(self) -> Iterator[Any]:
+        for key, spilled in self.filler.finish():
+            yield GlobalWindows.windowed_value((key, spilled))
+
+
+SPENT = "spent"
+"""Tag of the spilled files a key's batches were cut from (removed once they are out)."""
+
+
+class _Cut(beam.DoFn):
+    """Merges one (connector, prefix)'s runs and cuts them every ``batch.max_events``."""
+
+    def __init__(self, config: DeliveryConfig):
+        self.config = config
+
+    def setup(self) -> None:
+        self.layout = layouts(self.config)
+
+    def process(self, element: tuple[tuple[str, str], Iterable[SpilledRuns]]) -> Iterator[Any]:
+        (cid, prefix), parts = element
+        parts = list(parts)
+        for batch in cut_batches(merge_runs(parts), self.layout[cid].max_events):
+            yield DeliveryBatch(cid, prefix, Chunk(batch))
+        for part in parts:
+            yield beam.pvalue.TaggedOutput(SPENT, part.path)
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+    with contextlib.suppress(OSError):  # the folder goes with its last file
+        os.rmdir(os.path.dirname(path))
+
+
+class _Outputs(dict[str, Any]):
+    """CutBatches' outputs, by tag and as attributes (``cut.batches``), like a ParDo's."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
 class _CutChunk(beam.DoFn):
+    """Cuts each chunk's records on their own (``CutBatches(across_chunks=False)``)."""
+
     def __init__(self, config: DeliveryConfig):
         self.config = config
 
@@ -114,19 +199,66 @@ class _CutChunk(beam.DoFn):
 
 
 class CutBatches(beam.PTransform):
-    """``(connector_id, [Packaged])`` -> :class:`DeliveryBatch` of at most ``max_events``.
+    """``(connector_id, [Packaged])`` -> :class:`DeliveryBatch` es of ``batch.max_events``.
 
-    Tagged output ``dead_letter``: events whose prefix cannot be rendered.
+    Every (connector, prefix)'s objects hold ``batch.max_events`` records but its last one,
+    across chunks, files and workers: each worker collects its records per key with
+    bounded memory (:class:`~transforms.rules.naming.BatchFiller`: sorted runs on local
+    disk beyond :data:`~transforms.rules.naming.SPILL_EVENTS` records), a ``GroupByKey``
+    brings each key's runs together, and one merge in
+    :func:`~transforms.rules.naming.batch_order` (event time, then id) is cut every
+    ``max_events``, each batch going on as soon as it is full. The order depends on the
+    records only, so the objects (names and bytes) are the same for any
+    ``--chunk-lines``, worker count or read shards, on a rerun and on any runner whose
+    workers share ``folder`` (a local temporary folder by default; removed once read).
+
+    The runs are files, so every worker must see ``folder``: true of the single-machine
+    runners backfills use (the FnApiRunner, Prism, Flink's embedded cluster). On a
+    cluster (Dataflow, a Flink cluster) ``across_chunks=False`` cuts each chunk's records
+    on their own instead (``batch.max_events`` at most; a sparse connector writes small
+    objects there), as the job chooses (:func:`beam_pipeline.runners.shares_local_disk`).
+
+    Outputs ``batches`` and, tagged ``dead_letter``, events whose prefix cannot be
+    rendered (``prefix_unrenderable``).
     """
 
-    def __init__(self, config: DeliveryConfig):
+    def __init__(
+        self,
+        config: DeliveryConfig,
+        folder: str | None = None,
+        budget: int = SPILL_EVENTS,
+        across_chunks: bool = True,
+    ):
         super().__init__()
         self.config = config
+        self.folder = folder
+        self.budget = budget
+        self.across_chunks = across_chunks
 
     def expand(self, records: Any) -> Any:
         """Outputs ``batches`` and ``dead_letter``."""
-        cut = beam.ParDo(_CutChunk(self.config)).with_output_types(DeliveryBatch)
-        return records | cut.with_outputs(DEAD_LETTER, main="batches")
+        if not self.across_chunks:
+            cut_each = beam.ParDo(_CutChunk(self.config)).with_output_types(DeliveryBatch)
+            each = records | "CutEach" >> cut_each.with_outputs(DEAD_LETTER, main="batches")
+            return _Outputs({"batches": each.batches, DEAD_LETTER: each[DEAD_LETTER]})
+        # One folder per job, named when the graph is built: every worker writes below it.
+        folder = self.folder or os.path.join(
+            tempfile.gettempdir(), "telemetry-delivery", f"batches-{uuid.uuid4().hex}"
+        )
+        fill = beam.ParDo(_Fill(self.config, folder, self.budget)).with_output_types(
+            beam.typehints.Tuple[beam.typehints.Tuple[str, str], SpilledRuns]
+        )
+        filled = records | "Fill" >> fill.with_outputs(DEAD_LETTER, main="runs")
+        cut = (
+            filled.runs
+            | "Runs" >> beam.GroupByKey()
+            | "Cut"
+            >> beam.ParDo(_Cut(self.config))
+            .with_output_types(DeliveryBatch)
+            .with_outputs(SPENT, main="batches")
+        )
+        _ = cut[SPENT] | "Settle" >> beam.Reshuffle() | "Remove" >> beam.Map(_remove)
+        return _Outputs({"batches": cut.batches, DEAD_LETTER: filled[DEAD_LETTER]})
 
 
 class _KeyByPrefix(beam.DoFn):

@@ -7,9 +7,23 @@ A prefix is a template rendered from each event's time (UTC)::
     # 'raw/2025/11/26/06/'
 
 Placeholders: ``{year} {month} {day} {hour} {minute}`` (zero-padded, from the event
-time), ``{connector}`` and ``{event_type}``. An event whose time is missing or unreadable
-cannot fill a time placeholder: :meth:`PrefixTemplate.render` raises
-:class:`PrefixError` and the caller dead-letters that event with the reason.
+time), ``{connector}``, ``{event_type}``, and ``{field:PATH}`` or ``{field:PATH|DEFAULT}``
+(partitions by any field, Hive style)::
+
+    p = PrefixTemplate.compile("country={field:metadata.geo.country_code|unknown}/{year}/")
+    p.render("lake", "heartbeat", 1764136800123, {"metadata": {"geo": {"country_code": "US"}}})
+    # 'country=US/2025/'
+
+A ``{field:...}`` value is read from the *record the connector writes* (after its filter
+and package; a dotted key a template flattened, ``"metadata.geo.country_code"``, counts
+too), never from the original event, so a field the connector's filter denies cannot
+reach a name. A string is used as it is, a number or boolean as its JSON text (``4500``,
+``true``); a missing path, ``null``, ``""``, an object or a list has no value: then
+``DEFAULT`` (safe characters only: ``[A-Za-z0-9_.-]``, not starting with ``.``), or,
+without one, the event cannot be filed. An event whose time is missing or unreadable
+cannot fill a time placeholder either: :meth:`PrefixTemplate.render` raises
+:class:`PrefixError` and the caller dead-letters that event with the reason
+(``prefix_unrenderable``).
 
 Event data never decides where bytes land outside the configured place. A value taken
 from an event becomes exactly one safe path segment (:func:`safe_segment`): letters,
@@ -28,23 +42,46 @@ for prefixes read back from stored retry records.
 
 An object's name is derived from its content, ``<prefix><connector>-<digest><ext>``
 where the digest hashes the batch's event ids in order, so a retried or rerun batch
-rewrites the same name instead of creating a duplicate. Plain Python, no Beam import.
+rewrites the same name instead of creating a duplicate.
+
+A backfill's batches are full across chunks and workers: each worker collects its
+records per (connector, prefix) in a :class:`BatchFiller` (sorted runs on disk past a
+budget), and each key's runs, merged in :func:`batch_order` (:func:`merge_runs`), are
+cut every ``batch.max_events`` (:func:`cut_batches`). The order depends on the records
+only, so the batches, hence the names, do not depend on how the input was chunked or
+spread. Plain Python, no Beam import.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import heapq
+import itertools
+import marshal
+import os
+import pickle
 import string
+import struct
 import time
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
-from transforms.rules.records import DeadLetter, Packaged
+import orjson
+
+from transforms.rules.records import DeadLetter, Packaged, record_of
 
 TIME_FIELDS = ("year", "month", "day", "hour", "minute")
-PLACEHOLDERS = (*TIME_FIELDS, "connector", "event_type")
+FIELD = "field"
+"""The placeholder that reads a value of the record: ``{field:PATH}``, ``{field:PATH|DEFAULT}``."""
+PLACEHOLDERS = (*TIME_FIELDS, "connector", "event_type", FIELD)
 """The names a prefix may use."""
+
+_FIELD_EXAMPLE = (
+    "e.g. {field:metadata.geo.country_code} or {field:metadata.geo.country_code|unknown}"
+)
 
 
 MAX_SEGMENT_CHARS = 120
@@ -58,7 +95,6 @@ class PrefixError(ValueError):
     """A prefix that cannot be rendered for an event (e.g. it has no event time)."""
 
 
-@functools.lru_cache(maxsize=4096)
 def safe_segment(value: str) -> str:
     """One path segment that says ``value`` and cannot leave its folder, on any store.
 
@@ -70,7 +106,20 @@ def safe_segment(value: str) -> str:
         >>> safe_segment("heartbeat"), safe_segment("a/b"), safe_segment("..")
         ('heartbeat', 'a%2Fb', '%2E.')
     """
-    data = value.encode("utf-8", "surrogatepass")
+    # Long values (an event field may hold 1 MiB) are neither cached nor encoded whole.
+    if len(value) > _CACHED_CHARS:
+        return _safe_segment(value)
+    return _cached_segment(value)
+
+
+_CACHED_CHARS = 256
+
+
+def _safe_segment(value: str) -> str:
+    whole = value.encode("utf-8", "surrogatepass")
+    # Every byte encodes to at least one character: the first MAX_SEGMENT_CHARS + 1 bytes
+    # say everything the cut text can show; the hash covers the rest.
+    data = whole[: MAX_SEGMENT_CHARS + 1]
     out = "".join(chr(b) if b in _SEGMENT_SAFE else f"%{b:02X}" for b in data)
     if out.startswith("."):
         out = "%2E" + out[1:]
@@ -79,9 +128,12 @@ def safe_segment(value: str) -> str:
         cut = head.rfind("%", len(head) - 2)
         if cut != -1:  # never end inside an escape
             head = head[:cut]
-        digest = hashlib.blake2b(data, digest_size=_HASH_CHARS // 2).hexdigest()
+        digest = hashlib.blake2b(whole, digest_size=_HASH_CHARS // 2).hexdigest()
         out = f"{head}~{digest}"
     return out
+
+
+_cached_segment = functools.lru_cache(maxsize=4096)(_safe_segment)
 
 
 def check_contained(name: str) -> str:
@@ -122,12 +174,54 @@ def _time_parts(minute: int) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
+class FieldRef:
+    """One ``{field:PATH|DEFAULT}`` placeholder, e.g. ``FieldRef("geo.cc", ("geo", "cc"), "none")``.
+
+    ``default`` is the segment used when the record has no value there; None: no default,
+    the event cannot be filed (a ``prefix_unrenderable`` dead letter).
+    """
+
+    path: str
+    keys: tuple[str, ...]
+    default: str | None
+
+    @classmethod
+    def parse(cls, text: str, spec: str) -> FieldRef:
+        """Read the ``PATH|DEFAULT`` of a placeholder in prefix ``text``.
+
+        Raises:
+            ValueError: naming what is wrong and how to write it.
+        """
+        path, bar, default = spec.partition("|")
+        if not path or "{" in spec or "}" in spec:
+            raise ValueError(
+                f"prefix {text!r}: {{field:...}} needs a dotted PATH of the record the "
+                f"connector writes, {_FIELD_EXAMPLE}"
+            )
+        keys = tuple(path.split("."))
+        if not all(keys):
+            raise ValueError(
+                f"prefix {text!r}: path {path!r} has an empty segment; {_FIELD_EXAMPLE}"
+            )
+        if bar and (not default or safe_segment(default) != default):
+            raise ValueError(
+                f"prefix {text!r}: the default {default!r} of {{field:{spec}}} must be "
+                "non-empty, of letters, digits, '_', '-' and '.', not starting with '.' "
+                f"(it is used as written), e.g. {{field:{path}|unknown}}"
+            )
+        return cls(path, keys, default if bar else None)
+
+
+@dataclass(frozen=True)
 class PrefixTemplate:
-    """A compiled prefix template (rendered prefixes are cached per type and minute)."""
+    """A compiled prefix template (rendered prefixes are cached per type, minute and values)."""
 
     text: str
     fields: frozenset[str]
-    _cache: dict[tuple[str, str, int | None], str] = field(
+    refs: tuple[FieldRef, ...] = ()
+    """The ``{field:...}`` placeholders, in order; empty when the prefix reads no record."""
+    _format: str = field(default="", compare=False, repr=False)
+    _cache: dict[tuple[str, str, int | None, tuple[str, ...]], str] = field(
         default_factory=dict, compare=False, repr=False
     )
 
@@ -136,50 +230,115 @@ class PrefixTemplate:
         """Check the placeholders once.
 
         Raises:
-            ValueError: naming an unknown placeholder or a malformed template.
+            ValueError: naming an unknown placeholder or a malformed template, with the fix.
         """
         try:
-            names = {
-                name for _, name, spec, conv in string.Formatter().parse(text) if name is not None
-            }
+            parsed = list(string.Formatter().parse(text))
         except ValueError as exc:
             raise ValueError(f"prefix {text!r} is malformed: {exc}") from exc
+        names: set[str] = set()
+        refs: list[FieldRef] = []
+        pieces: list[str] = []  # the template for str.format_map, {field:..} as {_f<n>}
+        for literal, name, spec, conv in parsed:
+            pieces.append(literal.replace("{", "{{").replace("}", "}}"))
+            if name is None:
+                continue
+            names.add(name)
+            if name == FIELD:
+                if conv:
+                    raise ValueError(
+                        f"prefix {text!r}: {{field}} takes no conversion ('!{conv}'); "
+                        f"{_FIELD_EXAMPLE}"
+                    )
+                refs.append(FieldRef.parse(text, spec or ""))
+                pieces.append(f"{{_f{len(refs) - 1}}}")
+            elif name in PLACEHOLDERS and (spec or conv):
+                raise ValueError(
+                    f"prefix {text!r}: {{{name}}} takes no format or conversion; "
+                    f"write it as {{{name}}}, e.g. 'raw/{{year}}/{{month}}/'"
+                )
+            else:
+                pieces.append("{" + name + "}")
         unknown = names - set(PLACEHOLDERS)
         if unknown:
             raise ValueError(
                 f"prefix {text!r} uses unknown placeholder(s) {sorted(unknown)}; "
-                f"allowed: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}"
+                f"allowed: {', '.join('{' + p + '}' for p in PLACEHOLDERS if p != FIELD)}, "
+                "{field:PATH} and {field:PATH|DEFAULT}"
             )
+        fmt = "".join(pieces)
         if text:
+            sample = dict.fromkeys(names, "x") | {f"_f{n}": "x" for n in range(len(refs))}
             try:
-                check_contained(text.format_map(dict.fromkeys(names, "x")) + "n")
+                check_contained(fmt.format_map(sample) + "n")
             except PrefixError as exc:
                 raise ValueError(
                     f"prefix {text!r} must stay inside the connector's path or bucket: {exc}"
                 ) from exc
-        return cls(text, frozenset(names))
+        return cls(text, frozenset(names), tuple(refs), fmt)
 
     @property
     def is_constant(self) -> bool:
         """True when the prefix does not depend on the event."""
         return not self.fields
 
-    def render(self, connector: str, event_type: str, time_ms: int | None) -> str:
-        """Render the prefix for one event; raise :class:`PrefixError` if it cannot be."""
+    def render(
+        self,
+        connector: str,
+        event_type: str,
+        time_ms: int | None,
+        record: dict[str, Any] | None = None,
+    ) -> str:
+        """Render the prefix for one event; raise :class:`PrefixError` if it cannot be.
+
+        ``record`` is what the connector writes for the event (see :func:`record_of`),
+        which ``{field:...}`` placeholders read; the job always gives it. Without one, each
+        shows as written (``country={field:geo.cc}/2025/``), for callers that check or
+        show the rest of a prefix before any record exists (``validate``, ``dry-run``).
+        """
         if not self.fields:
             return self.text
         minute = time_ms // 60000 if time_ms is not None else None
-        key = (connector, event_type, minute)
+        values: tuple[str, ...] = ()
+        if self.refs:
+            if record is None:
+                values = tuple(_as_written(ref) for ref in self.refs)
+            else:
+                values = tuple(self._value(ref, record) for ref in self.refs)
+        key = (connector, event_type, minute, values)
         cached = self._cache.get(key)
         if cached is None:
-            cached = self._render(connector, event_type, time_ms)
+            cached = self._render(connector, event_type, time_ms, values)
             if len(self._cache) > 4096:
                 self._cache.clear()
             self._cache[key] = cached
         return cached
 
-    def _render(self, connector: str, event_type: str, time_ms: int | None) -> str:
-        values = {"connector": connector, "event_type": safe_segment(event_type)}
+    def _value(self, ref: FieldRef, record: dict[str, Any]) -> str:
+        found = _lookup(record, ref.keys)
+        text = _value_text(found)
+        if text is not None:
+            return safe_segment(text)
+        if ref.default is not None:
+            return ref.default
+        # Says what kind of thing is there, never the value itself.
+        what = {
+            type(None): "null",
+            str: "an empty string",
+            dict: "an object",
+            list: "a list",
+        }.get(type(found), "nothing")
+        raise PrefixError(
+            f"prefix {self.text!r} needs a value at {ref.path} and the record holds {what} "
+            f"there. Fix: give a default, {{field:{ref.path}|unknown}}, or send the field"
+        )
+
+    def _render(
+        self, connector: str, event_type: str, time_ms: int | None, values: tuple[str, ...]
+    ) -> str:
+        parts = {"connector": connector, "event_type": safe_segment(event_type)}
+        for n, value in enumerate(values):
+            parts[f"_f{n}"] = value
         if self.fields & set(TIME_FIELDS):
             if time_ms is None:
                 raise PrefixError(
@@ -187,10 +346,54 @@ class PrefixTemplate:
                     " event.timestamp is missing or unreadable"
                 )
             try:
-                values.update(_time_parts(time_ms // 60000))
+                parts.update(_time_parts(time_ms // 60000))
             except (OverflowError, OSError, ValueError) as exc:
                 raise PrefixError(f"event time {time_ms} cannot be rendered: {exc}") from exc
-        return self.text.format_map(values)
+        return self._format.format_map(parts)
+
+
+_ABSENT = object()
+
+
+def _as_written(ref: FieldRef) -> str:
+    default = "" if ref.default is None else "|" + ref.default
+    return f"{{field:{ref.path}{default}}}"
+
+
+def _lookup(obj: Any, keys: tuple[str, ...]) -> Any:
+    """The value at ``keys`` in ``obj``, a dotted key counting as its segments; else absent.
+
+    ``_lookup({"a.b": 1}, ("a", "b"))`` and ``_lookup({"a": {"b": 1}}, ("a", "b"))`` are 1.
+    """
+    if not isinstance(obj, dict):
+        return _ABSENT
+    for n in range(len(keys), 0, -1):  # the longest dotted key first
+        key = keys[0] if n == 1 else ".".join(keys[:n])
+        if key in obj:
+            found = obj[key] if n == len(keys) else _lookup(obj[key], keys[n:])
+            if found is not _ABSENT:
+                return found
+    return _ABSENT
+
+
+def _value_text(value: Any) -> str | None:
+    """A value as the text of a segment: strings as they are, numbers and booleans as JSON.
+
+    None for what no segment can say: absent, null, ``""``, objects and lists.
+    """
+    kind = type(value)
+    if kind is str:
+        return value or None
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return str(value)
+    if kind is float:
+        try:
+            return orjson.dumps(value).decode()
+        except orjson.JSONEncodeError:
+            return repr(value)
+    return None
 
 
 def batch_digest(event_ids: Iterable[str]) -> str:
@@ -232,19 +435,181 @@ def key_by_prefix(
         key_by_prefix(p, "errors", [error1, seek1, error2])
         # ({"error/": [error1, error2], "seek/": [seek1]}, [])
 
-    A constant prefix renders nothing: ``items`` itself is the one group.
+    A constant prefix renders nothing: ``items`` itself is the one group. A prefix with
+    ``{field:...}`` reads each item's record (:func:`record_of`: parsed back from ``data``
+    when Package kept only the bytes).
     """
     if prefix.is_constant:
         return ({prefix.text: items} if items else {}), []
     groups: dict[str, list[Packaged]] = {}
     failed: list[DeadLetter] = []
+    reads = bool(prefix.refs)
     for item in items:
         try:
-            key = prefix.render(cid, item.event_type, item.time_ms)
-        except PrefixError as exc:
+            record = record_of(item) if reads else None
+            key = prefix.render(cid, item.event_type, item.time_ms, record)
+        except ValueError as exc:  # a PrefixError, or a record that cannot be read back
             failed.append(
                 DeadLetter.for_event("batch", cid, item.event, "prefix_unrenderable", str(exc))
             )
             continue
         groups.setdefault(key, []).append(item)
     return groups, failed
+
+
+# -- full objects in backfills -----------------------------------------------------------
+
+SPILL_EVENTS = 20_000
+"""Records one backfill worker holds before it writes them to disk as sorted runs."""
+
+_FRAME_EVENTS = 16
+"""Records per frame, the unit a merge reads back (a few KiB per run held at a time)."""
+_HEADER = struct.Struct(">IB")  # a frame's length and encoding (marshal, or pickle)
+
+
+def batch_order(item: Packaged) -> tuple[Any, ...]:
+    """Where a record sits in its (connector, prefix)'s backfill objects: by content only.
+
+    Event time first (records without one before the others), then ``event_id``, then the
+    record's bytes; so objects hold consecutive stretches of time, and the order is the
+    same however the input was chunked or spread over workers. Records equal in all three
+    write the same bytes under the same name in either order.
+
+        sorted(items, key=batch_order)  # e.g. [(t=1000, "b"), (t=1000, "c"), (t=2000, "a")]
+    """
+    t = item.time_ms
+    data = item.data
+    if data is None:
+        try:
+            data = orjson.dumps(item.record)
+        except TypeError:
+            data = repr(item.record).encode("utf-8", "surrogatepass")
+    return (t is not None, t if t is not None else 0, item.event_id, data)
+
+
+class SpilledRuns(NamedTuple):
+    """One worker's records of one (connector, prefix), on disk as sorted runs.
+
+    ``path`` is the file, ``runs`` each run's ``(offset, length)`` in it, ``events`` how
+    many records in all. :func:`merge_runs` reads them back in :func:`batch_order`.
+    """
+
+    path: str
+    runs: tuple[tuple[int, int], ...]
+    events: int
+
+
+class BatchFiller:
+    """Collects one backfill worker's records per (connector, prefix), with bounded memory.
+
+    Records are held until ``budget`` of them are, then each (connector, prefix)'s are
+    sorted (:func:`batch_order`) and appended to that key's file below ``folder`` as one
+    run; :meth:`finish` writes what is left and says where everything is::
+
+        filler = BatchFiller("/tmp/spill")
+        filler.add("archive", "heartbeat/06/", records)       # any number of times
+        for (cid, prefix), spilled in filler.finish():        # one per key
+            for batch in cut_batches(merge_runs([spilled, ...]), 1000): ...
+
+    Every worker's runs of a key, merged, give that key's records in one order, whatever
+    the chunks and the workers were: the objects cut from it are the same on every run.
+    """
+
+    def __init__(self, folder: str, budget: int = SPILL_EVENTS):
+        self.folder = folder
+        self.budget = budget
+        self.held = 0
+        self.pending: dict[tuple[str, str], list[Packaged]] = {}
+        self.files: dict[tuple[str, str], tuple[str, list[tuple[int, int]], int]] = {}
+
+    def add(self, cid: str, prefix: str, items: Iterable[Packaged]) -> None:
+        """Take ``items`` (records of connector ``cid`` under ``prefix``)."""
+        held = self.pending.get((cid, prefix))
+        if held is None:
+            held = self.pending[(cid, prefix)] = []
+        before = len(held)
+        held.extend(items)
+        self.held += len(held) - before
+        if self.held >= self.budget:
+            self.spill()
+
+    def spill(self) -> None:
+        """Write every held record to disk, one sorted run per (connector, prefix)."""
+        for key, items in self.pending.items():
+            if items:
+                self._write_run(key, items)
+        self.pending = {}
+        self.held = 0
+
+    def finish(self) -> list[tuple[tuple[str, str], SpilledRuns]]:
+        """Spill what is held; return each key's :class:`SpilledRuns`, and start afresh."""
+        self.spill()
+        out = [
+            (key, SpilledRuns(path, tuple(runs), n)) for key, (path, runs, n) in self.files.items()
+        ]
+        self.files = {}
+        return out
+
+    def _write_run(self, key: tuple[str, str], items: list[Packaged]) -> None:
+        items.sort(key=batch_order)
+        known = self.files.get(key)
+        if known is None:
+            os.makedirs(self.folder, exist_ok=True)
+            path = os.path.join(self.folder, f"{uuid.uuid4().hex}.run")
+            known = self.files[key] = (path, [], 0)
+        path, runs, count = known
+        step = _FRAME_EVENTS
+        blob = b"".join([_frame(items[n : n + step]) for n in range(0, len(items), step)])
+        with open(path, "ab") as out:
+            offset = out.tell()
+            out.write(blob)
+        runs.append((offset, len(blob)))
+        self.files[key] = (path, runs, count + len(items))
+
+
+def _frame(items: list[Packaged]) -> bytes:
+    rows = [tuple(item) for item in items]
+    try:
+        body, kind = marshal.dumps(rows), 0
+    except ValueError:  # a subclass of a builtin (marshal takes exact types only)
+        body, kind = pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL), 1
+    return _HEADER.pack(len(body), kind) + body
+
+
+def _read_run(fd: int, offset: int, length: int) -> Iterator[Packaged]:
+    end = offset + length
+    make = functools.partial(tuple.__new__, Packaged)
+    while offset < end:
+        size, kind = _HEADER.unpack(os.pread(fd, _HEADER.size, offset))
+        body = os.pread(fd, size, offset + _HEADER.size)
+        offset += _HEADER.size + size
+        yield from map(make, marshal.loads(body) if kind == 0 else pickle.loads(body))
+
+
+def merge_runs(spilled: Iterable[SpilledRuns]) -> Iterator[Packaged]:
+    """Every record of some :class:`SpilledRuns` of one key, in :func:`batch_order`.
+
+    Reads each run a frame at a time: memory is a frame per run, never a whole key.
+    """
+    fds: list[int] = []
+    try:
+        runs: list[Iterator[Packaged]] = []
+        for part in spilled:
+            fd = os.open(part.path, os.O_RDONLY)
+            fds.append(fd)
+            runs.extend(_read_run(fd, offset, length) for offset, length in part.runs)
+        # One run is in order already (a sparse key, or a small backfill on one worker).
+        yield from runs[0] if len(runs) == 1 else heapq.merge(*runs, key=batch_order)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def cut_batches(items: Iterable[Packaged], size: int) -> Iterator[list[Packaged]]:
+    """``items`` in batches of ``size``, each given as soon as it is full; the last may be short.
+
+    ``list(cut_batches("abcde", 2))`` is ``[["a", "b"], ["c", "d"], ["e"]]``.
+    """
+    stream = iter(items)
+    while batch := list(itertools.islice(stream, size)):
+        yield batch
