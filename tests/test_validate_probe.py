@@ -243,6 +243,7 @@ def test_epoch_seconds_sent_to_splunk_are_reported_as_1970() -> None:
 )
 @given(second=st.integers(978_307_200, 4_102_444_799))  # 2001-01-01 .. 2099-12-31
 @example(second=1_047_040_140)  # '1047040140000' reads as ISO-8601 1047-04-01 on 3.11
+@example(second=2_013_123_090)  # '2013123090000' reads as ISO-8601 2013-12-30 on 3.11
 def test_any_plausible_time_is_caught_in_seconds_or_microseconds_and_passes_in_ms(
     second: int,
 ) -> None:
@@ -252,8 +253,8 @@ def test_any_plausible_time_is_caught_in_seconds_or_microseconds_and_passes_in_m
     (in_micros,) = probe_config(cfg, make_event(ts=second * 1_000_000 + 7)).problems
     assert "epoch microseconds" in in_micros and f"({second * 1000})" in in_micros
     assert probe_config(cfg, make_event(ts=second * 1000 + 123)).problems == []
-    # A digit string is not epoch ms to the job: unreadable (a dead letter), or on Python
-    # 3.11+ sometimes read as a basic ISO-8601 date ('1047040140000': 1047-04-01).
+    # A digit string is not epoch ms to the job, nor a basic ISO-8601 date (which Python
+    # 3.11 would read: '2013123090000' as 2013-12-30): unreadable, a dead letter.
     for text in (str(second * 1000), str(second)):
         (as_text,) = probe_config(cfg, make_event(ts=text)).problems
         assert "string of digits" in as_text and f"({second * 1000})" in as_text

@@ -247,13 +247,17 @@ _ONE_MS = timedelta(milliseconds=1)
 def to_epoch_ms(value: Any) -> int | None:
     """Read a timestamp (epoch ms number or ISO-8601 string) as epoch ms; None if neither.
 
-    A string without a zone is read as UTC.
+    A string without a zone is read as UTC. A string of digits is no time: it is epoch
+    milliseconds written as text, which Python 3.11 would read as a basic ISO-8601 date
+    (``"2013123090000"`` as 2013-12-30), so it is refused rather than guessed.
     """
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
         return int(value)
     if isinstance(value, str):
+        if value.strip().lstrip("+-").isdigit():
+            return None
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00", 1))
         except ValueError:
