@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beam_pipeline.cli import main as cli_main
 from bench import bound, corpus
+from tests.jobs import delivered_files, write_config
 from transforms.rules.naming import (
     BatchFiller,
     PrefixTemplate,
@@ -146,18 +146,10 @@ def test_a_filler_never_holds_more_than_its_budget(tmp_path: Path) -> None:
     assert [i.event_id for i in merge_runs([runs])] == [f"e{n}" for n in range(1000)]
 
 
-def _files(folder: Path) -> dict[str, bytes]:
-    """Every delivered file below ``folder`` (dead letters and the config excluded)."""
-    return {
-        str(p.relative_to(folder)): p.read_bytes()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != "delivery.yaml" and "dead_letter" not in p.parts
-    }
-
-
 def _catch_all_config(out: Path) -> Path:
-    config: dict[str, Any] = {
-        "connectors": [
+    return write_config(
+        out,
+        [
             {
                 "id": "errors",
                 "type": "file",
@@ -185,12 +177,7 @@ def _catch_all_config(out: Path) -> Path:
                 },
             },
         ],
-        "dead_letter": {"path": str(out / "dead_letter")},
-    }
-    path = out / "delivery.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return path
+    )
 
 
 def test_the_bound_writes_what_the_job_writes_for_a_catch_all(tmp_path: Path) -> None:
@@ -214,7 +201,7 @@ def test_the_bound_writes_what_the_job_writes_for_a_catch_all(tmp_path: Path) ->
     assert code == 0
     result = bound.run_bound(str(_catch_all_config(bound_out)), [str(events)], 1000)
 
-    job_files, bound_files = _files(job_out), _files(bound_out)
+    job_files, bound_files = delivered_files(job_out), delivered_files(bound_out)
     assert any(name.startswith("rest/") for name in job_files), "the catch-all got events"
     assert sorted(job_files) == sorted(bound_files)
     assert [n for n in job_files if job_files[n] != bound_files[n]] == []
@@ -229,8 +216,9 @@ def test_the_bound_writes_what_the_job_writes_for_a_catch_all(tmp_path: Path) ->
 
 
 def _sparse_config(out: Path) -> Path:
-    config: dict[str, Any] = {
-        "connectors": [
+    return write_config(
+        out,
+        [
             {
                 "id": "sparse",
                 "type": "file",
@@ -252,12 +240,7 @@ def _sparse_config(out: Path) -> Path:
                 },
             },
         ],
-        "dead_letter": {"path": str(out / "dead_letter")},
-    }
-    path = out / "delivery.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return path
+    )
 
 
 WORKERS = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
@@ -284,7 +267,7 @@ def test_the_job_writes_full_objects_whatever_the_chunks_and_workers(
     options = ["--chunk-lines", chunk_lines, *extra, "--summary-json", str(summary_path)]
     code = cli_main([*run, "--config", config, *options])
     assert code == 0
-    got, want = _files(out), _files(reference)
+    got, want = delivered_files(out), delivered_files(reference)
     assert sorted(got) == sorted(want)
     assert [n for n in got if got[n] != want[n]] == []
     summary = json.loads(summary_path.read_text())

@@ -15,17 +15,9 @@ import pytest
 
 from beam_pipeline.cli import main as cli_main
 from bench import bound, corpus
+from tests.jobs import delivered_files
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _files(folder: Path) -> dict[str, bytes]:
-    """Every delivered file below ``folder`` (dead letters and the config excluded)."""
-    return {
-        str(p.relative_to(folder)): p.read_bytes()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != "delivery.yaml" and "dead_letter" not in p.parts
-    }
 
 
 WORKERS = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
@@ -59,7 +51,7 @@ def test_bound_writes_the_same_files_as_the_job(
     assert code == 0
     result = bound.run_bound(str(bound_cfg), [pattern], int(chunk))
 
-    job_files, bound_files = _files(job_out), _files(bound_out)
+    job_files, bound_files = delivered_files(job_out), delivered_files(bound_out)
     assert len(parts) == files
     assert len(job_files) > 100  # many batches: every connector, several chunks and prefixes
     assert sorted(job_files) == sorted(bound_files)

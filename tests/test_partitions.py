@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from beam_pipeline.cli import main as cli_main
 from bench import bound, corpus
+from tests.jobs import delivered_files, write_config
 from transforms.config import compile_connectors, parse_config
 from transforms.rules.naming import (
     MAX_SEGMENT_CHARS,
@@ -218,8 +219,9 @@ def test_the_job_partitions_by_a_field_as_the_bound_does(tmp_path: Path) -> None
     (events,) = corpus.ensure_corpus(3_000, seed=5, folder=tmp_path / "cache")
 
     def config(out: Path) -> Path:
-        body = {
-            "connectors": [
+        return write_config(
+            out,
+            [
                 {
                     "id": "lake",
                     "type": "file",
@@ -233,12 +235,7 @@ def test_the_job_partitions_by_a_field_as_the_bound_does(tmp_path: Path) -> None
                     },
                 }
             ],
-            "dead_letter": {"path": str(out / "dead_letter")},
-        }
-        path = out / "delivery.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(body), encoding="utf-8")
-        return path
+        )
 
     job_out, bound_out = tmp_path / "job", tmp_path / "bound"
     code = cli_main(
@@ -246,16 +243,7 @@ def test_the_job_partitions_by_a_field_as_the_bound_does(tmp_path: Path) -> None
     )
     assert code == 0
     bound.run_bound(str(config(bound_out)), [str(events)])
-    job_files = {
-        str(p.relative_to(job_out)): p.read_bytes()
-        for p in sorted((job_out / "lake").rglob("*"))
-        if p.is_file()
-    }
-    bound_files = {
-        str(p.relative_to(bound_out)): p.read_bytes()
-        for p in sorted((bound_out / "lake").rglob("*"))
-        if p.is_file()
-    }
+    job_files, bound_files = delivered_files(job_out), delivered_files(bound_out)
     assert job_files == bound_files
     countries = {name.split("/")[1] for name in job_files}
     assert len(countries) > 3 and all(c.startswith("country=") for c in countries)

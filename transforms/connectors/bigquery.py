@@ -117,7 +117,7 @@ from transforms.connectors.base import (
     StrictModel,
     WriteResult,
 )
-from transforms.rules.encode import dumps, record_json
+from transforms.rules.encode import SCHEMA_TYPES, dumps, record_json
 from transforms.rules.records import record_of
 
 DEFAULT_ROOT = "https://bigquery.googleapis.com"
@@ -149,7 +149,8 @@ TYPES = (
     "JSON",
     "RECORD",
 )
-_ALIASES = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL", "STRUCT": "RECORD"}
+_ALIASES = {name: kind for name, kind in SCHEMA_TYPES.items() if name != kind}
+"""Legacy type names (``INTEGER``, ``BOOLEAN`` ...), as the file formats read them."""
 _CASTS = {"int": "INT64", "float": "FLOAT64", "bool": "BOOL", "string": "STRING"}
 _FORMATS = {
     "iso8601": "TIMESTAMP",
