@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from transforms.pubsub_read import PubSubReading
 
 
+NO_PRISM_SPLITS = "prism_disable_sdf_split"
+"""The Prism experiment that keeps every bundle whole (see :func:`make_pipeline`)."""
+
+
 def make_pipeline(options: Any, skip: Sequence[str] = ()) -> Any:
     """A pipeline on the given runner, or a pinned local one when none is given.
 
@@ -33,10 +37,22 @@ def make_pipeline(options: Any, skip: Sequence[str] = ()) -> Any:
     Prism (set by :func:`use_prism` before this); ``--runner DirectRunner`` gets the
     BundleBasedDirectRunner (the DirectRunner's streaming engine), pinned so it does not
     try to download Prism first.
+
+    On Prism, default or asked for, dynamic splitting is off (:data:`NO_PRISM_SPLITS`):
+    Prism 2.77 splits any bundle that shows no progress, stateful ones included, and hands
+    the residual's keys to a new bundle that reads their state without the primary's
+    writes, so one of the writes is lost (dedup passed two copies of an event; a
+    GroupIntoBatches buffer can lose or repeat elements). The job needs no splitting: its
+    Pub/Sub reader ends every bundle after one pull. Evidence: docs/beam-limits.md,
+    "Prism splits stateful bundles"; tests/test_prism_stateful_split.py.
     """
     import apache_beam as beam
-    from apache_beam.options.pipeline_options import StandardOptions
+    from apache_beam.options.pipeline_options import DebugOptions, StandardOptions
 
+    if runner_family(options) == "prism":
+        debug = options.view_as(DebugOptions)
+        if not debug.lookup_experiment(NO_PRISM_SPLITS):
+            debug.add_experiment(NO_PRISM_SPLITS)
     runner: Any = None
     standard = options.view_as(StandardOptions)
     if standard.streaming and standard.runner in (None, "DirectRunner"):
@@ -147,7 +163,7 @@ def use_prism(options: Any) -> str | None:
     Prism (Beam's portable local runner) is the embedded streaming engine: the binary
     comes from :func:`beam_pipeline.prism.prism_path` (built once with Go, cached), the
     SDK harness runs in this process (``LOOPBACK``) unless ``--environment_type`` says
-    otherwise.
+    otherwise. :func:`make_pipeline` keeps its bundles whole.
     """
     from apache_beam.options.pipeline_options import (
         PortableOptions,

@@ -12,11 +12,15 @@ realistic ones, run three ways:
 (b) a streaming job on the default engine (Prism), reading them from the Pub/Sub emulator
     (the harness of tests/test_streaming_default_engine.py), stopped with SIGTERM once
     every expected output is there (stopping drains),
-(c) a batch job on Flink's embedded cluster (tests/test_flink.py's flags; flink tier).
+(c) a batch job on Flink's embedded cluster (tests/test_flink.py's flags; flink tier),
+(d) a streaming job on Flink's embedded cluster reading them from the Pub/Sub emulator
+    (the same harness as (b) with test_flink's flags; flink tier), stopped as
+    tests/test_flink.py's streaming test stops it: ``--run-for-s`` ends the reading, then
+    Flink drains the job and it finishes by itself.
 
 Per connector the delivered records (every output file parsed, each record a JSON value,
 compared as a multiset: batches are cut differently in streaming) and the dead letters
-``(connector, event_id, stage, reason)`` must be the same in all three runs, and the
+``(connector, event_id, stage, reason)`` must be the same in all four runs, and the
 summary's counts must balance and agree. Independently of the job's rules, every record
 and dead letter of the hand-written events is written out below by hand from the README.
 """
@@ -441,4 +445,56 @@ def test_batch_on_flink_equals_batch_on_the_default_runner(
     check_oracle(got, got_letters)
     assert got == want
     assert got_letters == want_letters
+    assert counts(summary) == want_counts
+
+
+# --- (d) streaming on Flink's embedded cluster, from the Pub/Sub emulator ---------------
+
+FLINK_READ_S = 90
+"""How long the Flink run reads (``--run-for-s``), counted from the command's start: the
+job server and the embedded cluster start within it (under 30 s here), and every message
+was published before, so the reader finds them all; what it has read is then drained."""
+
+
+@pytest.mark.flink
+def test_streaming_on_flink_from_pubsub_equals_batch(
+    tmp_path: Path,
+    pubsub_env: PubSubEmulator,
+    flink_job_server_jar: str,  # noqa: F811
+    reference: tuple[Outputs, Letters, dict[str, Any]],
+) -> None:
+    from google.cloud import pubsub_v1
+
+    want, want_letters, want_counts = reference
+    topic = pubsub_env.create_topic("languages")
+    subscription = pubsub_env.create_subscription(topic)
+    publisher = pubsub_v1.PublisherClient()
+    for future in [publisher.publish(topic, line) for line in input_lines()]:
+        future.result(timeout=30)
+    out = tmp_path / "out"
+    items = yaml.safe_dump(connectors_into(out), sort_keys=False)
+    proc, log = _start_job(
+        tmp_path,
+        "\n".join("  " + line for line in items.splitlines()),
+        "--subscription",
+        subscription,
+        "--run-for-s",
+        str(FLINK_READ_S),
+        "--pubsub-ack",  # the embedded cluster does not checkpoint: ack on reading
+        "immediate",
+        *flink_flags(flink_job_server_jar),
+    )
+    try:
+        proc.wait(timeout=FLINK_READ_S + 300)  # it stops reading, drains and ends by itself
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    printed = (tmp_path / "job.log").read_text()
+    assert proc.returncode == 0, printed[-3000:]
+    got, got_letters = outputs(out), letters(out)
+    check_oracle(got, got_letters)
+    assert got == want  # every record once: nothing missing, duplicated or extra
+    assert got_letters == want_letters
+    summary = json.loads((out / "summary.json").read_text())
     assert counts(summary) == want_counts
