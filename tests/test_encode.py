@@ -42,7 +42,11 @@ def decode(data: bytes, fmt: str) -> list[dict[str, Any]]:
 
 
 # The columnar formats (csv, parquet) hold columns, not JSON records: tests/test_formats.py.
-@pytest.mark.parametrize("fmt", sorted(set(FORMATS) - set(SCHEMA_FORMATS)))
+# Avro takes a schema too, but without one it writes the envelope tested here.
+COLUMNAR = set(SCHEMA_FORMATS) - {"avro"}
+
+
+@pytest.mark.parametrize("fmt", sorted(set(FORMATS) - COLUMNAR))
 def test_formats_round_trip_with_independent_readers(fmt: str) -> None:
     items = packaged(5)
     data = encode_batch(items, fmt)

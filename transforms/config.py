@@ -31,6 +31,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    ModelWrapValidatorHandler,
     SecretStr,
     Tag,
     ValidationError,
@@ -40,7 +41,7 @@ from pydantic import (
 
 from transforms.connectors import CONNECTORS
 from transforms.connectors._api import SECRET_PART
-from transforms.connectors.base import Batch, StrictModel
+from transforms.connectors.base import Batch, ObjectLayout, StrictModel
 from transforms.connectors.secrets import REFERENCE, SecretRef, check_reference
 from transforms.rules.filter import GROUPS, FieldFilter, normalize_pattern
 from transforms.rules.package import (
@@ -426,6 +427,24 @@ class Connector(_Strict):
             # Reported field by field (with full paths) by _deliver_errors.
             raise ValueError(_DELIVER_REPORTED) from None
         return self
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _auto_schema(cls, data: Any, handler: ModelWrapValidatorHandler[Connector]) -> Connector:
+        # A file or object store's ``schema: auto`` is the packaging template's columns,
+        # which its deliver model cannot see: derived here, once, into the deliver section.
+        connector = handler(data)
+        model = deliver_model(connector.type)
+        if not isinstance(data, dict) or model is None or not issubclass(model, ObjectLayout):
+            return connector
+        package = connector.package
+        given = "template" in package.model_fields_set
+        template = package.template if given else CONNECTORS[connector.type].default_template
+        try:
+            deliver = model.derive_schema(connector.deliver, template, package.function)
+        except ValueError as exc:
+            raise ValueError(f"deliver.{exc}") from None  # "deliver.schema: auto ..."
+        return connector if deliver is connector.deliver else handler({**data, "deliver": deliver})
 
     @cached_property
     def deliver_config(self) -> Any:

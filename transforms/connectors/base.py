@@ -51,9 +51,10 @@ from transforms.rules.encode import (
     Encoded,
     Encoding,
     ParquetCompression,
-    compile_schema,
+    avro_schema,
 )
 from transforms.rules.naming import PrefixTemplate
+from transforms.rules.schema import Column, compile_schema, derive_file_schema, schema_spec
 
 __all__ = [
     "Batch",
@@ -175,11 +176,12 @@ with warnings.catch_warnings():
             default=PARQUET_COMPRESSION,
             description="Page codec of parquet files (snappy for readers without zstd).",
         )
-        schema: tuple[dict[str, Any], ...] | None = Field(  # type: ignore[assignment]  # see above
+        schema: tuple[dict[str, Any], ...] | Literal["auto"] | None = Field(  # type: ignore[assignment]  # see above
             default=None,
-            description="csv and parquet: the columns, as a BigQuery schema "
-            "[{name, type, mode, fields}]; a record that does not fit is a dead letter. "
-            "Omitted: every key of each batch, types inferred per batch.",
+            description="csv, parquet and avro: the columns, as a BigQuery schema "
+            "[{name, type, mode, fields}], or auto: derived from the packaging template "
+            "(cast: int is INT64...); a record that does not fit is a dead letter. "
+            "Omitted: every key of each batch, types inferred per batch (avro: an envelope).",
         )
 
         @field_validator("prefix")
@@ -190,8 +192,8 @@ with warnings.catch_warnings():
 
         @field_validator("schema")
         @classmethod
-        def _schema(cls, schema: Sequence[dict[str, Any]] | None) -> Any:
-            if schema is not None:
+        def _schema(cls, schema: Sequence[dict[str, Any]] | str | None) -> Any:
+            if schema is not None and not isinstance(schema, str):
                 compile_schema(list(schema))
             return schema
 
@@ -202,7 +204,46 @@ with warnings.catch_warnings():
                     f"schema applies to the formats {', '.join(SCHEMA_FORMATS)}, not "
                     f"{self.format!r}: remove it or change the format"
                 )
+            if self.format == "avro" and not isinstance(self.schema, (str, type(None))):
+                avro_schema(compile_schema(list(self.schema)))  # names Avro cannot hold
             return self
+
+        @classmethod
+        def derive_schema(
+            cls, deliver: dict[str, Any], template: Any, function: str | None
+        ) -> dict[str, Any]:
+            """``deliver`` with ``schema: auto`` replaced by the columns ``template`` gives.
+
+            Called by the connector's validation (:class:`transforms.config.Connector`),
+            which knows the packaging template; ``deliver`` is returned as it is unless
+            its schema is ``auto``::
+
+                >>> ObjectLayout.derive_schema(
+                ...     {"format": "csv", "schema": "auto"},
+                ...     {"fields": {"n": {"path": "x", "cast": "int"}}}, None)["schema"]
+                [{'name': 'n', 'type': 'INT64', 'mode': 'NULLABLE'}]
+
+            Raises:
+                SchemaError: the columns are not known before the records are made (no
+                    template, a ``package.function``, a ``"*"`` spread), naming the fix.
+            """
+            if deliver.get("schema") != "auto":
+                return deliver
+            columns = derive_file_schema(template, function)
+            return {**deliver, "schema": schema_spec(columns)}
+
+        def columns(self) -> tuple[Column, ...] | None:
+            """The declared columns, compiled; None without a schema."""
+            if self.schema is None:
+                return None
+            if isinstance(self.schema, str):
+                # Only a deliver section validated on its own keeps "auto": a connector's
+                # validation replaces it with the template's columns (derive_schema).
+                raise ValueError(
+                    "schema: auto needs the connector's packaging template: validate the "
+                    "whole connector (transforms.config), not its deliver section alone"
+                )
+            return compile_schema(list(self.schema))
 
         def encoding(self) -> Encoding:
             """The :class:`~transforms.rules.encode.Encoding` these fields describe."""
@@ -211,7 +252,7 @@ with warnings.catch_warnings():
                 gzip_level=self.gzip_level,
                 zstd_level=self.zstd_level,
                 parquet_compression=self.parquet_compression,
-                schema=None if self.schema is None else compile_schema(list(self.schema)),
+                schema=self.columns(),
             )
 
 

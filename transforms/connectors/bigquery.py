@@ -87,13 +87,12 @@ import re
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
-from importlib import resources
+from functools import cached_property
 from typing import Any, Literal
 from urllib.parse import quote
 
 import orjson
-import yaml
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from transforms.connectors._api import (
     ApiDeliver,
@@ -117,8 +116,14 @@ from transforms.connectors.base import (
     StrictModel,
     WriteResult,
 )
-from transforms.rules.encode import SCHEMA_TYPES, dumps, record_json
+from transforms.rules import schema as schemas
+from transforms.rules.encode import dumps, record_json
 from transforms.rules.records import record_of
+from transforms.rules.schema import BIGQUERY_TYPES, Column, compile_schema, row_problems
+
+# Re-exported: the connector's own names for the schema rules (tests, docs).
+from transforms.rules.schema import TYPES as TYPES
+from transforms.rules.schema import derive_schema as derive_schema
 
 DEFAULT_ROOT = "https://bigquery.googleapis.com"
 EMULATOR_ENV = "BIGQUERY_EMULATOR_HOST"
@@ -133,46 +138,20 @@ RETRYABLE_REASONS = frozenset(
 RETRYABLE_ROW_REASONS = frozenset({"stopped", "backendError", "timeout", "internalError"})
 """Per-row reasons of rows BigQuery did not judge invalid (resending them may succeed)."""
 
-TYPES = (
-    "STRING",
-    "BYTES",
-    "INT64",
-    "FLOAT64",
-    "NUMERIC",
-    "BIGNUMERIC",
-    "BOOL",
-    "TIMESTAMP",
-    "DATE",
-    "TIME",
-    "DATETIME",
-    "GEOGRAPHY",
-    "JSON",
-    "RECORD",
-)
-_ALIASES = {name: kind for name, kind in SCHEMA_TYPES.items() if name != kind}
-"""Legacy type names (``INTEGER``, ``BOOLEAN`` ...), as the file formats read them."""
-_CASTS = {"int": "INT64", "float": "FLOAT64", "bool": "BOOL", "string": "STRING"}
-_FORMATS = {
-    "iso8601": "TIMESTAMP",
-    "epoch_ms": "INT64",
-    "epoch_s": "INT64",
-    "%Y-%m-%d": "DATE",
-    "%Y-%m-%dT%H:%M:%S": "DATETIME",
-    "%Y-%m-%d %H:%M:%S": "DATETIME",
-}
-_WIDER = {"INT64": {"FLOAT64", "NUMERIC", "BIGNUMERIC"}, "FLOAT64": {"NUMERIC", "BIGNUMERIC"}}
-"""Derived types a column of a wider type takes as they are (an INT64 into FLOAT64)."""
-
 _PROJECT = r"(?:[a-z][a-z0-9.-]{0,61}[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]"
 _DATASET = r"[A-Za-z0-9_]{1,1024}"
 _TABLE = r"[\w\- ]{1,1024}"
 _TABLE_NAME = re.compile(rf"^({_PROJECT})\.({_DATASET})\.({_TABLE})$")
 _INT_TEXT = re.compile(r"^[+-]?\d+$")
-_DATE_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 class SchemaField(StrictModel):
-    """One column: ``{name: bitrate_kbps, type: INT64, mode: NULLABLE}``."""
+    """One column as the config declares it: ``{name: bitrate_kbps, type: INT64}``.
+
+    Validates the config (with the field's path in errors); everything after validation
+    reads the :class:`~transforms.rules.schema.Column` values it compiles to
+    (:attr:`BigQueryDeliver.columns`).
+    """
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,299}$", description="Column name.")
     type: str = Field(description="BigQuery type: " + ", ".join(TYPES) + " (or legacy names).")
@@ -186,8 +165,8 @@ class SchemaField(StrictModel):
     def _type(cls, value: Any) -> Any:
         if not isinstance(value, str):
             return value
-        kind = _ALIASES.get(value.upper(), value.upper())
-        if kind not in TYPES:
+        kind = BIGQUERY_TYPES.get(value.upper())
+        if kind is None:
             raise ValueError(f"type {value!r} is not a BigQuery type; one of {', '.join(TYPES)}")
         return kind
 
@@ -259,6 +238,16 @@ with warnings.catch_warnings():
                 return None
             check_endpoint(endpoint)
             return endpoint.rstrip("/")
+
+        @model_validator(mode="after")
+        def _compiles(self) -> BigQueryDeliver:
+            _ = self.columns  # a RECORD without fields, fields on a scalar: refused here
+            return self
+
+        @cached_property
+        def columns(self) -> tuple[Column, ...] | None:
+            """The declared schema as columns (compiled once), or None for ``auto``."""
+            return None if isinstance(self.schema, str) else columns_of(self.schema)
 
         def parts(self) -> tuple[str, str, str]:
             """``(project, dataset, table)`` of :attr:`table`."""
@@ -517,23 +506,23 @@ def storage_target(endpoint: str | None) -> tuple[str, bool]:
     return (host if ":" in host else host + (":80" if anonymous else ":443")), anonymous
 
 
-def row_descriptor(schema: Sequence[SchemaField], name: str = "Row") -> Any:
+def row_descriptor(schema: Sequence[Column], name: str = "Row") -> Any:
     """A self-contained proto2 ``DescriptorProto`` of rows of ``schema`` (RECORDs nested).
 
-    >>> [f.name for f in row_descriptor([SchemaField(name="n", type="INT64")]).field]
+    >>> [f.name for f in row_descriptor([Column("n", "INT64")]).field]
     ['n']
     """
     from google.protobuf import descriptor_pb2
 
     top = descriptor_pb2.DescriptorProto(name=name)
 
-    def fill(message: Any, fields: Sequence[SchemaField]) -> None:
+    def fill(message: Any, fields: Sequence[Column]) -> None:
         for number, column in enumerate(fields, 1):
             field = message.field.add(name=column.name, number=number, type=_PROTO[column.type])
             field.label = 3 if column.mode == "REPEATED" else 1  # repeated / optional
             if column.type == "RECORD":
                 nested = top.nested_type.add(name=f"R{len(top.nested_type)}")
-                fill(nested, column.fields or [])
+                fill(nested, column.fields)
                 field.type_name = f".{name}.{nested.name}"
 
     fill(top, schema)
@@ -551,7 +540,7 @@ def row_class(descriptor: Any) -> Any:
     return message_factory.GetMessageClass(pool.FindMessageTypeByName(descriptor.name))
 
 
-def encode_row(message: Any, record: Mapping[str, Any], schema: Sequence[SchemaField]) -> None:
+def encode_row(message: Any, record: Mapping[str, Any], schema: Sequence[Column]) -> None:
     """Fill ``message`` from ``record``; ValueError saying where and why BigQuery would not.
 
     The values BigQuery's JSON API takes are taken (``"42"`` into INT64, an ISO 8601 text or
@@ -580,12 +569,12 @@ def encode_row(message: Any, record: Mapping[str, Any], schema: Sequence[SchemaF
             setattr(message, key, _scalar(column.type, value, key))
 
 
-def _record(message: Any, value: Any, column: SchemaField, where: str) -> None:
+def _record(message: Any, value: Any, column: Column, where: str) -> None:
     if not isinstance(value, dict):
         raise ValueError(f"invalid at {where}: This field: {where} is not a record")
     message.SetInParent()
     try:
-        encode_row(message, value, column.fields or [])
+        encode_row(message, value, column.fields)
     except ValueError as exc:
         raise ValueError(str(exc).replace("invalid at ", f"invalid at {where}.", 1)) from None
 
@@ -682,9 +671,7 @@ class StorageWriteSink(Sink):
         self._open_error: DeliveryError | None = None
         self._credentials: Any = None
         self._stream: str | None = None
-        self._schema: list[SchemaField] | None = (
-            None if isinstance(deliver.schema, str) else list(deliver.schema)
-        )
+        self._schema: tuple[Column, ...] | None = deliver.columns
         self._row_class: Any = None
         self._descriptor: Any = None
         self._next = 0
@@ -945,7 +932,11 @@ class StorageWriteSink(Sink):
                 retryable=code in RETRYABLE_GRPC,
             ) from None
         if self._schema is None:  # auto: the table's own columns
-            self._schema = [_column(f) for f in stream.table_schema.fields]
+            self._schema = compile_schema(
+                [_field_spec(f) for f in stream.table_schema.fields],
+                "the table's schema",
+                BIGQUERY_TYPES,
+            )
         self._descriptor = row_descriptor(self._schema)
         self._row_class = row_class(self._descriptor)
         self._stream = stream.name
@@ -962,7 +953,7 @@ class StorageWriteSink(Sink):
         if not isinstance(record, dict):
             raise ValueError(f"a row must be a JSON object, not a {type(record).__name__}")
         message = self._row_class()
-        encode_row(message, record, self._schema or [])
+        encode_row(message, record, self._schema or ())
         return bytes(message.SerializeToString())
 
     def _say(self, exc: BaseException) -> str:
@@ -979,139 +970,43 @@ def _grpc_name(code: int) -> str:
     return f"code {code}"
 
 
-def _column(field: Any) -> SchemaField:
-    """A ``TableFieldSchema`` of the Storage API as a :class:`SchemaField`."""
+def _field_spec(field: Any) -> dict[str, Any]:
+    """A ``TableFieldSchema`` of the Storage API as a schema field ``{name, type, mode}``."""
     kind = {"DOUBLE": "FLOAT64", "STRUCT": "RECORD", "INT64": "INT64"}.get(
         field.type_.name, field.type_.name
     )
     mode = field.mode.name if field.mode.name in ("REQUIRED", "REPEATED") else "NULLABLE"
-    inner = [_column(f) for f in field.fields] if kind == "RECORD" else None
-    return SchemaField.model_validate(
-        {"name": field.name, "type": kind, "mode": mode, "fields": inner}
-    )
+    inner = [_field_spec(f) for f in field.fields] if kind == "RECORD" else None
+    return {"name": field.name, "type": kind, "mode": mode, "fields": inner}
 
 
-# -- schema rules (plain functions: validate's probe and the tests use them) --------------------
+# -- schema checks (validate's probe and the tests use them; the rules are rules.schema's) -----
 
 
-def template_spec(template: str | Mapping[str, Any] | None) -> Mapping[str, Any]:
-    """A packaging template's mapping: ``templates/<name>.yaml`` read, or inline as given.
+def columns_of(schema: Sequence[SchemaField] | Sequence[Column]) -> tuple[Column, ...]:
+    """A declared schema as :class:`~transforms.rules.schema.Column` values.
 
-    None (no template: the filtered event is the row) has no fields to check.
+    >>> columns_of([SchemaField(name="n", type="INTEGER")])
+    (Column(name='n', type='INT64', mode='NULLABLE', fields=()),)
     """
-    if template is None:
-        return {}
-    if not isinstance(template, str):
-        return template
-    spec = yaml.safe_load(resources.files("templates").joinpath(f"{template}.yaml").read_text())
-    return spec if isinstance(spec, dict) else {}
-
-
-def _spec_type(spec: Any) -> str | None:
-    """The BigQuery type a template field gives, or None when only the data would say."""
-    envelope = {"event_id": "STRING", "session_id": "STRING", "event.type": "STRING"}
-    if isinstance(spec, str):
-        return envelope.get(spec)
-    if not isinstance(spec, Mapping):
-        return None
-    if spec.get("cast") in _CASTS:
-        return _CASTS[spec["cast"]]
-    if "map" in spec:
-        values = [
-            *dict(spec["map"]).values(),
-            *([spec["map_default"]] if "map_default" in spec else []),
-        ]
-        kinds = {_value_type(v) for v in values}
-        return kinds.pop() if len(kinds) == 1 and "map_default" in spec else None
-    if isinstance(spec.get("format"), str):
-        return _FORMATS.get(spec["format"], "STRING")
-    if "const" in spec:
-        return _value_type(spec["const"])
-    if "concat" in spec:
-        return "STRING"
-    return envelope.get(spec.get("path", "")) if isinstance(spec.get("path"), str) else None
-
-
-def _value_type(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return "BOOL"
-    if isinstance(value, int):
-        return "INT64"
-    if isinstance(value, float):
-        return "FLOAT64"
-    return "STRING" if isinstance(value, str) else None
-
-
-def _columns(template: Mapping[str, Any]) -> dict[str, Any]:
-    """Top-level column name -> the field spec (a dict of specs for a nested RECORD)."""
-    sep = template.get("flatten")
-    out: dict[str, Any] = {}
-    for key, spec in dict(template.get("fields") or {}).items():
-        key = str(key)
-        if key == "*":
-            continue  # a spread's keys are the data's
-        if "." in key and isinstance(sep, str):
-            out[key.replace(".", sep)] = spec
-        elif "." in key:
-            head, rest = key.split(".", 1)
-            nested = out.setdefault(head, {"\0record": {}})
-            if isinstance(nested, dict) and "\0record" in nested:
-                nested["\0record"][rest] = spec
-        else:
-            out[key] = spec
-    return out
-
-
-def derive_schema(template: str | Mapping[str, Any]) -> list[SchemaField]:
-    """``schema: auto``: the columns a template's fields give (see the module docstring).
-
-    >>> [(f.name, f.type) for f in derive_schema({"fields": {"n": {"path": "x", "cast": "int"}}})]
-    [('n', 'INT64')]
-    """
-    out = []
-    for name, spec in _columns(template_spec(template)).items():
-        if isinstance(spec, dict) and "\0record" in spec:
-            inner = derive_schema({"fields": spec["\0record"]})
-            out.append(SchemaField(name=name, type="RECORD", fields=inner))
-        else:
-            out.append(SchemaField(name=name, type=_spec_type(spec) or "STRING"))
-    return out
+    if all(isinstance(c, Column) for c in schema):
+        return tuple(c for c in schema if isinstance(c, Column))
+    specs = [c.model_dump(exclude_none=True) if isinstance(c, SchemaField) else c for c in schema]
+    return compile_schema(specs, "schema", BIGQUERY_TYPES)
 
 
 def check_template(
-    template: str | Mapping[str, Any] | None, schema: Sequence[SchemaField] | str
+    template: str | Mapping[str, Any] | None,
+    schema: Sequence[SchemaField] | Sequence[Column] | str,
 ) -> list[str]:
     """What a declared schema says against a template's fields (empty: they agree).
 
-    A field with no column, a field whose type (from its ``cast``/``format``/constant)
-    the column does not take, and a ``REQUIRED`` column no field fills.
+    ``schema`` is ``deliver.schema`` (``auto``: the table follows the template, nothing to
+    check) or columns; see :func:`transforms.rules.schema.check_template`.
     """
-    if isinstance(schema, str) or template is None:
-        return []  # auto: the schema is the template's; no template: only records say
-    columns = {f.name: f for f in schema}
-    problems = []
-    fields = _columns(template_spec(template))
-    for name, spec in fields.items():
-        column = columns.get(name)
-        if column is None:
-            problems.append(
-                f"template field {name!r} has no column in the schema "
-                "(BigQuery: no such field); add the column or drop the field"
-            )
-            continue
-        kind = "RECORD" if isinstance(spec, dict) and "\0record" in spec else _spec_type(spec)
-        if kind is not None and kind != column.type and column.type not in _WIDER.get(kind, ()):
-            problems.append(
-                f"template field {name!r} gives {kind} but column {name!r} is "
-                f"{column.type}; change the field's cast/format or the column"
-            )
-    for name, column in columns.items():
-        if column.mode == "REQUIRED" and name not in fields:
-            problems.append(
-                f"REQUIRED column {name!r} has no template field: every row would "
-                "be refused (Missing required field)"
-            )
-    return problems
+    if isinstance(schema, str):
+        return []
+    return schemas.check_template(template, columns_of(schema))
 
 
 def check_record(item: Any, deliver: Any, connector_id: str) -> str | None:
@@ -1120,52 +1015,14 @@ def check_record(item: Any, deliver: Any, connector_id: str) -> str | None:
     For ``validate``'s probe (``RECORD_CHECKS``); None when it would take it, or when the
     schema is ``auto``.
     """
-    schema = deliver.schema
-    if isinstance(schema, str):
+    columns = deliver.columns
+    if columns is None:
         return None
     record = item.record
     if not isinstance(record, dict):
         return f"BigQuery: a row must be a JSON object, not a {type(record).__name__}"
-    problems = _row_problems(record, schema)
+    problems = row_problems(record, columns)
     return "BigQuery would refuse the row: " + "; ".join(problems) if problems else None
-
-
-def _row_problems(record: Mapping[str, Any], schema: Sequence[SchemaField]) -> list[str]:
-    columns = {f.name: f for f in schema}
-    problems = [f"no such field {k!r}" for k in record if k not in columns]
-    for name, column in columns.items():
-        value = record.get(name)
-        if value is None:
-            if column.mode == "REQUIRED":
-                problems.append(f"missing REQUIRED {name!r}")
-            continue
-        values = value if column.mode == "REPEATED" and isinstance(value, list) else [value]
-        if column.mode == "REPEATED" and not isinstance(value, list):
-            problems.append(f"{name!r} is REPEATED but not a list")
-        elif not all(_takes(column, v) for v in values):
-            problems.append(f"{name!r} ({column.type}) cannot take {dumps(value)[:60]!r}")
-    return problems
-
-
-def _takes(column: SchemaField, value: Any) -> bool:
-    kind = column.type
-    if kind == "INT64":
-        return (isinstance(value, int) and not isinstance(value, bool)) or (
-            isinstance(value, str) and _INT_TEXT.match(value) is not None
-        )
-    if kind in ("FLOAT64", "NUMERIC", "BIGNUMERIC"):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind == "BOOL":
-        return isinstance(value, bool)
-    if kind == "DATE":
-        return isinstance(value, str) and _DATE_TEXT.match(value) is not None
-    if kind == "RECORD":
-        return isinstance(value, dict) and not _row_problems(value, column.fields or [])
-    if kind == "STRING":
-        return not isinstance(value, (dict, list))
-    if kind in ("BYTES", "TIMESTAMP", "DATETIME", "TIME", "GEOGRAPHY"):
-        return isinstance(value, (str, int, float)) and not isinstance(value, bool)
-    return True  # JSON takes anything
 
 
 def make_sink(connector_id: str, deliver: Any) -> Sink:

@@ -12,7 +12,7 @@ format          extension     content
 ``ndjson.gz``   .ndjson.gz    the same, gzip-compressed (deterministic bytes: no mtime)
 ``ndjson.zst``  .ndjson.zst   the same, zstd-compressed (one frame, content size, checksum)
 ``json_array``  .json         one JSON array of objects
-``avro``        .avro         Avro object container (fastavro, deflate); see :data:`AVRO_SCHEMA`
+``avro``        .avro         Avro object container (fastavro, deflate); see :func:`avro_schema`
 ``csv``         .csv          RFC 4180 CSV with a header row; see :func:`encode_csv`
 ``csv.gz``      .csv.gz       the same, gzip-compressed
 ``csv.zst``     .csv.zst      the same, zstd-compressed
@@ -25,7 +25,9 @@ output is also safe for JavaScript and for line splitters that treat them as new
 
 Parquet and CSV are columnar: their columns come from a declared ``schema`` (the shape
 BigQuery uses, see :func:`compile_schema`), or, without one, from the batch itself (every
-key of the batch, in first-seen order). A record that does not fit the declared schema is
+key of the batch, in first-seen order). Avro with a ``schema`` writes typed records
+(:func:`avro_schema`); without one, an envelope that holds each record as JSON text
+(:data:`AVRO_SCHEMA`). A record that does not fit the declared schema is
 *refused* on its own (:attr:`Encoded.refused`): the connector writes the others and makes
 the refused one a dead letter. The same batch always encodes to the same bytes, whatever
 the format (object names derive from the batch's event ids, and create-only writes
@@ -40,7 +42,7 @@ import csv
 import datetime
 import io
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -53,6 +55,11 @@ import zstandard
 from transforms.rules import gzipio
 from transforms.rules.events import to_epoch_ms
 from transforms.rules.records import Packaged, record_of
+from transforms.rules.schema import Column
+
+# Re-exported: the file formats' importers (tests, bench/formats.py) name them from here.
+from transforms.rules.schema import SchemaError as SchemaError
+from transforms.rules.schema import compile_schema as compile_schema
 
 FORMATS = {
     "ndjson": ".ndjson",
@@ -67,8 +74,8 @@ FORMATS = {
 }
 """Each format and the file extension it is written with."""
 
-SCHEMA_FORMATS = ("csv", "csv.gz", "csv.zst", "parquet")
-"""The formats a declared ``schema`` applies to (their columns)."""
+SCHEMA_FORMATS = ("csv", "csv.gz", "csv.zst", "parquet", "avro")
+"""The formats a ``schema`` applies to (their columns; Avro's typed records)."""
 
 GZIP_LEVEL = 6
 """Default gzip compression level (the gzip tool's default; a good size/CPU balance).
@@ -105,7 +112,8 @@ AVRO_SCHEMA: dict[str, Any] = {
         {"name": "record", "type": "string"},
     ],
 }
-"""The Avro schema: typed envelope fields plus the whole record as JSON text."""
+"""The Avro schema without a declared ``schema``: typed envelope fields plus the whole
+record as JSON text (any record shape fits)."""
 
 _PARSED_AVRO_SCHEMA = fastavro.parse_schema(AVRO_SCHEMA)
 
@@ -203,106 +211,6 @@ class EncodeError(ValueError):
     """A record the format's declared schema cannot hold."""
 
 
-class SchemaError(ValueError):
-    """A declared schema that cannot be used; the message names the field and the fix."""
-
-
-# -- declared schemas ----------------------------------------------------------------------------
-
-SCHEMA_TYPES = {
-    "STRING": "STRING",
-    "INT64": "INT64",
-    "INTEGER": "INT64",
-    "FLOAT64": "FLOAT64",
-    "FLOAT": "FLOAT64",
-    "BOOL": "BOOL",
-    "BOOLEAN": "BOOL",
-    "TIMESTAMP": "TIMESTAMP",
-    "DATE": "DATE",
-    "JSON": "JSON",
-    "RECORD": "RECORD",
-    "STRUCT": "RECORD",
-}
-"""A schema field's ``type`` (BigQuery's names, legacy aliases included) -> its kind."""
-
-SCHEMA_MODES = ("NULLABLE", "REQUIRED", "REPEATED")
-"""A schema field's ``mode`` (default ``NULLABLE``)."""
-
-
-@dataclass(frozen=True)
-class Column:
-    """One field of a declared schema (or of a schema inferred from a batch).
-
-    ``kind`` is a :data:`SCHEMA_TYPES` value, or ``UINT64`` (inferred only: integers past
-    int64 that are never negative). ``fields`` are a ``RECORD``'s own fields.
-    """
-
-    name: str
-    kind: str
-    mode: str = "NULLABLE"
-    fields: tuple[Column, ...] = ()
-
-
-def compile_schema(spec: Any, where: str = "schema") -> tuple[Column, ...]:
-    """Check a declared schema and compile it: a list of ``{name, type, mode, fields}``.
-
-    The shape is BigQuery's table schema (as in its JSON schema files), so one schema
-    serves a BigQuery table and the lake's Parquet files::
-
-        >>> compile_schema([{"name": "bitrate", "type": "INT64"},
-        ...                 {"name": "geo", "type": "RECORD",
-        ...                  "fields": [{"name": "country_code", "type": "STRING"}]}])[1].kind
-        'RECORD'
-
-    What each type accepts: ``STRING`` text; ``INT64`` an integer in int64 (never a
-    bool); ``FLOAT64`` a number; ``BOOL`` true/false; ``TIMESTAMP`` epoch milliseconds
-    or ISO-8601 text (read as UTC without a zone; Parquet ``TIMESTAMP(MILLIS, UTC)``);
-    ``DATE`` ``YYYY-MM-DD`` text; ``JSON`` any value, written as its JSON text (Parquet's
-    JSON logical type); ``RECORD`` an object with the listed ``fields`` (a Parquet
-    struct). ``REQUIRED``: never null or missing; ``REPEATED``: a list of such values
-    (null is an empty list). A key that is not in the schema is refused too, as BigQuery
-    refuses it, rather than dropped unseen: add it to the schema or remove it with the
-    connector's filter or template. Use the template's ``cast`` to make values fit.
-
-    Raises:
-        SchemaError: naming the field's position (``schema[2].fields[0]``) and the fix.
-    """
-    if not isinstance(spec, (list, tuple)) or not spec:
-        raise SchemaError(f"{where} must be a non-empty list of {{name, type, mode}} fields")
-    columns: list[Column] = []
-    seen: set[str] = set()
-    for n, field in enumerate(spec):
-        at = f"{where}[{n}]"
-        if not isinstance(field, Mapping):
-            raise SchemaError(f"{at} must be a mapping {{name, type, mode}}, not {field!r}")
-        unknown = sorted(set(field) - {"name", "type", "mode", "fields", "description"})
-        if unknown:
-            raise SchemaError(f"{at}: unknown key {', '.join(map(repr, unknown))}")
-        name, kind = field.get("name"), field.get("type")
-        if not isinstance(name, str) or not name:
-            raise SchemaError(f"{at}: 'name' must be a non-empty string")
-        if name in seen:
-            raise SchemaError(f"{at}: names {name!r} twice; each name once")
-        seen.add(name)
-        if not isinstance(kind, str) or kind.upper() not in SCHEMA_TYPES:
-            raise SchemaError(
-                f"{at} ({name!r}): type {kind!r} is not one of {', '.join(SCHEMA_TYPES)}"
-            )
-        mode = field.get("mode", "NULLABLE")
-        if not isinstance(mode, str) or mode.upper() not in SCHEMA_MODES:
-            raise SchemaError(
-                f"{at} ({name!r}): mode {mode!r} is not one of {', '.join(SCHEMA_MODES)}"
-            )
-        resolved = SCHEMA_TYPES[kind.upper()]
-        sub: tuple[Column, ...] = ()
-        if resolved == "RECORD":
-            sub = compile_schema(field.get("fields"), f"{at}.fields")
-        elif "fields" in field:
-            raise SchemaError(f"{at} ({name!r}): only a RECORD has 'fields'")
-        columns.append(Column(name, resolved, mode.upper(), sub))
-    return tuple(columns)
-
-
 class _Refused(Exception):
     """A record the schema cannot hold; the message says which field and why."""
 
@@ -386,11 +294,11 @@ def _scalar(kind: str) -> Callable[[Any], Any]:
 def _converter(column: Column, path: tuple[str, ...]) -> Callable[[Any], Any]:
     """What a value of ``column`` becomes in Arrow; raises :class:`_Refused` if it does not fit."""
     path = (*path, column.name)
-    label = column.kind if column.mode != "REPEATED" else f"REPEATED {column.kind}"
-    if column.kind == "RECORD":
+    label = column.type if column.mode != "REPEATED" else f"REPEATED {column.type}"
+    if column.type == "RECORD":
         convert = _record_converter(column.fields, path)
     else:
-        scalar = _scalar(column.kind)
+        scalar = _scalar(column.type)
 
         def convert(value: Any) -> Any:
             try:
@@ -442,10 +350,10 @@ def _record_converter(
 
 
 def _arrow_type(column: Column) -> pa.DataType:
-    if column.kind == "RECORD":
+    if column.type == "RECORD":
         item: pa.DataType = pa.struct([_arrow_field(c) for c in column.fields])
     else:
-        item = _ARROW_TYPES[column.kind]
+        item = _ARROW_TYPES[column.type]
     return pa.list_(item) if column.mode == "REPEATED" else item
 
 
@@ -480,7 +388,7 @@ def infer_columns(records: Sequence[dict[str, Any]]) -> tuple[Column, ...]:
     integer type holds) is JSON: each value's JSON text, so nothing is lost and every
     value of the column reads back with one JSON parse.
 
-        >>> [(c.name, c.kind) for c in infer_columns([{"a": 1, "b": {"c": 2}}, {"a": 2.5}])]
+        >>> [(c.name, c.type) for c in infer_columns([{"a": 1, "b": {"c": 2}}, {"a": 2.5}])]
         [('a', 'FLOAT64'), ('b', 'JSON')]
 
     Batches differ, so files written from different batches may differ in columns and
@@ -576,9 +484,12 @@ class Encoding:
             if fmt == "json_array":
                 return Encoded(b"[" + b",".join(lines) + b"]")
             return Encoded(self._compress(_ndjson(lines), codec))
-        if fmt == "avro":
+        if fmt == "avro" and self.schema is None:
             return Encoded(_avro(items))
         records = [record_of(i) if isinstance(i, Packaged) else i for i in items]
+        if fmt == "avro":
+            data, refused = encode_avro(records, self.schema or ())
+            return Encoded(data, refused)
         if base == "csv":
             data, refused = encode_csv(records, self.schema)
             return Encoded(self._compress(data, codec) if data else b"", refused)
@@ -615,11 +526,119 @@ def _avro(items: Sequence[Packaged] | Sequence[dict[str, Any]]) -> bytes:
     ]
     if len(rows) != len(items):
         raise ValueError("avro needs Packaged items (event id, type and time)")
+    return _avro_bytes(_PARSED_AVRO_SCHEMA, rows)
+
+
+_AVRO_SYNC = b"telemetry-sync!!"
+"""A fixed sync marker keeps Avro bytes deterministic, so a rerun rewrites the same file."""
+
+_AVRO_TYPES: dict[str, Any] = {
+    "STRING": "string",
+    "INT64": "long",
+    "FLOAT64": "double",
+    "BOOL": "boolean",
+    "TIMESTAMP": {"type": "long", "logicalType": "timestamp-millis"},
+    "DATE": {"type": "int", "logicalType": "date"},
+    # BigQuery's Avro loads read sqlType JSON as a JSON column; other readers see a string.
+    "JSON": {"type": "string", "sqlType": "JSON"},
+}
+_AVRO_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_AVRO_ROW = "telemetry_delivery.Row"
+
+
+def avro_schema(columns: Sequence[Column], where: str = "schema") -> dict[str, Any]:
+    """The Avro record schema of rows of ``columns`` (typed Avro, ``format: avro``).
+
+        >>> avro_schema([Column("n", "INT64", "REQUIRED"), Column("t", "TIMESTAMP")])["fields"]
+        [{'name': 'n', 'type': 'long'}, {'name': 't', 'type': ['null', \
+{'type': 'long', 'logicalType': 'timestamp-millis'}], 'default': None}]
+
+    ``INT64`` is ``long``, ``FLOAT64`` ``double``, ``BOOL`` ``boolean``, ``STRING``
+    ``string``, ``TIMESTAMP`` ``long`` ``timestamp-millis``, ``DATE`` ``int`` ``date``,
+    ``JSON`` ``string`` (its JSON text, ``sqlType: JSON`` as BigQuery reads it), ``RECORD``
+    a nested ``record`` named by its path (``telemetry_delivery.Row.geo``). ``NULLABLE``
+    is ``["null", T]`` with default null, ``REQUIRED`` ``T``, ``REPEATED`` an ``array``
+    of ``T`` (null becomes an empty array).
+
+    Raises:
+        SchemaError: a name Avro cannot hold (letters, digits and ``_``, not starting with
+            a digit), naming the field's position.
+    """
+    return {"type": "record", "name": _AVRO_ROW, "fields": _avro_fields(columns, where, _AVRO_ROW)}
+
+
+def _avro_fields(columns: Sequence[Column], where: str, parent: str) -> list[dict[str, Any]]:
+    fields: list[dict[str, Any]] = []
+    for n, column in enumerate(columns):
+        at = f"{where}[{n}]"
+        if not _AVRO_NAME.fullmatch(column.name):
+            raise SchemaError(
+                f"{at}: {column.name!r} is not a name Avro can hold (letters, digits and _, "
+                "not starting with a digit): rename it in the template, or use parquet or csv"
+            )
+        kind: Any
+        if column.type == "RECORD":
+            name = f"{parent}.{column.name}"
+            inner = _avro_fields(column.fields, f"{at}.fields", name)
+            kind = {"type": "record", "name": name, "fields": inner}
+        elif column.type in _AVRO_TYPES:
+            kind = _AVRO_TYPES[column.type]
+        else:
+            raise SchemaError(f"{at} ({column.name!r}): Avro files have no {column.type} type")
+        if column.mode == "REPEATED":
+            fields.append({"name": column.name, "type": {"type": "array", "items": kind}})
+        elif column.mode == "REQUIRED":
+            fields.append({"name": column.name, "type": kind})
+        else:
+            fields.append({"name": column.name, "type": ["null", kind], "default": None})
+    return fields
+
+
+def encode_avro(
+    records: Sequence[Any], schema: tuple[Column, ...]
+) -> tuple[bytes, tuple[tuple[int, str], ...]]:
+    """Typed Avro (deflate) of the records that fit ``schema``, and the refused ``(position, why)``.
+
+    Values are checked as for Parquet (:func:`compile_schema`); empty bytes when every
+    record was refused.
+
+        >>> import fastavro
+        >>> data, refused = encode_avro([{"n": 1}, {"n": "x"}], (Column("n", "INT64"),))
+        >>> [r for r in fastavro.reader(io.BytesIO(data))], refused[0][0]
+        ([{'n': 1}], 1)
+    """
+    parsed = fastavro.parse_schema(avro_schema(schema))
+    _, rows, refused, converted = _objects(records, schema)
+    assert converted is not None  # a declared schema converts every column
+    names = [c.name for c in schema]
+    positions = [n for n, _ in rows]
+    values = [dict(zip(names, cells, strict=True)) for cells in zip(*converted, strict=True)]
+    try:
+        data = _avro_bytes(parsed, values)
+    except _NOT_AVRO:
+        # Rare (text UTF-8 cannot encode, such as a lone surrogate): find the records at
+        # fault one by one, so only they are refused.
+        kept = []
+        for n, value in zip(positions, values, strict=True):
+            try:
+                _avro_bytes(parsed, [value])
+            except _NOT_AVRO as exc:
+                refused.append((n, f"not writable as Avro: {type(exc).__name__}: {exc}"))
+            else:
+                kept.append(value)
+        values = kept
+        data = _avro_bytes(parsed, values)
+    refused.sort()
+    return (data if values else b""), tuple(refused)
+
+
+_NOT_AVRO = (UnicodeError, OverflowError, TypeError, ValueError)
+"""What fastavro raises for a value it cannot write (a lone surrogate in text)."""
+
+
+def _avro_bytes(parsed: Any, rows: list[dict[str, Any]]) -> bytes:
     buf = io.BytesIO()
-    # A fixed sync marker keeps the bytes deterministic, so a rerun rewrites the same file.
-    fastavro.writer(
-        buf, _PARSED_AVRO_SCHEMA, rows, codec="deflate", sync_marker=b"telemetry-sync!!"
-    )
+    fastavro.writer(buf, parsed, rows, codec="deflate", sync_marker=_AVRO_SYNC)
     return buf.getvalue()
 
 
@@ -716,7 +735,7 @@ _AS_IS = {
 
 def _fits_as_is(column: Column, values: list[Any]) -> bool:
     """Whether a column's values need no conversion (the common case, checked in bulk)."""
-    allowed = _AS_IS.get(column.kind)
+    allowed = _AS_IS.get(column.type)
     if allowed is None or column.mode == "REPEATED":
         return False
     kinds = set(map(type, values))
@@ -728,7 +747,7 @@ def _fits_as_is(column: Column, values: list[Any]) -> bool:
         return False
     if int in kinds:
         ints = [v for v in values if type(v) is int]
-        low, high = _INT64 if column.kind == "INT64" else (-_EXACT_IN_DOUBLE, _EXACT_IN_DOUBLE)
+        low, high = _INT64 if column.type == "INT64" else (-_EXACT_IN_DOUBLE, _EXACT_IN_DOUBLE)
         return low <= min(ints) and max(ints) <= high
     return True
 
@@ -753,7 +772,7 @@ def encode_parquet(
             values.append(converted[j])
             continue
         got = [r.get(column.name) for _, r in rows]
-        if column.kind == "JSON":
+        if column.type == "JSON":
             got = _json_cells(got, positions, refused)
         values.append(got)
     failed = {n for n, _ in refused}
