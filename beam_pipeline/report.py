@@ -12,6 +12,9 @@ It reads the summaries that ``run`` (and ``retry``/``replay``) write with
 2. **Freshness**: the histogram of delivery time minus event time, with p50, p95 and p99.
 3. **Failures by reason**: dead letters per reason, per connector and for invalid input.
 
+Its table also gives each connector's events per write (min / p50 bucket / max), so
+small objects show.
+
 Plots are PNGs embedded as base64 ``data:`` URIs, so the page is one file that opens
 anywhere, offline. Several summaries are added up (e.g. a backfill in several parts).
 """
@@ -25,7 +28,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from beam_pipeline.summary import format_ms, freshness
+from beam_pipeline.summary import format_ms, format_sizes, freshness, size_figures
 from transforms import metrics
 
 _OK, _BAD = "#2e7d32", "#c62828"
@@ -58,11 +61,37 @@ def merge(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
             for k, v in r.get("dead_letter_reasons", {}).items():
                 why[k] = why.get(k, 0) + v
         row["dead_letter_reasons"] = why
+        row["events_per_write"] = _merged_sizes([r.get("events_per_write") for r in rows])
         settled = row["delivered"] + row["retrying"] + row["dead_lettered"] + row["dropped"]
         row["balanced"] = row["in"] == settled
         out["connectors"].append(row)
     out["balanced"] = all(r["balanced"] for r in out["connectors"])
     return out
+
+
+def _merged_sizes(parts: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+    """Events per write of several runs: histograms added, min of mins, max of maxes.
+
+    Summaries written before events per write was counted (no such key) add nothing.
+    """
+    counts: dict[tuple[int, int], int] = {}
+    spreads = []
+    for sizes in parts:
+        if not sizes:
+            continue
+        for low, high, n in sizes["buckets"]:
+            counts[(low, high)] = counts.get((low, high), 0) + n
+        if sizes.get("min") is not None and sizes.get("sum") is not None:
+            spreads.append((sizes["count"], sizes["sum"], sizes["min"], sizes["max"]))
+    spread = None
+    if spreads:
+        spread = (
+            sum(s[0] for s in spreads),
+            sum(s[1] for s in spreads),
+            min(s[2] for s in spreads),
+            max(s[3] for s in spreads),
+        )
+    return size_figures([[low, high, n] for (low, high), n in sorted(counts.items())], spread)
 
 
 def _png(fig: Any) -> str:
@@ -158,6 +187,7 @@ def render(summaries: Sequence[dict[str, Any]]) -> str:
                 r["retrying"],
                 r["dead_lettered"],
                 r["writes"],
+                format_sizes(r.get("events_per_write")),
                 format_ms(r["freshness"]["p50_ms"]),
                 format_ms(r["freshness"]["p99_ms"]),
                 "OK" if r["balanced"] else "MISMATCH",
@@ -186,7 +216,8 @@ figure {{ margin: 1.5rem 0; }} img {{ max-width: 100%; }}
 {i["invalid"]:,} invalid (dead-lettered), {i["blank_lines"]:,} blank,
 {i["unmatched"]:,} routed to no connector.</p>
 <table><tr><th>connector</th><th>type</th><th>in</th><th>delivered</th><th>retrying</th>
-<th>dead-lettered</th><th>writes</th><th>fresh p50</th><th>fresh p99</th><th>check</th></tr>
+<th>dead-lettered</th><th>writes</th><th>events/write min / p50 / max</th><th>fresh p50</th>
+<th>fresh p99</th><th>check</th></tr>
 {rows}</table>
 {figures}
 </body></html>

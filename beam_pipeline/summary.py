@@ -10,8 +10,10 @@ retry), dropped (events a ``package.function`` returned None for), writes (files
 or requests) and bytes, and the conservation check ``in = delivered + retrying +
 dead-lettered + dropped``: an event a function turns into 3 records is 1 routed + 2
 fanned out = 3 to settle, one it drops is 1 routed = 1 dropped; freshness (delivery
-time minus event time) p50/p95/p99 from a histogram; dead letters by reason. The input line:
-``lines_read = events + invalid + blank_lines``.
+time minus event time) p50/p95/p99 from a histogram; events per write (how full the files,
+objects or request batches were: exact min, max and mean, and the p50 as the bounds of
+its histogram bucket, e.g. ``12 / p50 862-1000 / 1000``, so small objects are visible);
+dead letters by reason. The input line: ``lines_read = events + invalid + blank_lines``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ _COLUMNS = (
     ("dropped", metrics.DROPPED),
     ("writes", metrics.WRITES),
     ("bytes", metrics.BYTES),
+    ("events/write min / p50 / max", "epw"),
     ("fresh p50", "p50"),
     ("fresh p99", "p99"),
 )
@@ -54,8 +57,40 @@ def counter_values(result: Any) -> dict[tuple[str, str], int]:
     return out
 
 
-def summarize(counters: dict[tuple[str, str], int], config: DeliveryConfig) -> dict[str, Any]:
-    """Build the summary dict (the ``--summary-json`` schema) from counter values."""
+Spread = tuple[int, int, int, int]
+"""A Beam distribution's ``(count, sum, min, max)``."""
+
+
+def distribution_values(result: Any) -> dict[tuple[str, str], Spread]:
+    """Every distribution of a finished run as ``{(namespace, name): (count, sum, min, max)}``."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    out: dict[tuple[str, str], Spread] = {}
+    for dist in result.metrics().query(MetricsFilter())["distributions"]:
+        value = dist.committed if dist.committed is not None else dist.attempted
+        if value is None or not value.count:
+            continue
+        key = (dist.key.metric.namespace, dist.key.metric.name)
+        spread = (int(value.count), int(value.sum), int(value.min), int(value.max))
+        if key in out:  # the same metric reported by several steps: combine them
+            old = out[key]
+            spread = (
+                old[0] + spread[0],
+                old[1] + spread[1],
+                min(old[2], spread[2]),
+                max(old[3], spread[3]),
+            )
+        out[key] = spread
+    return out
+
+
+def summarize(
+    counters: dict[tuple[str, str], int],
+    config: DeliveryConfig,
+    distributions: dict[tuple[str, str], Spread] | None = None,
+) -> dict[str, Any]:
+    """Build the summary dict (the ``--summary-json`` schema) from metric values."""
+    distributions = distributions or {}
 
     def get(ns: str, name: str) -> int:
         return counters.get((ns, name), 0)
@@ -99,6 +134,10 @@ def summarize(counters: dict[tuple[str, str], int], config: DeliveryConfig) -> d
             [get(ns, n) for n in metrics.FRESHNESS_COUNTERS], get(ns, metrics.FRESHNESS_UNKNOWN)
         )
         row["dead_letter_reasons"] = reasons(counters, ns)
+        row["events_per_write"] = events_per_write(
+            {name: v for (space, name), v in counters.items() if space == ns},
+            distributions.get((ns, metrics.EVENTS_PER_WRITE)),
+        )
         connectors.append(row)
     return {
         "version": SUMMARY_VERSION,
@@ -140,6 +179,59 @@ def freshness(buckets: list[int], unknown: int) -> dict[str, Any]:
     return out
 
 
+def events_per_write(counters: dict[str, int], spread: Spread | None) -> dict[str, Any]:
+    """Events per write of one connector, from its histogram counters and distribution.
+
+    ``counters`` are the connector's counters by name (only the
+    ``events_per_write.<low>-<high>`` ones are read); ``spread`` its ``events_per_write``
+    distribution, which gives the exact min, max and mean. The p50 is the lower median
+    write's bucket, as ``p50_low``/``p50_high`` (narrowed to min and max: when every
+    write held 78 events, both are 78)::
+
+        {"count": 16, "sum": 15012, "min": 12, "max": 1000, "mean": 938.2,
+         "p50_low": 862, "p50_high": 1000, "buckets": [[12, 13, 1], [862, 1023, 15]]}
+
+    Without writes every figure is None and ``buckets`` is empty.
+    """
+    buckets = []
+    for name, value in counters.items():
+        if value and name.startswith(metrics.EVENTS_PER_WRITE_PREFIX):
+            low, _, high = name[len(metrics.EVENTS_PER_WRITE_PREFIX) :].partition("-")
+            buckets.append([int(low), int(high), value])
+    return size_figures(sorted(buckets), spread)
+
+
+def size_figures(buckets: list[list[int]], spread: Spread | None) -> dict[str, Any]:
+    """:func:`events_per_write` from ``[low, high, count]`` buckets (sorted) and a spread."""
+    count = sum(n for _, _, n in buckets)
+    out: dict[str, Any] = {"count": count, "sum": None, "min": None, "max": None, "mean": None}
+    if spread is not None and spread[0]:
+        out["sum"], out["min"], out["max"] = spread[1], spread[2], spread[3]
+        out["mean"] = round(spread[1] / spread[0], 1)
+    out["p50_low"] = out["p50_high"] = None
+    seen = 0
+    for low, high, n in buckets:
+        seen += n
+        if seen >= (count + 1) // 2:  # the lower median: the ceil(count / 2)-th write
+            if out["min"] is not None and low <= out["max"] and high >= out["min"]:
+                low, high = max(low, out["min"]), min(high, out["max"])
+            out["p50_low"], out["p50_high"] = low, high
+            break
+    out["buckets"] = buckets
+    return out
+
+
+def format_sizes(sizes: dict[str, Any] | None) -> str:
+    """``12 / p50 862-1000 / 1000`` (min / p50 bucket / max), or ``-`` without writes."""
+    if not sizes or sizes.get("p50_low") is None:
+        return "-"
+    low, high = sizes["p50_low"], sizes["p50_high"]
+    p50 = f"{low}" if low == high else f"{low}-{high}"
+    least = "?" if sizes["min"] is None else sizes["min"]
+    most = "?" if sizes["max"] is None else sizes["max"]
+    return f"{least} / p50 {p50} / {most}"
+
+
 def format_ms(value: Any) -> str:
     """``1500`` -> ``<=1.5s``; bucket upper bounds read as "at most"."""
     if value is None:
@@ -154,7 +246,7 @@ def format_ms(value: Any) -> str:
 
 def collect_summary(result: Any, config: DeliveryConfig) -> dict[str, Any]:
     """The summary of a finished run."""
-    return summarize(counter_values(result), config)
+    return summarize(counter_values(result), config, distribution_values(result))
 
 
 def format_summary(summary: dict[str, Any], seconds: float | None = None) -> str:
@@ -181,6 +273,7 @@ def format_summary(summary: dict[str, Any], seconds: float | None = None) -> str
         check = "OK" if r["balanced"] else f"MISMATCH: in != {SETTLED}"
         cells = {**r, "p50": format_ms(r["freshness"]["p50_ms"])}
         cells["p99"] = format_ms(r["freshness"]["p99_ms"])
+        cells["epw"] = format_sizes(r.get("events_per_write"))
         rows.append((*tuple(str(cells[key]) for _, key in _COLUMNS), check))
     waiting = {r["id"]: r[metrics.RETRY_WAITING] for r in summary["connectors"]}
     widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]

@@ -32,7 +32,12 @@ and counted here too), CPU-seconds per million events, events per CPU-second, pe
 process tree (sampled every 0.2 s from /proc; what a machine must hold for multi-worker
 runs).
 
-Results: a markdown table on stdout; with a full run (not ``--quick``, not
+Per connector, from each job run's summary: its objects (``writes``), their events (min,
+p50 bucket, max of ``events_per_write``) and bytes, in a second table ("Objects per
+connector", the default ``job`` command at the largest events count), so small objects
+show.
+
+Results: markdown tables on stdout; with a full run (not ``--quick``, not
 ``--no-write``) also the generated section of ``bench/RESULTS.md`` and
 ``bench/baseline.json`` (the reference ratio of the regression check, measured at 30k
 events x 5 connectors).
@@ -110,6 +115,8 @@ class Run:
     load1: float
     failed: str | None = None
     """Why the run failed (exit code and where its output was kept); None when it succeeded."""
+    objects: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per connector, its objects and their sizes (:func:`objects_of`); empty for the bound."""
 
 
 class RunFailed(RuntimeError):
@@ -141,6 +148,9 @@ class Row:
     ratio_cpu: float | None = None
     paired_ratio_eps: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    objects: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per connector, its objects and their sizes, from the first successful run (the
+    objects depend on the input and config only, so every run of a variant has the same)."""
 
     @property
     def events_per_s(self) -> float:
@@ -368,7 +378,41 @@ def run_variant(
         delivered = {c["id"]: c["delivered"] for c in data["connectors"]}
         writes = sum(c["writes"] for c in data["connectors"])
         nbytes = sum(c["bytes"] for c in data["connectors"])
-    return Run(variant, wall, cpu, rss, tree, data["elapsed_s"], delivered, writes, nbytes, load1)
+    return Run(
+        variant,
+        wall,
+        cpu,
+        rss,
+        tree,
+        data["elapsed_s"],
+        delivered,
+        writes,
+        nbytes,
+        load1,
+        objects={} if variant == "bound" else objects_of(data),
+    )
+
+
+def objects_of(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Objects per connector and their sizes, from a job's ``--summary-json``.
+
+    For example::
+
+        {"archive_0": {"writes": 1000, "bytes": 52000000, "min": 12,
+                       "p50_low": 1000, "p50_high": 1000, "max": 1000}}
+
+    ``writes`` counts files (these are file connectors); min, p50 and max are events per
+    file (None when it wrote none).
+    """
+    out = {}
+    for c in summary["connectors"]:
+        sizes = c.get("events_per_write") or {}
+        out[c["id"]] = {
+            "writes": c["writes"],
+            "bytes": c["bytes"],
+            **{k: sizes.get(k) for k in ("min", "p50_low", "p50_high", "max")},
+        }
+    return out
 
 
 def check(runs: list[Run]) -> None:
@@ -410,6 +454,7 @@ def _median_row(events: int, connectors: int, variant: str, every: list[Run]) ->
         deliveries=sum(runs[0].delivered.values()),
         load1=(min(r.load1 for r in every), max(r.load1 for r in every)),
         failures=len(every) - len(runs),
+        objects=runs[0].objects,
     )
 
 
@@ -486,6 +531,39 @@ def table(rows: Sequence[Row]) -> str:
             f"| {r.tree_rss_mib:.0f} | {ratio} | {cpu} | {r.load1[0]:.1f}-{r.load1[1]:.1f} |"
         )
     return "\n".join(out)
+
+
+def objects_table(rows: Sequence[Row]) -> str:
+    """Objects per connector and their sizes (events per object, bytes), as a markdown table."""
+    out = [
+        "| events | conn | connector | objects | events/object min | p50 | max | bytes "
+        "| bytes/object |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def shown(value: Any) -> str:
+        return "-" if value is None else str(value)
+
+    for r in rows:
+        for cid, o in r.objects.items():
+            low, high = o["p50_low"], o["p50_high"]
+            p50 = shown(low) if low == high else f"{low}-{high}"
+            mean = f"{o['bytes'] / o['writes']:,.0f}" if o["writes"] else "-"
+            out.append(
+                f"| {r.events:,} | {r.connectors} | {cid} | {o['writes']:,} | {shown(o['min'])} "
+                f"| {p50} | {shown(o['max'])} | {o['bytes']:,} | {mean} |"
+            )
+    return "\n".join(out)
+
+
+def objects_rows(rows: Sequence[Row]) -> list[Row]:
+    """The rows whose objects are shown: the default ``job`` at the largest events count."""
+    shown = [r for r in rows if r.objects]
+    if not shown:
+        return []
+    largest = max(r.events for r in shown)
+    variant = "job" if any(r.variant == "job" for r in shown) else shown[0].variant
+    return [r for r in shown if r.events == largest and r.variant == variant]
 
 
 def memory_table(rows: Sequence[Row]) -> str:
@@ -581,6 +659,14 @@ def report(
         "",
         table(rows),
         "",
+        "### Objects per connector",
+        "",
+        "Objects each connector wrote and their events (min, p50 as the bounds of its "
+        "histogram bucket, max) and bytes, from the run summary (`events_per_write`) of the "
+        "default `job` command at the largest events count.",
+        "",
+        objects_table(objects_rows(rows)),
+        "",
         "### Memory (peak RSS)",
         "",
         f"{min(args.events):,} vs {max(args.events):,} events (not 1M vs 10M: on 2 shared cores "
@@ -631,7 +717,7 @@ def write_baseline(rows: Sequence[Row], command: str, started: str) -> None:
         },
         "rows": [
             {
-                **{k: v for k, v in asdict(r).items() if k != "extra"},
+                **{k: v for k, v in asdict(r).items() if k not in ("extra", "objects")},
                 "events_per_s": round(r.events_per_s),
                 "events_per_cpu_s": round(r.events_per_cpu_s),
             }
@@ -742,6 +828,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     load.append(_uptime())
     print(f"\n{table(rows)}\n")
+    if objects_rows(rows):
+        print(f"{objects_table(objects_rows(rows))}\n")
     if len({r.events for r in rows}) > 1:
         print(memory_table([r for r in rows if r.events in (min(args.events), max(args.events))]))
     for failure in FAILED_RUNS:

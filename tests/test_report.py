@@ -34,6 +34,7 @@ CONNECTOR_KEYS = {
     "freshness",
     "dead_letter_reasons",
     "balanced",
+    "events_per_write",
 }
 
 
@@ -90,6 +91,21 @@ def test_summary_schema_and_report(tmp_path: Path) -> None:
         "p95_ms",
         "p99_ms",
     }
+    sizes = {c["id"]: c["events_per_write"] for c in data["connectors"]}
+    assert set(sizes["archive"]) == {
+        "count",
+        "sum",
+        "min",
+        "max",
+        "mean",
+        "p50_low",
+        "p50_high",
+        "buckets",
+    }
+    # The sample's marketing connector writes its 78 events in one file.
+    assert sizes["marketing"]["buckets"] == [[77, 90, 1]]
+    assert (sizes["marketing"]["min"], sizes["marketing"]["p50_low"]) == (78, 78)
+    assert all(sizes[c["id"]]["count"] == c["writes"] for c in data["connectors"])
 
     report = tmp_path / "report.html"
     assert main(["report", "--summary-json", str(summary), str(summary), "--out", str(report)]) == 0
@@ -100,6 +116,7 @@ def test_summary_schema_and_report(tmp_path: Path) -> None:
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
     # Two summaries are added up: archive delivered 5000 twice.
     assert "archive" in page.cells and "10000" in page.cells
+    assert "78 / p50 78 / 78" in page.cells  # marketing's one file, twice
     assert re.search(r"Conservation .*: OK", report.read_text())
 
 

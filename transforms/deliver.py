@@ -23,7 +23,7 @@ import queue
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -104,8 +104,12 @@ class _Lane:
     freshness: list[Any]
     """One counter per freshness bucket (:data:`metrics.FRESHNESS_COUNTERS`)."""
     distributions: dict[str, Any]
+    namespace: str
+    """The connector's metrics namespace (:func:`metrics.connector_namespace`)."""
     in_flight: int = 0
     in_flight_events: int = 0
+    write_sizes: dict[int, Any] = field(default_factory=dict)
+    """Events-per-write histogram counters by bucket, created as writes fall in them."""
 
     @classmethod
     def open(cls, connector: CompiledConnector, config: DeliveryConfig) -> _Lane:
@@ -135,8 +139,13 @@ class _Lane:
                 freshness=[Metrics.counter(ns, n) for n in metrics.FRESHNESS_COUNTERS],
                 distributions={
                     n: Metrics.distribution(ns, n)
-                    for n in (metrics.BATCH_SIZE, metrics.DELIVERY_LATENCY_MS)
+                    for n in (
+                        metrics.BATCH_SIZE,
+                        metrics.DELIVERY_LATENCY_MS,
+                        metrics.EVENTS_PER_WRITE,
+                    )
                 },
+                namespace=ns,
             )
         except BaseException:
             sink.close()
@@ -167,6 +176,24 @@ class _Lane:
         counters[metrics.BYTES].inc(outcome.bytes)
         counters[metrics.ALREADY_PRESENT].inc(outcome.already_present)
         counters[metrics.POSSIBLE_DUPLICATES].inc(outcome.possible_duplicates)
+        if outcome.writes:
+            self.count_sizes(outcome.sizes)
+
+    def count_sizes(self, sizes: list[int]) -> None:
+        """Count the events of each write: the distribution and the histogram bucket."""
+        spread = self.distributions[metrics.EVENTS_PER_WRITE]
+        histogram = self.write_sizes
+        for events in sizes:
+            spread.update(events)
+            bucket = metrics.events_per_write_bucket(events)
+            counter = histogram.get(bucket)
+            if counter is None:
+                # Only buckets some write falls in exist, so the summary and the UIs list
+                # just those (a run's sizes span a few of the ~40 up to 1,000 events).
+                counter = histogram[bucket] = Metrics.counter(
+                    self.namespace, metrics.events_per_write_counter(events)
+                )
+            counter.inc()
 
     def observe(self, batch: DeliveryBatch, outcome: Outcome) -> None:
         """Freshness (delivery time - event time) of the delivered events, and batch size.

@@ -10,7 +10,9 @@ Pipeline-wide counters live in namespace ``telemetry``; per-connector counters i
     connector.<id>/dropped  connector.<id>/fanned_out
 
 Plus per connector a freshness histogram (``freshness_le_<n>ms`` counters), the
-distributions ``batch_size`` and ``delivery_latency_ms``, and ``dead_lettered.<reason>``.
+distributions ``batch_size``, ``delivery_latency_ms`` and ``events_per_write``, a histogram
+of events per write (``events_per_write.<low>-<high>`` counters), and
+``dead_lettered.<reason>``.
 
 ``retried_delayed`` counts events handed to the delayed retry (waiting in the retry
 location); ``already_present`` counts delivered events whose object a create-only write
@@ -26,6 +28,8 @@ beyond one per event.
 """
 
 from __future__ import annotations
+
+import math
 
 PIPELINE = "telemetry"
 """Namespace of the pipeline-wide counters."""
@@ -117,6 +121,60 @@ FRESHNESS_UNKNOWN = "freshness_unknown"
 BATCH_SIZE = "batch_size"
 DELIVERY_LATENCY_MS = "delivery_latency_ms"
 """Distributions per connector: events per batch, and delivery time minus event time."""
+
+EVENTS_PER_WRITE = "events_per_write"
+"""Distribution per connector: the events of each counted write (exact min, max, mean).
+
+A write is what ``writes`` counts: one file or object for file and object-store
+connectors; one successful ``write`` of a batch for the others (an API connector may
+send it as several requests). So events per write means the same for every connector,
+and ``count`` equals ``writes``.
+"""
+
+EVENTS_PER_WRITE_STEPS = 4
+"""Buckets of the events-per-write histogram per doubling: bounds grow by 2**(1/4) (~19%)."""
+
+
+def events_per_write_bucket(events: int) -> int:
+    """The histogram bucket of a write of ``events`` events: ``floor(4 * log2(events))``.
+
+    Computed on integers (``events**4 >= 2**k``), so a bound is never misplaced by float
+    rounding: ``events_per_write_bucket(1000) == 39`` (2**9.75 = 861.1 <= 1000 < 1024).
+    A write of no event (a create-only write that found its object there) is bucket -1.
+    """
+    if events < 1:
+        return -1
+    return (events**EVENTS_PER_WRITE_STEPS).bit_length() - 1
+
+
+def _lowest(bucket: int) -> int:
+    """The smallest integer whose bucket is at least ``bucket``: ``ceil(2**(bucket / 4))``."""
+    if bucket < 0:
+        return 0
+    root = math.isqrt(math.isqrt(1 << bucket))  # floor of the 4th root, exactly
+    return root if root**EVENTS_PER_WRITE_STEPS >= 1 << bucket else root + 1
+
+
+def events_per_write_bounds(bucket: int) -> tuple[int, int]:
+    """The sizes bucket ``bucket`` holds, both included: ``(862, 1023)`` for bucket 39.
+
+    Only buckets that hold an integer are ever counted (bucket 1, 2**0.25 to 2**0.5,
+    holds none).
+    """
+    return _lowest(bucket), _lowest(bucket + 1) - 1
+
+
+EVENTS_PER_WRITE_PREFIX = EVENTS_PER_WRITE + "."
+
+
+def events_per_write_counter(events: int) -> str:
+    """The histogram counter of a write of ``events`` events: ``events_per_write.862-1023``.
+
+    The name carries the bucket's bounds, so the summary reads them back from the name and
+    the UIs show them; counters exist only for buckets some write fell in.
+    """
+    low, high = events_per_write_bounds(events_per_write_bucket(events))
+    return f"{EVENTS_PER_WRITE_PREFIX}{low}-{high}"
 
 
 def freshness_counter(bucket: int) -> str:

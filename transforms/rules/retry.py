@@ -96,6 +96,8 @@ class Outcome:
     overclaimed: int = 0
     """Events a sink reported delivered beyond what it was given (a sink bug; not counted)."""
     names: list[str] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    """Events of each counted write, in order (the run summary's events per write)."""
     failed: list[tuple[Packaged, DeliveryError, int]] = field(default_factory=list)
 
     def add(self, result: WriteResult, limit: int | None = None) -> int:
@@ -111,6 +113,7 @@ class Outcome:
         self.already_present += events if result.existed else 0
         if events or result.existed:  # a write of no event wrote nothing (all refused)
             self.writes += 1
+            self.sizes.append(events)
             self.bytes += result.bytes
             self.names.append(result.name)
         return 0 if limit is None else limit - events
