@@ -19,7 +19,8 @@ two connectors on one of:
 The connectors:
 
 * ``realtime``: ``type: http`` to the local receiver, ``batch: {max_events: 500,
-  max_wait_s: 0.5}``;
+  max_wait_s: 0.5}`` (``--realtime-events`` and
+  ``--realtime-wait`` set them);
 * ``bulk``: ``type: file`` (object-store style bulking), ``batch: {max_events: 1000,
   max_wait_s: 30}``.
 
@@ -110,6 +111,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long to publish")
     parser.add_argument("--runner-wait", type=float, default=40.0, help="drain time after")
     parser.add_argument("--runner", choices=("prism", "direct", "flink"), default="prism")
+    parser.add_argument(
+        "--realtime-events",
+        type=int,
+        default=500,
+        help="the realtime connector's batch.max_events (500; 1 sends each event alone, "
+        "with no batching wait at all)",
+    )
+    parser.add_argument(
+        "--realtime-wait",
+        type=float,
+        default=0.5,
+        help="the realtime connector's batch.max_wait_s (0.5; lower it to see the rest of "
+        "the latency without the batching wait)",
+    )
     parser.add_argument(
         "--job-option",
         "--flink-option",
@@ -203,7 +218,7 @@ connectors:
     type: http
     deliver:
       endpoint: "http://127.0.0.1:{http_port}/events"
-      batch: {{max_events: 500, max_wait_s: 0.5}}
+      batch: {{max_events: {args.realtime_events}, max_wait_s: {args.realtime_wait:g}}}
   - id: bulk
     type: file
     deliver: {{path: "{out}/bulk", format: ndjson, batch: {{max_events: 1000, max_wait_s: 30}}}}
@@ -339,7 +354,8 @@ def report(
     if publish_s > args.seconds * 1.02:
         print(f"note: publishing took {publish_s:.1f} s: the publisher fell behind the rate")
     print(
-        f"realtime (http, max_wait_s 0.5): {percentiles(realtime)}; "
+        f"realtime (http, max_events {args.realtime_events}, max_wait_s "
+        f"{args.realtime_wait:g}): {percentiles(realtime)}; "
         f"missing {n - len(realtime)}, twice {twice}"
     )
     print(
