@@ -13,7 +13,8 @@ This is the baseline every benchmark figure is a ratio against (see the design's
    no other connector took), then per connector :meth:`FieldFilter.apply` and
    :meth:`Packager.apply` on every event it took, serializing the record as Package does
    for connectors that send JSON (for a connector that changes
-   nothing, :func:`~transforms.rules.encode.line_json` of the event's line instead);
+   nothing, :func:`~transforms.rules.encode.line_json` of the event's line instead; for a
+   ``package.function``, its records, fanned out and dropped as Package does);
 4. key the records by rendered prefix (:func:`~transforms.rules.naming.key_by_prefix`) and
    collect them as ``CutBatches`` does (:class:`~transforms.rules.naming.BatchFiller`:
    sorted runs on disk past its budget);
@@ -78,6 +79,8 @@ class ConnectorCounts:
     writes: int = 0
     bytes: int = 0
     failed: int = 0
+    dropped: int = 0
+    """Events a ``package.function`` returned no record for (the job's ``dropped``)."""
 
 
 @dataclass
@@ -165,6 +168,13 @@ class Bound:
             counts = res.connectors[c.id]
             filter_apply, package = c.filter.apply, c.packager.apply
             items: list[Packaged] = []
+            if c.packager.function is not None:
+                for i in hits:
+                    counts.routed += 1
+                    items.extend(self._function_records(c, events[i], kept[i], counts))
+                if items:
+                    self._cut_and_write(c.id, items, counts)
+                continue
             for i in hits:
                 event = events[i]
                 counts.routed += 1
@@ -194,6 +204,39 @@ class Bound:
             if items:
                 self._cut_and_write(c.id, items, counts)
         res.unmatched += unmatched
+
+    @staticmethod
+    def _function_records(
+        c: CompiledConnector, event: dict[str, Any], line: bytes, counts: ConnectorCounts
+    ) -> list[Packaged]:
+        """A ``package.function``'s records of one event, as Package makes them.
+
+        None (dropped), one, or several named ``<event_id>#<n>``; always serialized.
+        """
+        try:
+            records = c.packager.outputs(c.filter.apply(event))
+            datas = [dumps(r) for r in records]
+        except Exception:  # the job dead-letters it (package_function_failed)
+            counts.failed += 1
+            return []
+        if not records:
+            counts.dropped += 1
+            return []
+        body = event["event"]
+        stamp = body.get("timestamp")
+        time_ms = stamp if type(stamp) is int else event_time_ms(event)
+        many = len(records) > 1
+        return [
+            Packaged(
+                f"{event['event_id']}#{k}" if many else event["event_id"],
+                time_ms,
+                body["type"],
+                None if c.record_json else record,
+                line,
+                data if c.record_json else None,
+            )
+            for k, (record, data) in enumerate(zip(records, datas, strict=True))
+        ]
 
     def _cut_and_write(self, cid: str, items: list[Packaged], counts: ConnectorCounts) -> None:
         prefix, _ = self.layout[cid]

@@ -68,3 +68,29 @@ def test_bound_writes_the_same_files_as_the_job(
     assert {c["id"]: c["delivered"] for c in summary["connectors"]} == {
         cid: c.delivered for cid, c in result.connectors.items()
     }
+
+
+def test_bound_applies_package_functions_and_every_language_construct(tmp_path: Path) -> None:
+    """The languages example (route groups, a catch-all, casts, a ``package.function`` that
+    fans out, drops and raises): the bound writes the job's files and counts the same."""
+    from tests.test_languages_across_runners import write_config, write_input
+
+    job_dir, bound_dir = tmp_path / "job", tmp_path / "bound"
+    job_dir.mkdir()
+    bound_dir.mkdir()
+    events = write_input(tmp_path)
+    summary_path = tmp_path / "summary.json"
+    config = str(write_config(job_dir))
+    run = ["run", "--config", config, "--input", str(events), "--no-progress"]
+    code = cli_main([*run, "--summary-json", str(summary_path)])
+    assert code == 0
+    result = bound.run_bound(str(write_config(bound_dir)), [str(events)])
+
+    job_files = delivered_files(job_dir / "out")
+    bound_files = delivered_files(bound_dir / "out")
+    assert job_files and sorted(job_files) == sorted(bound_files)
+    assert [n for n in job_files if job_files[n] != bound_files[n]] == []
+    rows = {c["id"]: c for c in json.loads(summary_path.read_text())["connectors"]}
+    assert {cid: c.delivered for cid, c in result.connectors.items()} == {
+        cid: row["delivered"] for cid, row in rows.items()
+    }
