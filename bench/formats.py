@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                 Encoding("ndjson.gz", gzip_level=1),
                 Encoding("ndjson.zst"),
                 Encoding("ndjson.zst", zstd_level=9),
+                Encoding("json_array.gz"),
+                Encoding("json_array.zst"),
                 Encoding("csv.gz"),
                 Encoding("csv.zst"),
                 *parquet,

@@ -12,6 +12,7 @@ from typing import Any
 
 import apache_beam as beam
 import pytest
+import zstandard
 
 from beam_pipeline.cli import main
 from examples.generate_events import generate
@@ -35,20 +36,31 @@ def read(path: Path, chunk_lines: int, shards: int) -> tuple[list[Any], list[Any
     return sorted(chunks, key=lambda c: c[1]), letters
 
 
+PACK = {
+    "gz": gzip.compress,
+    "zst": zstandard.ZstdCompressor(write_checksum=True).compress,
+}
+"""Each compressed input the reader takes, by suffix."""
+
+
+@pytest.mark.parametrize("suffix", sorted(PACK))
 @pytest.mark.parametrize("shards", [2, 3, 7])
-def test_shards_together_read_every_chunk_once(tmp_path: Path, shards: int) -> None:
-    path = tmp_path / "events.jsonl.gz"
-    path.write_bytes(gzip.compress(b"\n".join(generate(23, seed=1)) + b"\n"))
+def test_shards_together_read_every_chunk_once(tmp_path: Path, shards: int, suffix: str) -> None:
+    path = tmp_path / f"events.jsonl.{suffix}"
+    path.write_bytes(PACK[suffix](b"\n".join(generate(23, seed=1)) + b"\n"))
     whole, _ = read(path, 5, 1)
     assert [c[1] for c in whole] == [0, 1, 2, 3, 4]
     assert [len(c[2]) for c in whole] == [5, 5, 5, 5, 3]
     assert read(path, 5, shards) == (whole, [])
 
 
+@pytest.mark.parametrize("suffix", sorted(PACK))
 @pytest.mark.parametrize("shards", [2, 3])
-def test_damage_is_reported_once_by_the_shard_it_falls_in(tmp_path: Path, shards: int) -> None:
-    packed = gzip.compress(b"\n".join(generate(20_000, seed=4)) + b"\n")
-    path = tmp_path / "damaged.jsonl.gz"
+def test_damage_is_reported_once_by_the_shard_it_falls_in(
+    tmp_path: Path, shards: int, suffix: str
+) -> None:
+    packed = PACK[suffix](b"\n".join(generate(20_000, seed=4)) + b"\n")
+    path = tmp_path / f"damaged.jsonl.{suffix}"
     path.write_bytes(packed[: len(packed) // 2])
     whole, [letter] = read(path, 1000, 1)
     chunks, letters = read(path, 1000, shards)

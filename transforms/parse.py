@@ -22,7 +22,7 @@ import transforms.coders  # noqa: F401  (registers the chunk coders)
 from transforms import metrics
 from transforms.progress import PROGRESS
 from transforms.pubsub_read import PubSubReading
-from transforms.rules import gzipio
+from transforms.rules import compress
 from transforms.rules.events import (
     MAX_DEPTH,
     MAX_EVENT_BYTES,
@@ -73,25 +73,28 @@ class LongLine(bytes):
 
 
 def open_lines(path: str, progress_every: int = 0) -> Iterator[bytes]:
-    r"""Yield the lines of a JSON-lines file (plain or gzip, detected by content), no newline.
+    r"""Yield the lines of a JSON-lines file (plain, gzip or zstd, by content), no newline.
 
     A line over :data:`MAX_EVENT_BYTES` comes as a :class:`LongLine` (its start and its
     length), read in pieces of at most that size, so memory stays bounded whatever the
-    input (a file with no line feed at all is one long line). A UTF-8 byte order mark at
-    the start of the file is skipped. Line ends (``\n``, ``\r\n``) are removed.
+    input (a file with no line feed at all is one long line, and a compressed file is
+    decompressed as a stream: :func:`~transforms.rules.compress.open_reader`). A UTF-8
+    byte order mark at the start of the file is skipped. Line ends (``\n``, ``\r\n``) are
+    removed.
 
     With ``progress_every``, report the bytes read to :data:`PROGRESS` every that many lines.
     """
     raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     try:
-        head = raw.read(3)
+        head = raw.read(compress.SNIFF_BYTES)
         raw.seek(0)
         stream: Any = raw
-        if head[:2] == b"\x1f\x8b":
-            stream = gzipio.open_reader(raw)
+        codec = compress.sniff(head)
+        if codec != "none":
+            stream = compress.open_reader(raw, codec)
             if stream.peek(3)[:3] == BOM:
                 stream.read(3)
-        elif head == BOM:
+        elif head[:3] == BOM:
             raw.seek(3)
         readline = stream.readline
         # A line at the limit, with its CR LF, still comes whole in one read.
@@ -187,7 +190,7 @@ class _ReadChunks(beam.DoFn):
                     index += 1
                     taken = held = 0
                     keep = index % shards == mine
-        except gzipio.DAMAGED as exc:
+        except compress.DAMAGED as exc:
             # Every line read so far goes on; the unreadable rest is one dead letter and
             # counts as one invalid line, so lines_read = events + invalid + blank holds.
             # Only damage that rereading cannot fix: an I/O error (a flaky network read)
@@ -202,20 +205,20 @@ class _ReadChunks(beam.DoFn):
 
 
 class ReadEventChunks(beam.PTransform):
-    """Read JSON-lines files (globs; local, gs://, s3://; plain or gzip) as chunks of lines.
+    """Read JSON-lines files (globs; local, gs://, s3://; plain, gzip or zstd) as chunks of lines.
 
     Main output ``chunks``: ``(path, chunk_index, [line_bytes, ...])``; chunk boundaries
     are deterministic (a chunk ends after ``chunk_lines`` lines, or at the line that
     brings it to ``chunk_bytes``, whichever comes first), so reruns cut the same way.
     With ``shards`` > 1 each file is read by that many workers at once, each
-    keeping every ``shards``-th chunk (gzip cannot be split, so each of them decompresses
+    keeping every ``shards``-th chunk (gzip and zstd cannot be split, so each decompresses
     the whole file, but parses only its own chunks): the same chunks, spread over worker
     processes, for inputs with fewer files than workers.
 
     Tagged output ``dead_letter``: a line over :data:`MAX_EVENT_BYTES` (read past in
     pieces, never held whole; see :func:`open_lines`) is a ``too_large`` dead letter with
     its first 64 KiB and its length, counted as an invalid line. A file that cannot be
-    read to its end (truncated or corrupt gzip: :data:`~transforms.rules.gzipio.DAMAGED`)
+    read to its end (truncated or corrupt gzip or zstd: :data:`~transforms.rules.compress.DAMAGED`)
     gives its lines up to the damage (less what the last 1 MiB read held: a failing read
     returns nothing), then one :class:`DeadLetter` (``stage: read``, reason
     ``unreadable_input``) naming the file and the lines before.

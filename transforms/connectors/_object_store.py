@@ -21,7 +21,8 @@ Sinks are called from the shared delivery thread pool: the clients used here (bo
 google-cloud-storage, azure-storage-blob) are documented as safe to share across threads,
 so each sink holds one client with a connection pool.
 
-Content types: :data:`CONTENT_TYPES`, e.g. ``application/gzip`` for ``ndjson.gz``. No
+Content types: :data:`~transforms.rules.encode.CONTENT_TYPES`, e.g. ``application/gzip``
+for ``ndjson.gz`` and ``json_array.gz`` (``format: json_array, compression: gzip``). No
 ``Content-Encoding`` is set on the ``.gz`` and ``.zst`` formats: the object *is* a gzip (or
 zstd) file, and with ``Content-Encoding: gzip`` GCS would transcode it on download, so a
 reader of ``x.ndjson.gz`` would get plain text.
@@ -51,23 +52,10 @@ from transforms.connectors.base import (
     WriteResult,
     refused_error,
 )
-from transforms.rules.encode import FORMATS, Encoded
+from transforms.rules.encode import CONTENT_TYPES, FORMATS, Encoded
 from transforms.rules.naming import object_name
 
 _log = logging.getLogger(__name__)
-
-CONTENT_TYPES = {
-    "ndjson": "application/x-ndjson",
-    "ndjson.gz": "application/gzip",
-    "ndjson.zst": "application/zstd",
-    "json_array": "application/json",
-    "avro": "application/avro",
-    "csv": "text/csv",
-    "csv.gz": "application/gzip",
-    "csv.zst": "application/zstd",
-    "parquet": "application/vnd.apache.parquet",
-}
-"""The ``Content-Type`` each format's objects are stored with."""
 
 CONNECT_TIMEOUT_S = 10.0
 """Longest wait to open a connection to the store."""

@@ -6,7 +6,7 @@
         container: telemetry                     # must exist
         connection_string: ${env:AZURE_STORAGE_CONNECTION_STRING}
         prefix: "raw/{year}/{month}/{day}/{hour}/"
-        format: ndjson.gz                        # ndjson | ndjson.gz | json_array | avro
+        format: ndjson.gz   # ndjson, json_array, csv (+ compression: gzip|zstd), avro, parquet
         batch: {max_events: 1000, max_wait_s: 30}
 
 or, instead of ``connection_string``, an account URL and a credential::

@@ -35,6 +35,7 @@ from pydantic import (
 
 from transforms.connectors._policy import redact
 from transforms.connectors.secrets import plain
+from transforms.rules.compress import COMPRESSIONS, Compression, format_name, split_format
 from transforms.rules.delivery import (
     DeliveryBatch,
     DeliveryError,
@@ -46,7 +47,9 @@ from transforms.rules.encode import (
     FORMATS,
     GZIP_LEVEL,
     PARQUET_COMPRESSION,
+    PARQUET_COMPRESSIONS,
     SCHEMA_FORMATS,
+    TEXT_FORMATS,
     ZSTD_LEVEL,
     Encoded,
     Encoding,
@@ -138,9 +141,20 @@ class DeliverConfig(StrictModel):
 
 
 Format = Literal[
-    "ndjson", "ndjson.gz", "ndjson.zst", "json_array", "avro", "csv", "csv.gz", "csv.zst", "parquet"
+    "ndjson",
+    "ndjson.gz",
+    "ndjson.zst",
+    "json_array",
+    "json_array.gz",
+    "json_array.zst",
+    "csv",
+    "csv.gz",
+    "csv.zst",
+    "avro",
+    "parquet",
 ]
-"""The values of ``deliver.format`` (see :mod:`transforms.rules.encode`)."""
+"""The values of ``deliver.format`` (see :mod:`transforms.rules.encode`): a text format's
+name with ``.gz``/``.zst`` is the format with that ``compression``."""
 
 
 # pydantic warns that a field named ``schema`` shadows BaseModel's deprecated ``schema()``;
@@ -157,20 +171,28 @@ with warnings.catch_warnings():
             "time).",
         )
         format: Format = Field(
-            default="ndjson.gz", description="Encoding: " + ", ".join(FORMATS) + "."
+            default="ndjson.gz",
+            description="Encoding: " + ", ".join(f for f in FORMATS if "." not in f) + " "
+            "(ndjson.gz, csv.zst... are the format with its compression).",
+        )
+        compression: Compression | None = Field(
+            default=None,
+            description="gzip, zstd or none: how ndjson, json_array and csv files are "
+            "compressed (parquet: parquet_compression; avro: deflate inside). Omitted: as "
+            "the format's name says (ndjson.gz: gzip).",
         )
         gzip_level: int = Field(
             default=GZIP_LEVEL,
             ge=1,
             le=9,
-            description="gzip level of the .gz formats, 1 (fastest) to 9 (smallest). "
+            description="gzip level (compression: gzip), 1 (fastest) to 9 (smallest). "
             "Level 1 takes ~40% of the default 6's CPU for ~1.8x larger files.",
         )
         zstd_level: int = Field(
             default=ZSTD_LEVEL,
             ge=1,
             le=19,
-            description="zstd level of the .zst formats, 1 (fastest) to 19 (smallest).",
+            description="zstd level (compression: zstd), 1 (fastest) to 19 (smallest).",
         )
         parquet_compression: ParquetCompression = Field(
             default=PARQUET_COMPRESSION,
@@ -183,6 +205,38 @@ with warnings.catch_warnings():
             "(cast: int is INT64...); a record that does not fit is a dead letter. "
             "Omitted: every key of each batch, types inferred per batch (avro: an envelope).",
         )
+
+        @model_validator(mode="before")
+        @classmethod
+        def _format_and_compression(cls, data: Any) -> Any:
+            """``format`` as the full name (``json_array.gz``), ``compression`` as its codec.
+
+            ``{format: ndjson, compression: gzip}`` and ``{format: ndjson.gz}`` both become
+            ``{format: ndjson.gz, compression: gzip}``; avro and parquet keep ``compression``
+            None. Values of the wrong type are left to the fields' own checks.
+            """
+            if not isinstance(data, dict):
+                return data
+            given = "format" in data
+            fmt = plain(data["format"]) if given else cls.model_fields["format"].default
+            codec = plain(data.get("compression"))
+            if not isinstance(fmt, str) or not isinstance(codec, (str, type(None))):
+                return data
+            base, named = split_format(fmt)
+            if base not in TEXT_FORMATS:
+                if codec is not None and fmt in ("avro", "parquet"):
+                    raise ValueError(_misplaced_compression(fmt, codec))
+                return data  # an unknown format: the field's check names the known ones
+            if codec is None:
+                codec = named
+            elif codec not in COMPRESSIONS:
+                return data  # the field's check names the allowed values
+            elif given and named != "none" and codec != named:
+                raise ValueError(
+                    f"format {fmt!r} already means compression {named}, and compression "
+                    f"says {codec}: write format: {base}, compression: {codec}"
+                )
+            return {**data, "format": format_name(base, codec), "compression": codec}
 
         @field_validator("prefix")
         @classmethod
@@ -254,6 +308,22 @@ with warnings.catch_warnings():
                 parquet_compression=self.parquet_compression,
                 schema=self.columns(),
             )
+
+
+def _misplaced_compression(fmt: str, codec: str) -> str:
+    """Why ``compression`` does not apply to ``fmt`` (avro or parquet), and the fix."""
+    if fmt == "parquet":
+        fix = f"parquet_compression: {codec}"
+        if codec not in PARQUET_COMPRESSIONS:
+            fix = "parquet_compression (" + ", ".join(PARQUET_COMPRESSIONS) + ")"
+        return (
+            "compression applies to ndjson, json_array and csv; parquet compresses its pages "
+            f"itself: remove compression and set {fix}"
+        )
+    return (
+        f"compression applies to ndjson, json_array and csv; {fmt} files are compressed "
+        "inside (Avro's deflate codec): remove compression"
+    )
 
 
 def refused_error(

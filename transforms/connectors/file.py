@@ -5,8 +5,9 @@
       deliver:
         path: ./out/archive            # or gs://bucket/dir, s3://bucket/dir
         prefix: "{year}/{month}/{day}/"
-        format: ndjson.gz              # ndjson[.gz|.zst], json_array, avro, csv[.gz|.zst], parquet
-        gzip_level: 6                  # .gz formats only: 1 (fastest) to 9 (smallest)
+        format: ndjson                 # ndjson, json_array, csv, avro, parquet
+        compression: gzip              # ndjson, json_array, csv: gzip | zstd | none
+        gzip_level: 6                  # compression: gzip only: 1 (fastest) to 9 (smallest)
         batch: {max_events: 1000, max_wait_s: 30}
 
 A lake of Parquet files with a fixed, typed schema (a record that does not fit it is a

@@ -5,7 +5,7 @@
       deliver:
         bucket: telemetry                        # must exist
         prefix: "raw/{year}/{month}/{day}/{hour}/"
-        format: ndjson.gz                        # ndjson | ndjson.gz | json_array | avro
+        format: ndjson.gz   # ndjson, json_array, csv (+ compression: gzip|zstd), avro, parquet
         batch: {max_events: 1000, max_wait_s: 30}
 
 Objects are named ``<bucket>/<prefix><connector>-<digest><ext>``, the digest hashing the

@@ -5,7 +5,7 @@
       deliver:
         bucket: telemetry                        # must exist
         prefix: "raw/{year}/{month}/{day}/{hour}/"
-        format: ndjson.gz                        # ndjson | ndjson.gz | json_array | avro
+        format: ndjson.gz   # ndjson, json_array, csv (+ compression: gzip|zstd), avro, parquet
         batch: {max_events: 1000, max_wait_s: 30}
         # endpoint_url: http://127.0.0.1:9000    # S3-compatible stores (MinIO, moto, ...)
         # region: eu-west-1

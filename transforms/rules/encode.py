@@ -9,15 +9,16 @@ Formats (the connector's ``deliver.format``):
 format          extension     content
 ==============  ============  ==============================================================
 ``ndjson``      .ndjson       one JSON object per line
-``ndjson.gz``   .ndjson.gz    the same, gzip-compressed (deterministic bytes: no mtime)
-``ndjson.zst``  .ndjson.zst   the same, zstd-compressed (one frame, content size, checksum)
 ``json_array``  .json         one JSON array of objects
-``avro``        .avro         Avro object container (fastavro, deflate); see :func:`avro_schema`
 ``csv``         .csv          RFC 4180 CSV with a header row; see :func:`encode_csv`
-``csv.gz``      .csv.gz       the same, gzip-compressed
-``csv.zst``     .csv.zst      the same, zstd-compressed
+``avro``        .avro         Avro object container (fastavro, deflate); see :func:`avro_schema`
 ``parquet``     .parquet      Parquet, one row group per batch; see :class:`Encoding`
 ==============  ============  ==============================================================
+
+The text formats (:data:`TEXT_FORMATS`) also come compressed: the name with ``.gz``
+(gzip, deterministic bytes: no mtime) or ``.zst`` (zstd: one frame with its content size
+and a checksum), e.g. ``json_array.gz`` written as ``.json.gz``. A connector says it as
+``format: json_array, compression: gzip`` (:mod:`transforms.rules.compress`).
 
 JSON is written with orjson (an event a connector passes on unchanged is sent as its
 input line instead: :func:`line_json`). U+2028 and U+2029 are escaped (``\\u2028``) so that the
@@ -53,6 +54,7 @@ import pyarrow.parquet as pq
 import zstandard
 
 from transforms.rules import gzipio
+from transforms.rules.compress import SUFFIXES, format_name, split_format
 from transforms.rules.events import to_epoch_ms
 from transforms.rules.records import Packaged, record_of
 from transforms.rules.schema import Column
@@ -61,20 +63,42 @@ from transforms.rules.schema import Column
 from transforms.rules.schema import SchemaError as SchemaError
 from transforms.rules.schema import compile_schema as compile_schema
 
+TEXT_FORMATS = {"ndjson": ".ndjson", "json_array": ".json", "csv": ".csv"}
+"""The formats that take a ``compression``, and their extension without one."""
+
+_TEXT_TYPES = {
+    "ndjson": "application/x-ndjson",
+    "json_array": "application/json",
+    "csv": "text/csv",
+}
+_CODEC_TYPES = {"gzip": "application/gzip", "zstd": "application/zstd"}
+
 FORMATS = {
-    "ndjson": ".ndjson",
-    "ndjson.gz": ".ndjson.gz",
-    "ndjson.zst": ".ndjson.zst",
-    "json_array": ".json",
+    **{
+        format_name(base, codec): ext + SUFFIXES.get(codec, "")
+        for base, ext in TEXT_FORMATS.items()
+        for codec in ("none", *SUFFIXES)
+    },
     "avro": ".avro",
-    "csv": ".csv",
-    "csv.gz": ".csv.gz",
-    "csv.zst": ".csv.zst",
     "parquet": ".parquet",
 }
-"""Each format and the file extension it is written with."""
+"""Each format and the file extension it is written with: ``{"ndjson.gz": ".ndjson.gz",
+"json_array.zst": ".json.zst", ...}``."""
 
-SCHEMA_FORMATS = ("csv", "csv.gz", "csv.zst", "parquet", "avro")
+CONTENT_TYPES = {
+    **{
+        format_name(base, codec): _CODEC_TYPES.get(codec, kind)
+        for base, kind in _TEXT_TYPES.items()
+        for codec in ("none", *SUFFIXES)
+    },
+    "avro": "application/avro",
+    "parquet": "application/vnd.apache.parquet",
+}
+"""The ``Content-Type`` of each format's objects: a compressed one is ``application/gzip``
+or ``application/zstd``, with no ``Content-Encoding``: the object *is* a gzip or zstd file
+(with ``Content-Encoding: gzip`` GCS would decompress it on download)."""
+
+SCHEMA_FORMATS = (*(f for f in FORMATS if f.startswith("csv")), "parquet", "avro")
 """The formats a ``schema`` applies to (their columns; Avro's typed records)."""
 
 GZIP_LEVEL = 6
@@ -194,7 +218,7 @@ def encode_batch(
 
     ``items`` are :class:`Packaged` values (all formats) or bare records (all but avro).
     ``gzip_level`` (1-9) applies to the ``.gz`` formats, ``zstd_level`` (1-19) to the
-    ``.zst`` ones.
+    ``.zst`` ones (``json_array.zst`` too).
 
     Raises:
         EncodeError: when ``schema`` refuses a record (:meth:`Encoding.encode` instead
@@ -478,11 +502,11 @@ class Encoding:
     def encode(self, items: Sequence[Packaged] | Sequence[dict[str, Any]]) -> Encoded:
         """Encode one batch; records the declared schema refuses are left out and named."""
         fmt = self.format
-        base, _, codec = fmt.partition(".")
-        if base == "ndjson" or fmt == "json_array":
+        base, codec = split_format(fmt)
+        if base in ("ndjson", "json_array"):
             lines = [record_json(i) if isinstance(i, Packaged) else dumps(i) for i in items]
-            if fmt == "json_array":
-                return Encoded(b"[" + b",".join(lines) + b"]")
+            if base == "json_array":
+                return Encoded(self._compress(b"[" + b",".join(lines) + b"]", codec))
             return Encoded(self._compress(_ndjson(lines), codec))
         if fmt == "avro" and self.schema is None:
             return Encoded(_avro(items))
@@ -497,9 +521,9 @@ class Encoding:
         return Encoded(data, refused)
 
     def _compress(self, data: bytes, codec: str) -> bytes:
-        if codec == "gz":
+        if codec == "gzip":
             return gzipio.compress(data, self.gzip_level)
-        if codec == "zst":
+        if codec == "zstd":
             return zstd_compress(data, self.zstd_level)
         return data
 

@@ -10,7 +10,11 @@ the ``zlib-ng`` package of python-isal's authors) is a drop-in replacement for z
 the same 1-9 levels, the same format, any gunzip reads its output. Measured on the
 bench's 381 archive batches (67 MB of NDJSON; bench/RESULTS.md): level 6 compresses 1.9x
 faster than the stdlib's zlib at 1% larger output; level 2 is 4.3x faster than the
-stdlib's level 6 for 1.35x the size. Reading a gzip input costs about half.
+stdlib's level 6 for 1.35x the size.
+
+Gzip *input* is read through ISA-L's ``IGzipFile``: the same gzip, the same errors for a
+damaged file (:data:`DAMAGED`), decompressing ~1.15x as fast as zlib-ng's reader and 3.7x
+the stdlib's (bench/RESULTS.md, "Session 13: compression re-measured").
 
 Levels 1 and 2, the ones users pick for speed, go through `ISA-L
 <https://github.com/intel/isa-l>`_ instead (``isal``, the same authors' bindings), its
@@ -31,15 +35,17 @@ import io
 import zlib
 from typing import BinaryIO
 
-from isal import igzip
+from isal import igzip, isal_zlib
 from zlib_ng import gzip_ng, zlib_ng
 
 _ZLIB_NG_ERROR: type[Exception] = zlib_ng.error  # type: ignore[assignment]  # its stub says an instance
+_ISAL_ERROR: type[Exception] = isal_zlib.error  # type: ignore[assignment]  # as zlib-ng's
 
-DAMAGED = (EOFError, gzip.BadGzipFile, zlib.error, _ZLIB_NG_ERROR)
+DAMAGED = (EOFError, gzip.BadGzipFile, zlib.error, _ZLIB_NG_ERROR, _ISAL_ERROR)
 """What reading a damaged gzip stream raises: truncated (``EOFError``), a bad header or
-checksum (``BadGzipFile``), corrupt deflate data (zlib's or zlib-ng's ``error``). Reading
-the same bytes again raises the same; an I/O error of the file system is not in here."""
+checksum (``BadGzipFile``), corrupt deflate data (ISA-L's, zlib's or zlib-ng's ``error``).
+Reading the same bytes again raises the same; an I/O error of the file system is not in
+here."""
 
 READ_BUFFER = 1 << 20
 """Bytes of decompressed input buffered per read."""
@@ -57,4 +63,4 @@ def compress(data: bytes, level: int) -> bytes:
 
 def open_reader(raw: BinaryIO) -> io.BufferedReader:
     """A buffered reader of the decompressed bytes of the gzip stream ``raw`` (all members)."""
-    return io.BufferedReader(gzip_ng.GzipNGFile(fileobj=raw), buffer_size=READ_BUFFER)
+    return io.BufferedReader(igzip.IGzipFile(fileobj=raw), buffer_size=READ_BUFFER)
