@@ -113,7 +113,7 @@ def build_delivery(
         ready = (ready, held.due) | "FreshAndDue" >> beam.Flatten()
         extra_failures.append(held.invalid)
         requeued.append(held[REQUEUE])
-    delivered = ready | "Deliver" >> Deliver(config)
+    delivered = ready | "Deliver" >> Deliver(config, announce=streaming is not None)
     failures = (
         parsed[DEAD_LETTER],
         packaged[DEAD_LETTER],
@@ -134,6 +134,7 @@ def build_delivery(
             limits.max_events,
             limits.max_wait_s,
             secrets,
+            announce=[c.id for c in config.connectors] if streaming else (),
         )
     out = {"written": delivered.written, "dead_letters": dead}
     if config.retry_on_pubsub:

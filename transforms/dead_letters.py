@@ -56,14 +56,18 @@ def count_dead_letters(letters: list[DeadLetter], namespace: str | None = None) 
 
 
 class _WriteDeadLetters(beam.DoFn):
-    def __init__(self, path: str, secrets: Secrets = ()):
+    def __init__(self, path: str, secrets: Secrets = (), connectors: Sequence[str] = ()):
         self.path = path
         self.secrets = secrets
+        self.connectors = tuple(connectors)
 
     def setup(self) -> None:
         self.values = secret_values(self.secrets)
 
     def process(self, letters: list[DeadLetter]) -> Iterator[str]:
+        if not letters:  # the announcement (WriteDeadLetters' ``announce``)
+            for cid in self.connectors:
+                Metrics.counter(metrics.connector_namespace(cid), metrics.DEAD_LETTERED).inc(0)
         if letters:
             target = join_path(self.path, dead_letter_name(letters))
             write_bytes(target, encode_dead_letters(letters, self.values))
@@ -83,7 +87,9 @@ class WriteDeadLetters(beam.PTransform):
     where lists are small, dead letters are first bulked by stage and connector with
     ``GroupIntoBatches`` (``dead_letter.batch``: by default up to 1,000 per file, waiting at
     most 30 s). ``secrets`` (:func:`~transforms.connectors.secrets.config_secrets`) never
-    reach a file.
+    reach a file. ``announce`` (connector ids; streaming on Prism): report each one's
+    ``dead_lettered`` counter at 0 from a first, empty element (see
+    :class:`transforms.deliver.Deliver`).
     """
 
     def __init__(
@@ -94,8 +100,10 @@ class WriteDeadLetters(beam.PTransform):
         max_events: int = 1000,
         max_wait_s: float = 30.0,
         secrets: Secrets = (),
+        announce: Sequence[str] = (),
     ):
         super().__init__()
+        self.announce = tuple(announce)
         self.path = path
         self.streaming = streaming
         self.clock = clock
@@ -117,7 +125,15 @@ class WriteDeadLetters(beam.PTransform):
                 | "Bulk" >> beam.GroupIntoBatches(self.max_events, self.max_wait_s, **extra)
                 | "Lists" >> beam.Map(lambda kv: list(kv[1]))
             )
-        return letters | "Write" >> beam.ParDo(_WriteDeadLetters(self.path, self.secrets))
+        if self.announce:
+            first = (
+                letters.pipeline
+                | "Announce" >> beam.Impulse()
+                | "Sentinel" >> beam.Map(lambda _: [])
+            )
+            letters = (letters, first) | "WithAnnounce" >> beam.Flatten()
+        write = _WriteDeadLetters(self.path, self.secrets, self.announce)
+        return letters | "Write" >> beam.ParDo(write)
 
 
 class _LettersToMessages(beam.DoFn):

@@ -45,6 +45,8 @@ from transforms.rules.retry import (
 
 RETRY = "retry"
 """Tag of Deliver's output of batches waiting for a delayed retry (:class:`RetryRecord`)."""
+ANNOUNCE = DeliveryBatch("", "", ())
+"""The empty batch that makes Deliver report every counter at 0 (``Deliver(announce=True)``)."""
 
 
 class Delivered(NamedTuple):
@@ -273,6 +275,9 @@ class _DeliverBatch(beam.DoFn):
         window: Any = beam.DoFn.WindowParam,
         timestamp: Any = beam.DoFn.TimestampParam,
     ) -> Iterator[Any]:
+        if not batch.connector_id:  # ANNOUNCE
+            self._announce()
+            return
         lane = self.lanes[batch.connector_id]
         where = WindowedValue(None, timestamp, (window,))
         yield from self._complete_done()
@@ -301,6 +306,12 @@ class _DeliverBatch(beam.DoFn):
         future.add_done_callback(lambda done: finished.put((done, batch, where)))
         if future.done():  # an inline write: report it now, not with the next batch
             yield from self._complete_done()
+
+    def _announce(self) -> None:
+        """Report every connector's counters at 0 (see :class:`Deliver`'s ``announce``)."""
+        for lane in self.lanes.values():
+            for counter in (*lane.counters.values(), *lane.freshness):
+                counter.inc(0)
 
     def _complete_done(self) -> Iterator[Any]:
         """Complete every write that has finished, without waiting for any."""
@@ -351,13 +362,28 @@ class Deliver(beam.PTransform):
     Tagged outputs: ``dead_letter``, a list of :class:`DeadLetter` per batch with events
     that failed for good; ``retry``, a :class:`RetryRecord` per batch with events waiting
     for a delayed retry.
+
+    ``announce`` (streaming): one empty batch (:data:`ANNOUNCE`, from an ``Impulse``) makes
+    the stage report every connector's counters at 0 before any batch arrives. Prism 2.77
+    keeps the first report of a counter it does not know yet per short id until it has
+    asked the SDK what the id means, so two bundles that first report the same counter at
+    once lose one's value (docs/beam-limits.md, "Prism can under-report"); a report of 0
+    first makes every later one known. Harmless elsewhere.
     """
 
-    def __init__(self, config: DeliveryConfig):
+    def __init__(self, config: DeliveryConfig, announce: bool = False):
         super().__init__()
         self.config = config
+        self.announce = announce
 
     def expand(self, batches: Any) -> Any:
+        if self.announce:
+            first = (
+                batches.pipeline
+                | "Announce" >> beam.Impulse()
+                | "Sentinel" >> beam.Map(lambda _: ANNOUNCE)
+            )
+            batches = (batches, first) | "WithAnnounce" >> beam.Flatten()
         return batches | beam.ParDo(_DeliverBatch(self.config)).with_outputs(
             DEAD_LETTER, RETRY, main="written"
         )
