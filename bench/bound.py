@@ -19,7 +19,7 @@ This is the baseline every benchmark figure is a ratio against (see the design's
    collect them as ``CutBatches`` does (:class:`~transforms.rules.naming.BatchFiller`:
    sorted runs on disk past its budget);
 5. after the last chunk, merge each (connector, prefix)'s runs and cut them every
-   ``batch.max_events`` (:func:`~transforms.rules.naming.merge_runs`,
+   ``batch.max_events`` and ``batch.max_bytes`` (:func:`~transforms.rules.naming.merge_runs`,
    :func:`~transforms.rules.naming.cut_batches`), writing each batch with the connector's
    own sink (:class:`FileSink.write`: :func:`encode_batch` and the content-derived
    :func:`object_name`).
@@ -127,7 +127,7 @@ class Bound:
     def __init__(self, connectors: Sequence[CompiledConnector]):
         self.connectors = list(connectors)
         self.sinks: dict[str, Sink] = {}
-        self.layout: dict[str, tuple[PrefixTemplate, int]] = {}
+        self.layout: dict[str, tuple[PrefixTemplate, int, int | None]] = {}
         self.result = BoundResult(connectors={c.id: ConnectorCounts() for c in connectors})
         self.folder = tempfile.mkdtemp(prefix="bound-batches-")
         self.filler = BatchFiller(self.folder)
@@ -136,7 +136,8 @@ class Bound:
             sink.open()
             self.sinks[c.id] = sink
             prefix = PrefixTemplate.compile(getattr(c.deliver, "prefix", ""))
-            self.layout[c.id] = (prefix, c.deliver.batch.max_events)
+            batch = c.deliver.batch
+            self.layout[c.id] = (prefix, batch.max_events, batch.max_bytes)
 
     def close(self) -> None:
         """Close every sink; remove the spilled runs."""
@@ -239,7 +240,7 @@ class Bound:
         ]
 
     def _cut_and_write(self, cid: str, items: list[Packaged], counts: ConnectorCounts) -> None:
-        prefix, _ = self.layout[cid]
+        prefix = self.layout[cid][0]
         # The job's own keying: rendered prefix groups; what cannot be filed (no event
         # time, no value for a {field:...}) is dead-lettered there.
         by_prefix, failed = key_by_prefix(prefix, cid, items)
@@ -252,7 +253,8 @@ class Bound:
         for (cid, key), spilled in self.filler.finish():
             counts = self.result.connectors[cid]
             sink = self.sinks[cid]
-            for batch in cut_batches(merge_runs([spilled]), self.layout[cid][1]):
+            _, max_events, max_bytes = self.layout[cid]
+            for batch in cut_batches(merge_runs([spilled]), max_events, max_bytes):
                 written = sink.write(DeliveryBatch(cid, key, batch))
                 counts.delivered += written.events
                 counts.writes += 1

@@ -14,6 +14,7 @@ there, and ``unmatched`` counts only the events no connector took.
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import random
 from pathlib import Path
@@ -26,6 +27,7 @@ from hypothesis import strategies as st
 from beam_pipeline.cli import main as cli_main
 from bench import bound, corpus
 from tests.jobs import delivered_files, write_config
+from transforms.rules.encode import encode_batch
 from transforms.rules.naming import (
     BatchFiller,
     PrefixTemplate,
@@ -49,13 +51,14 @@ def packaged(draw: Any) -> list[Packaged]:
                 st.one_of(st.none(), st.integers(1764136800000, 1764136800000 + 3 * 3_600_000)),
                 st.integers(0, 30),  # event ids repeat: the input may hold duplicates
                 st.booleans(),  # kept as bytes (Package's usual) or as a dict
+                st.sampled_from([0, 0, 10, 300, 1500]),  # padding: records of many sizes
             ),
             max_size=120,
         )
     )
     out = []
-    for kind, time_ms, n, as_bytes in rows:
-        record = {"id": f"e{n}", "type": kind, "t": time_ms}
+    for kind, time_ms, n, as_bytes, pad in rows:
+        record = {"id": f"e{n}", "type": kind, "t": time_ms} | ({"pad": "x" * pad} if pad else {})
         data = json.dumps(record).encode() if as_bytes else None
         event = {"event_id": f"e{n}", "event": {"type": kind}}
         out.append(Packaged(f"e{n}", time_ms, kind, None if as_bytes else record, event, data))
@@ -68,10 +71,16 @@ def _shape(cid: str, key: str, items: list[Packaged]) -> tuple[str, str, tuple[A
     return cid, name, body
 
 
+def _size(items: list[Packaged]) -> int:
+    """The bytes of ``items`` as one uncompressed NDJSON object (what max_bytes caps)."""
+    return len(encode_batch(items, "ndjson"))
+
+
 def _run(
     items: list[Packaged],
     prefix: PrefixTemplate,
     max_events: int,
+    max_bytes: int | None,
     chunk: int,
     workers: int,
     budget: int,
@@ -94,9 +103,14 @@ def _run(
     out = []
     for (cid, key), runs in spilled.items():
         shuffle.shuffle(runs)  # a GroupByKey gives them in any order
-        batches = list(cut_batches(merge_runs(runs), max_events))
-        assert all(len(b) == max_events for b in batches[:-1]), "full but the last"
+        batches = list(cut_batches(merge_runs(runs), max_events, max_bytes))
+        for batch, after in itertools.pairwise(batches):  # full but the last
+            assert len(batch) == max_events or (
+                max_bytes is not None and _size(batch) + _size(after[:1]) > max_bytes
+            )
         assert 0 < len(batches[-1]) <= max_events
+        for batch in batches:  # under max_bytes, or one record that passes it alone
+            assert max_bytes is None or len(batch) == 1 or _size(batch) <= max_bytes
         for batch in batches:
             out.append(_shape(cid, key, batch))
     return sorted(out)
@@ -107,6 +121,7 @@ def _run(
     items=packaged(),
     text=st.sampled_from(["", "{event_type}/", "{hour}/{event_type}/"]),
     max_events=st.integers(1, 25),
+    max_bytes=st.one_of(st.none(), st.integers(1024, 6000)),
     splits=st.lists(
         st.tuples(st.integers(1, 60), st.integers(1, 4), st.integers(1, 50), st.integers()),
         min_size=2,
@@ -118,19 +133,29 @@ def test_the_objects_do_not_depend_on_chunks_workers_or_order(
     items: list[Packaged],
     text: str,
     max_events: int,
+    max_bytes: int | None,
     splits: list[tuple[int, int, int, int]],
 ) -> None:
     prefix = PrefixTemplate.compile(text)
     folder = tmp_path_factory.mktemp("spill")
-    results = [_run(items, prefix, max_events, *split, folder) for split in splits]
+    results = [_run(items, prefix, max_events, max_bytes, *split, folder) for split in splits]
     assert all(r == results[0] for r in results[1:])
-    # The reference: each prefix's records in batch order, cut every max_events.
+    # The reference: each prefix's records in batch order, a new object whenever the next
+    # record would pass max_events or max_bytes (a record alone may pass max_bytes).
     groups, failed = key_by_prefix(prefix, "c", items)
     expected = []
     for key, group in groups.items():
-        ordered = sorted(group, key=batch_order)
-        for start in range(0, len(ordered), max_events):
-            expected.append(_shape("c", key, ordered[start : start + max_events]))
+        batch: list[Packaged] = []
+        for item in sorted(group, key=batch_order):
+            if batch and (
+                len(batch) == max_events
+                or (max_bytes is not None and _size(batch) + _size([item]) > max_bytes)
+            ):
+                expected.append(_shape("c", key, batch))
+                batch = []
+            batch.append(item)
+        if batch:
+            expected.append(_shape("c", key, batch))
     assert results[0] == sorted(expected)
     assert sum(len(body) for _, _, body in results[0]) == len(items) - len(failed)
 
@@ -284,3 +309,41 @@ def test_the_job_writes_full_objects_whatever_the_chunks_and_workers(
     for sizes in per_prefix.values():  # every object of a prefix is full but one
         assert sorted(sizes)[1:] == [300] * (len(sizes) - 1)
     assert [p for p in spill.rglob("*") if p.is_file()] == [], "no spilled run is left"
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.integers(0, 40)),  # few times: many ties on time
+            st.integers(0, 60),  # ids repeat: ties on (time, id), broken by the bytes
+            st.integers(0, 3),
+            st.booleans(),  # kept as bytes or as a dict (then ordered by batch_order)
+        ),
+        max_size=400,
+    ),
+    budget=st.integers(1, 120),
+    frame=st.integers(1, 9),
+    workers=st.integers(1, 3),
+)
+def test_merged_runs_come_back_in_batch_order(
+    tmp_path_factory: Any,
+    rows: list[tuple[int | None, int, int, bool]],
+    budget: int,
+    frame: int,
+    workers: int,
+) -> None:
+    """Many runs of many frames each, merged: the records of all, in batch order."""
+    items = []
+    for n, (t, i, v, as_bytes) in enumerate(rows):
+        record = {"v": v, "n": n % 5}
+        data = json.dumps(record).encode() if as_bytes else None
+        items.append(Packaged(f"e{i}", t, "t", None if as_bytes else record, {"n": n}, data))
+    folder = str(tmp_path_factory.mktemp("spill"))
+    fillers = [BatchFiller(folder, budget, frame) for _ in range(workers)]
+    for n in range(0, len(items), 7):
+        fillers[n % workers].add("c", "p/", items[n : n + 7])
+    parts = [runs for filler in fillers for _, runs in filler.finish()]
+    merged = list(merge_runs(parts))
+    assert [batch_order(i) for i in merged] == sorted(batch_order(i) for i in items)
+    assert sorted(i.event["n"] for i in merged) == list(range(len(items)))  # each once

@@ -11,10 +11,12 @@ for one place::
     #   DeliveryBatch("errors", "seek/", [e6])
 
 - :class:`CutBatches` (backfill) gathers each (connector, prefix)'s records from every
-  chunk and worker and cuts them every ``batch.max_events`` in an order that depends on
-  the records only (event time, then event id), so every object is full but the last
-  one per prefix, and a rerun, with any chunk size or number of workers, writes the same
-  batches and therefore the same content-derived file and object names.
+  chunk and worker and cuts them every ``batch.max_events`` (or, with ``batch.max_bytes``,
+  before the record that would take a batch past that many bytes of NDJSON, whichever
+  comes first) in an order that depends on the records only (event time, then event id),
+  so every object is full but the last one per prefix, and a rerun, with any chunk size
+  or number of workers, writes the same batches and therefore the same content-derived
+  file and object names.
 - :class:`StreamBatches` (streaming) keys records by ``(connector, prefix, shard)`` and
   bulks them with ``GroupIntoBatches`` per connector, by count and by time.
 
@@ -55,11 +57,15 @@ from transforms.rules.records import Chunk, Packaged, is_last
 
 
 class Layout(NamedTuple):
-    """How one connector's records are batched: its prefix and its ``batch`` limits."""
+    """How one connector's records are batched: its prefix and its ``batch`` limits.
+
+    ``max_bytes`` is None when only ``max_events`` cuts (the default).
+    """
 
     prefix: PrefixTemplate
     max_events: int
     shards: int
+    max_bytes: int | None = None
 
 
 def layouts(config: DeliveryConfig) -> dict[str, Layout]:
@@ -68,7 +74,9 @@ def layouts(config: DeliveryConfig) -> dict[str, Layout]:
     for c in config.connectors:
         deliver = c.deliver_config
         prefix = PrefixTemplate.compile(getattr(deliver, "prefix", ""))
-        out[c.id] = Layout(prefix, deliver.batch.max_events, deliver.batch.shards)
+        limits = deliver.batch
+        max_bytes = getattr(limits, "max_bytes", None)
+        out[c.id] = Layout(prefix, limits.max_events, limits.shards, max_bytes)
     return out
 
 
@@ -106,7 +114,7 @@ SPENT = "spent"
 
 
 class _Cut(beam.DoFn):
-    """Merges one (connector, prefix)'s runs and cuts them every ``batch.max_events``."""
+    """Merges one (connector, prefix)'s runs and cuts them by ``max_events``/``max_bytes``."""
 
     def __init__(self, config: DeliveryConfig):
         self.config = config
@@ -117,7 +125,8 @@ class _Cut(beam.DoFn):
     def process(self, element: tuple[tuple[str, str], Iterable[SpilledRuns]]) -> Iterator[Any]:
         (cid, prefix), parts = element
         parts = list(parts)
-        for batch in cut_batches(merge_runs(parts), self.layout[cid].max_events):
+        layout = self.layout[cid]
+        for batch in cut_batches(merge_runs(parts), layout.max_events, layout.max_bytes):
             yield DeliveryBatch(cid, prefix, Chunk(batch))
         for part in parts:
             yield beam.pvalue.TaggedOutput(SPENT, part.path)
@@ -190,10 +199,9 @@ class _CutChunk(beam.DoFn):
     def _cut(self, cid: str, items: list[Packaged]) -> Iterator[Any]:
         layout = self.layout[cid]
         groups, failed = key_by_prefix(layout.prefix, cid, items)
-        size = layout.max_events
         for key, group in groups.items():
-            for start in range(0, len(group), size):
-                yield DeliveryBatch(cid, key, Chunk(group[start : start + size]))
+            for batch in cut_batches(group, layout.max_events, layout.max_bytes):
+                yield DeliveryBatch(cid, key, Chunk(batch))
         if failed:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, failed)
 
@@ -202,7 +210,9 @@ class CutBatches(beam.PTransform):
     """``(connector_id, [Packaged])`` -> :class:`DeliveryBatch` es of ``batch.max_events``.
 
     Every (connector, prefix)'s objects hold ``batch.max_events`` records but its last one,
-    across chunks, files and workers: each worker collects its records per key with
+    or, with ``batch.max_bytes``, as many as fit in that many bytes (each record counted as
+    its uncompressed NDJSON line, :func:`~transforms.rules.naming.record_size`; a larger
+    record alone), across chunks, files and workers: each worker collects its records per key with
     bounded memory (:class:`~transforms.rules.naming.BatchFiller`: sorted runs on local
     disk beyond :data:`~transforms.rules.naming.SPILL_EVENTS` records), a ``GroupByKey``
     brings each key's runs together, and one merge in
@@ -297,6 +307,15 @@ def _to_batch(element: tuple[tuple[str, str, int], list[Packaged]]) -> DeliveryB
     return DeliveryBatch(cid, prefix, items)
 
 
+def _to_batches(
+    element: tuple[tuple[str, str, int], list[Packaged]], max_events: int, max_bytes: int
+) -> Iterator[DeliveryBatch]:
+    """One ``GroupIntoBatches`` batch as batches of at most ``max_bytes`` (in its order)."""
+    (cid, prefix, _), items = element
+    for batch in cut_batches(items, max_events, max_bytes):
+        yield DeliveryBatch(cid, prefix, batch)
+
+
 class StreamBatches(beam.PTransform):
     """Streaming bulking: ``GroupIntoBatches`` per connector, by count and by time.
 
@@ -304,7 +323,13 @@ class StreamBatches(beam.PTransform):
     own ``GroupIntoBatches(max_events, max_wait_s)`` (labels ``Batch/<connector id>``),
     so a batch holds at most ``batch.max_events`` events and no event waits more than
     ``batch.max_wait_s`` of processing time, also when traffic stops (the buffering timer
-    fires without new input). ``batch.shards`` spreads one hot connector over that many
+    fires without new input). With ``batch.max_bytes`` each of those batches is then cut
+    by size (:func:`~transforms.rules.naming.cut_batches`, in its own order), since Beam
+    Python's ``GroupIntoBatches`` has no byte limit: no batch passes ``max_bytes`` unless
+    it is one record, though a byte-cut batch may be short of ``max_bytes``: e.g.
+    ``max_events: 1000, max_bytes: 1048576`` and 1,000 records of 700 bytes (700,000 B in
+    all, held until full or ``max_wait_s``) go out as one batch; of 1,500 bytes, as
+    batches of 699 and 301. ``batch.shards`` spreads one hot connector over that many
     keys (hence workers); the shard is a stable hash of ``event_id``, so a redelivered
     Pub/Sub message lands in the same shard. We shard explicitly rather than with
     ``GroupIntoBatches.WithShardedKey``: on the DirectRunner the latter never flushes its
@@ -339,6 +364,13 @@ class StreamBatches(beam.PTransform):
             grouped = part | f"Batch/{connector.id}" >> beam.GroupIntoBatches(
                 limits.max_events, limits.max_wait_s, **extra
             )
-            batches.append(grouped | f"ToBatch/{connector.id}" >> beam.Map(_to_batch))
+            max_bytes = getattr(limits, "max_bytes", None)
+            if max_bytes is None:
+                to_batch = beam.Map(_to_batch)
+            else:
+                # Python's GroupIntoBatches (2.77) counts elements only (Java's has
+                # ofByteSize): its batches are split by size on the way out.
+                to_batch = beam.FlatMap(_to_batches, limits.max_events, max_bytes)
+            batches.append(grouped | f"ToBatch/{connector.id}" >> to_batch)
         merged = batches | "Batches" >> beam.Flatten()
         return {"batches": merged, DEAD_LETTER: keyed[DEAD_LETTER]}

@@ -56,7 +56,7 @@ from transforms.rules.encode import (
     ParquetCompression,
     avro_schema,
 )
-from transforms.rules.naming import PrefixTemplate
+from transforms.rules.naming import PrefixTemplate, check_max_bytes
 from transforms.rules.schema import Column, compile_schema, derive_file_schema, schema_spec
 
 __all__ = [
@@ -115,6 +115,17 @@ class Batch(StrictModel):
         le=1024,
         description="Streaming: keys per (connector, prefix), to batch a hot one in parallel.",
     )
+    max_bytes: int | None = Field(
+        default=None,
+        description="Bytes per batch at most, 1 KiB to 5 GiB (each record counted as its "
+        "uncompressed NDJSON line; a larger record goes alone); a batch ends at max_events "
+        "or max_bytes, whichever comes first. Default: none (max_events only).",
+    )
+
+    @field_validator("max_bytes")
+    @classmethod
+    def _max_bytes_in_range(cls, value: int | None) -> int | None:
+        return check_max_bytes(value)
 
 
 class DeliverConfig(StrictModel):

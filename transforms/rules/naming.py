@@ -47,18 +47,20 @@ rewrites the same name instead of creating a duplicate.
 A backfill's batches are full across chunks and workers: each worker collects its
 records per (connector, prefix) in a :class:`BatchFiller` (sorted runs on disk past a
 budget), and each key's runs, merged in :func:`batch_order` (:func:`merge_runs`), are
-cut every ``batch.max_events`` (:func:`cut_batches`). The order depends on the records
-only, so the batches, hence the names, do not depend on how the input was chunked or
-spread. Plain Python, no Beam import.
+cut every ``batch.max_events``, or before the record that would pass ``batch.max_bytes``
+(:func:`cut_batches`). The order depends on the records only, so the batches, hence the
+names, do not depend on how the input was chunked or spread. Plain Python, no Beam
+import.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
-import heapq
 import itertools
 import marshal
+import operator
 import os
 import pickle
 import string
@@ -71,6 +73,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from transforms.rules.encode import record_json
 from transforms.rules.records import DeadLetter, Packaged, record_of
 
 TIME_FIELDS = ("year", "month", "day", "hour", "minute")
@@ -462,9 +465,13 @@ def key_by_prefix(
 SPILL_EVENTS = 20_000
 """Records one backfill worker holds before it writes them to disk as sorted runs."""
 
-_FRAME_EVENTS = 16
-"""Records per frame, the unit a merge reads back (a few KiB per run held at a time)."""
+FRAME_EVENTS = 64
+"""Records per frame, the unit a merge reads back (~80 KiB per run held at a time)."""
 _HEADER = struct.Struct(">IB")  # a frame's length and encoding (marshal, or pickle)
+
+_FIELDS_ORDER = operator.itemgetter(1, 0, 5)
+"""``(time_ms, event_id, data)``: :func:`batch_order` for records that have an event time
+and JSON bytes (nearly all), computed in C."""
 
 
 def batch_order(item: Packaged) -> tuple[Any, ...]:
@@ -487,16 +494,29 @@ def batch_order(item: Packaged) -> tuple[Any, ...]:
     return (t is not None, t if t is not None else 0, item.event_id, data)
 
 
+def _has_fields_order(items: list[Packaged]) -> bool:
+    """True when :data:`_FIELDS_ORDER` orders ``items`` as :func:`batch_order` does."""
+    return None not in map(_TIME, items) and None not in map(_DATA, items)
+
+
+_TIME = operator.itemgetter(1)
+_DATA = operator.itemgetter(5)
+
+
 class SpilledRuns(NamedTuple):
     """One worker's records of one (connector, prefix), on disk as sorted runs.
 
     ``path`` is the file, ``runs`` each run's ``(offset, length)`` in it, ``events`` how
     many records in all. :func:`merge_runs` reads them back in :func:`batch_order`.
+    ``by_fields`` says every record has an event time and JSON bytes, so the merge may
+    compare ``(time_ms, event_id, data)`` directly (the same order, without a Python call
+    per record).
     """
 
     path: str
     runs: tuple[tuple[int, int], ...]
     events: int
+    by_fields: bool = False
 
 
 class BatchFiller:
@@ -504,7 +524,8 @@ class BatchFiller:
 
     Records are held until ``budget`` of them are, then each (connector, prefix)'s are
     sorted (:func:`batch_order`) and appended to that key's file below ``folder`` as one
-    run; :meth:`finish` writes what is left and says where everything is::
+    run, in frames of ``frame`` records; :meth:`finish` writes what is left and says where
+    everything is::
 
         filler = BatchFiller("/tmp/spill")
         filler.add("archive", "heartbeat/06/", records)       # any number of times
@@ -515,12 +536,13 @@ class BatchFiller:
     the chunks and the workers were: the objects cut from it are the same on every run.
     """
 
-    def __init__(self, folder: str, budget: int = SPILL_EVENTS):
+    def __init__(self, folder: str, budget: int = SPILL_EVENTS, frame: int = FRAME_EVENTS):
         self.folder = folder
         self.budget = budget
+        self.frame = frame
         self.held = 0
         self.pending: dict[tuple[str, str], list[Packaged]] = {}
-        self.files: dict[tuple[str, str], tuple[str, list[tuple[int, int]], int]] = {}
+        self.files: dict[tuple[str, str], tuple[str, list[tuple[int, int]], int, bool]] = {}
 
     def add(self, cid: str, prefix: str, items: Iterable[Packaged]) -> None:
         """Take ``items`` (records of connector ``cid`` under ``prefix``)."""
@@ -545,45 +567,63 @@ class BatchFiller:
         """Spill what is held; return each key's :class:`SpilledRuns`, and start afresh."""
         self.spill()
         out = [
-            (key, SpilledRuns(path, tuple(runs), n)) for key, (path, runs, n) in self.files.items()
+            (key, SpilledRuns(path, tuple(runs), n, by_fields))
+            for key, (path, runs, n, by_fields) in self.files.items()
         ]
         self.files = {}
         return out
 
     def _write_run(self, key: tuple[str, str], items: list[Packaged]) -> None:
-        items.sort(key=batch_order)
+        by_fields = _has_fields_order(items)
+        items.sort(key=_FIELDS_ORDER if by_fields else batch_order)
         known = self.files.get(key)
         if known is None:
             os.makedirs(self.folder, exist_ok=True)
             path = os.path.join(self.folder, f"{uuid.uuid4().hex}.run")
-            known = self.files[key] = (path, [], 0)
-        path, runs, count = known
-        step = _FRAME_EVENTS
-        blob = b"".join([_frame(items[n : n + step]) for n in range(0, len(items), step)])
+            known = self.files[key] = (path, [], 0, True)
+        path, runs, count, all_by_fields = known
+        step = self.frame
+        # Frame by frame: a blob of the whole run would be a fresh allocation as large as
+        # the run on every spill.
         with open(path, "ab") as out:
             offset = out.tell()
-            out.write(blob)
-        runs.append((offset, len(blob)))
-        self.files[key] = (path, runs, count + len(items))
+            for n in range(0, len(items), step):
+                out.write(_frame(items[n : n + step]))
+            length = out.tell() - offset
+        runs.append((offset, length))
+        self.files[key] = (path, runs, count + len(items), all_by_fields and by_fields)
 
 
 def _frame(items: list[Packaged]) -> bytes:
-    rows = [tuple(item) for item in items]
+    # By column (one tuple per field): cheaper to write and read than a tuple per record.
+    columns = list(zip(*items, strict=True))
     try:
-        body, kind = marshal.dumps(rows), 0
+        body, kind = marshal.dumps(columns), 0
     except ValueError:  # a subclass of a builtin (marshal takes exact types only)
-        body, kind = pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL), 1
+        body, kind = pickle.dumps(columns, protocol=pickle.HIGHEST_PROTOCOL), 1
     return _HEADER.pack(len(body), kind) + body
 
 
-def _read_run(fd: int, offset: int, length: int) -> Iterator[Packaged]:
+def _read_frames(fd: int, offset: int, length: int) -> Iterator[list[Packaged]]:
+    """One run's frames in order, each a list of records; one read per frame."""
     end = offset + length
     make = functools.partial(tuple.__new__, Packaged)
-    while offset < end:
-        size, kind = _HEADER.unpack(os.pread(fd, _HEADER.size, offset))
-        body = os.pread(fd, size, offset + _HEADER.size)
-        offset += _HEADER.size + size
-        yield from map(make, marshal.loads(body) if kind == 0 else pickle.loads(body))
+    head = _HEADER.size
+    if offset >= end:
+        return
+    size, kind = _HEADER.unpack(os.pread(fd, head, offset))
+    offset += head
+    while True:
+        # Each read takes this frame's body and the next frame's header.
+        more = head if offset + size < end else 0
+        block = os.pread(fd, size + more, offset)
+        body = block[:size] if more else block
+        columns = marshal.loads(body) if kind == 0 else pickle.loads(body)
+        yield list(map(make, zip(*columns, strict=True)))
+        if not more:
+            return
+        offset += size + head
+        size, kind = _HEADER.unpack_from(block, size)
 
 
 def merge_runs(spilled: Iterable[SpilledRuns]) -> Iterator[Packaged]:
@@ -591,25 +631,121 @@ def merge_runs(spilled: Iterable[SpilledRuns]) -> Iterator[Packaged]:
 
     Reads each run a frame at a time: memory is a frame per run, never a whole key.
     """
+    return itertools.chain.from_iterable(_merge_frames(spilled))
+
+
+def _merge_frames(spilled: Iterable[SpilledRuns]) -> Iterator[list[Packaged]]:
     fds: list[int] = []
     try:
-        runs: list[Iterator[Packaged]] = []
+        runs: list[Iterator[list[Packaged]]] = []
+        by_fields = True
         for part in spilled:
             fd = os.open(part.path, os.O_RDONLY)
             fds.append(fd)
-            runs.extend(_read_run(fd, offset, length) for offset, length in part.runs)
-        # One run is in order already (a sparse key, or a small backfill on one worker).
-        yield from runs[0] if len(runs) == 1 else heapq.merge(*runs, key=batch_order)
+            runs.extend(_read_frames(fd, offset, length) for offset, length in part.runs)
+            by_fields = by_fields and part.by_fields
+        if len(runs) == 1:  # in order already (a sparse key, or a small backfill)
+            yield from runs[0]
+            return
+        key: Any = _FIELDS_ORDER if by_fields else batch_order
+        # Merged a frame at a time, not a record at a time: every buffered record up to the
+        # smallest of the buffers' last keys comes before anything still on disk (each run
+        # is sorted), so those records are taken from every buffer and sorted together
+        # (in C: timsort merges the sorted pieces), and the buffer(s) used up are refilled.
+        buffers: list[tuple[list[Packaged], int, Iterator[list[Packaged]]]] = []
+        for run in runs:
+            first = next(run, None)
+            if first:
+                buffers.append((first, 0, run))
+        while buffers:
+            cutoff = min(key(frame[-1]) for frame, _, _ in buffers)
+            taken: list[Packaged] = []
+            kept = []
+            for frame, start, run in buffers:
+                n = bisect.bisect_right(frame, cutoff, start, key=key)
+                taken.extend(frame[start:n])
+                if n < len(frame):
+                    kept.append((frame, n, run))
+                    continue
+                following = next(run, None)
+                if following:
+                    kept.append((following, 0, run))
+            buffers = kept
+            taken.sort(key=key)
+            yield taken
     finally:
         for fd in fds:
             os.close(fd)
 
 
-def cut_batches(items: Iterable[Packaged], size: int) -> Iterator[list[Packaged]]:
-    """``items`` in batches of ``size``, each given as soon as it is full; the last may be short.
+def cut_batches(
+    items: Iterable[Packaged], size: int, max_bytes: int | None = None
+) -> Iterator[list[Packaged]]:
+    """``items`` in batches of at most ``size`` records and ``max_bytes`` bytes, in order.
 
-    ``list(cut_batches("abcde", 2))`` is ``[["a", "b"], ["c", "d"], ["e"]]``.
+    A batch ends at ``size`` records, or when the next record would take it past
+    ``max_bytes`` (each record counted by :func:`record_size`: its NDJSON line before
+    compression), whichever comes first; a record larger than ``max_bytes`` on its own is
+    a batch of one, never dropped or split. Each batch is given as soon as it is known to
+    be complete; only the last may be short. Without ``max_bytes`` only the count cuts::
+
+        list(cut_batches("abcde", 2))                  # [["a", "b"], ["c", "d"], ["e"]]
+        # records of 700, 700, 700 and 3000 bytes, max_bytes 2048:
+        cut_batches([r1, r2, r3, big], 1000, 2048)   # [r1, r2], [r3], [big]
     """
     stream = iter(items)
-    while batch := list(itertools.islice(stream, size)):
+    if max_bytes is None:
+        while batch := list(itertools.islice(stream, size)):
+            yield batch
+        return
+    batch = []
+    used = 0
+    for item in stream:
+        grows = record_size(item)
+        if batch and used + grows > max_bytes:
+            yield batch
+            batch = []
+            used = 0
+        batch.append(item)
+        used += grows
+        if len(batch) >= size:
+            yield batch
+            batch = []
+            used = 0
+    if batch:
         yield batch
+
+
+MIN_BATCH_BYTES = 1024
+"""Smallest ``batch.max_bytes`` (1 KiB): below it nearly every object holds one record."""
+MAX_BATCH_BYTES = 5 * 1024**3
+"""Largest ``batch.max_bytes`` (5 GiB): S3's limit for one upload, the strictest store's."""
+
+
+def record_size(item: Packaged) -> int:
+    """The bytes one record adds to a batch under ``batch.max_bytes``.
+
+    Its JSON as the encoder writes it (:func:`~transforms.rules.encode.record_json`: the
+    bytes Package made, else the record serialized), plus one for the newline, before
+    any compression: a batch's sizes add up to its uncompressed NDJSON object exactly.
+    ``{"id":"e1"}`` counts 12. Other formats (Avro, Parquet, CSV) differ by their framing
+    and types; the cap is on this JSON measure for every format.
+    """
+    return len(record_json(item)) + 1
+
+
+def check_max_bytes(value: int | None) -> int | None:
+    """``value`` if it is None or a ``batch.max_bytes`` in 1 KiB..5 GiB, else raise.
+
+    ``check_max_bytes(67108864)`` (64 MiB) is 67108864; ``check_max_bytes(512)`` raises.
+
+    Raises:
+        ValueError: naming the value, the range and an example.
+    """
+    if value is not None and not MIN_BATCH_BYTES <= value <= MAX_BATCH_BYTES:
+        raise ValueError(
+            f"max_bytes {value} is outside 1 KiB to 5 GiB ({MIN_BATCH_BYTES} to "
+            f"{MAX_BATCH_BYTES} bytes of uncompressed records per object); e.g. "
+            "max_bytes: 67108864 for 64 MiB, or leave it out to cut by max_events only"
+        )
+    return value
