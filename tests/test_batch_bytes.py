@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from transforms.batch import CutBatches, StreamBatches, layouts
 from transforms.config import ConfigError, parse_config
+from transforms.connectors.base import OBJECT_MAX_BYTES
 from transforms.rules.encode import encode_batch
 from transforms.rules.naming import (
     MAX_BATCH_BYTES,
@@ -186,7 +187,7 @@ def check(got: list[tuple[str, str, tuple[str, ...], int]], sent: list[Packaged]
 def test_backfill_objects_are_capped_by_bytes(tmp_path: Path, across_chunks: bool) -> None:
     config = parse_config(config_text(tmp_path))
     assert layouts(config)["lake"].max_bytes == MAX_BYTES
-    assert layouts(config)["plain"].max_bytes is None
+    assert layouts(config)["plain"].max_bytes == OBJECT_MAX_BYTES  # the default cap
     sent = records(60)
     chunks = [sent[:25], sent[25:]]
     elements = [(cid, Chunk(part)) for part in chunks for cid in ("lake", "plain")]
@@ -269,10 +270,20 @@ dead_letter: {{path: "{out}/dl"}}
 """
 
 
-def test_config_reads_max_bytes_and_defaults_to_none(tmp_path: Path) -> None:
+def test_config_reads_max_bytes_and_objects_default_to_100_mib(tmp_path: Path) -> None:
     config = parse_config(yaml_with(tmp_path, "{max_events: 1000, max_bytes: 67108864}"))
     assert layouts(config)["lake"].max_bytes == 64 * 2**20
-    assert layouts(parse_config(yaml_with(tmp_path, "{max_events: 10}")))["lake"].max_bytes is None
+    for batch in ("{max_events: 10}", "{max_events: 10, max_bytes: null}", "{}"):
+        assert layouts(parse_config(yaml_with(tmp_path, batch)))["lake"].max_bytes == 100 * 2**20
+    no_batch = yaml_with(tmp_path, "{}").replace(", batch: {}", "")
+    assert layouts(parse_config(no_batch))["lake"].max_bytes == 100 * 2**20
+    # API connectors batch by their own request limits: no default cap there.
+    api = f"""
+connectors:
+  - {{id: hook, type: http, deliver: {{endpoint: "http://127.0.0.1:9/x"}}}}
+dead_letter: {{path: "{tmp_path}/dl"}}
+"""
+    assert layouts(parse_config(api))["hook"].max_bytes is None
 
 
 @pytest.mark.parametrize(

@@ -100,6 +100,14 @@ class StrictModel(BaseModel):
         return plain(value)
 
 
+OBJECT_MAX_BYTES = 100 * 2**20
+"""``batch.max_bytes`` of file and object-store connectors when none is given: 100 MiB of
+records (Fluent Bit's ``total_file_size`` default; Firehose buffers at most 128 MiB). An
+object is encoded in memory before it is written, so the cap bounds that memory; far
+below every store's single-write limit (S3 5 GiB, Azure 5,000 MiB, GCS 5 TiB), and far
+above typical batches (1,000 events of ~1 KB), which it leaves as they are."""
+
+
 class Batch(StrictModel):
     """How many events go in one file, object or request, and how long one may wait."""
 
@@ -119,7 +127,8 @@ class Batch(StrictModel):
         default=None,
         description="Bytes per batch at most, 1 KiB to 5 GiB (each record counted as its "
         "uncompressed NDJSON line; a larger record goes alone); a batch ends at max_events "
-        "or max_bytes, whichever comes first. Default: none (max_events only).",
+        "or max_bytes, whichever comes first. Default: 100 MiB for file and object-store "
+        "connectors, none for the APIs.",
     )
 
     @field_validator("max_bytes")
@@ -261,6 +270,22 @@ with warnings.catch_warnings():
             if schema is not None and not isinstance(schema, str):
                 compile_schema(list(schema))
             return schema
+
+        @model_validator(mode="before")
+        @classmethod
+        def _objects_have_a_size_cap(cls, data: Any) -> Any:
+            # Objects are built in memory before they are written: a cap keeps a batch of
+            # huge records from needing gigabytes (see OBJECT_MAX_BYTES).
+            if not isinstance(data, dict):
+                return data
+            batch = data.get("batch")
+            if batch is None:
+                return {**data, "batch": {"max_bytes": OBJECT_MAX_BYTES}}
+            if isinstance(batch, dict) and batch.get("max_bytes") is None:
+                return {**data, "batch": {**batch, "max_bytes": OBJECT_MAX_BYTES}}
+            if isinstance(batch, Batch) and batch.max_bytes is None:
+                return {**data, "batch": batch.model_copy(update={"max_bytes": OBJECT_MAX_BYTES})}
+            return data
 
         @model_validator(mode="after")
         def _schema_needs_columns(self) -> ObjectLayout:
