@@ -267,14 +267,17 @@ def shares_local_disk(pipeline: Any) -> bool:
     return family in _ONE_MACHINE
 
 
-FLINK_STREAMING_BUNDLE_MS = 100
+FLINK_STREAMING_BUNDLE_MS = 25
 """Bundle time limit of a streaming run on Flink unless ``--max_bundle_time_mills`` says.
 
 A portable Flink stage hands on its outputs and fired timers only when its bundle
 closes, by default every 1,000 ms, checked every 500 ms: each batch left
 ``GroupIntoBatches`` 1.5 s apart and a 0.5 s ``max_wait_s`` became p50 2.4 s / p99 3.1 s
-of latency. At 100 ms: p50 0.55 s / p99 0.91 s at 200 events/s, for roughly 10-15% more
-CPU (docs/flink.md, "Latency")."""
+of latency. Every stage of the path pays it, dedup's included: at 200 events/s with the
+dedup window on, p99 1.10-1.19 s at 100 ms, 0.89-1.03 s at 50 ms, 0.82-0.84 s at 25 ms;
+CPU per event within this machine's noise at 200/s, and at 1,000/s 0.76 ms at 25 ms vs
+0.59-0.82 ms at 100 and 50 (bench/RESULTS.md, "Session 13: streaming latency";
+docs/flink.md, "Latency")."""
 
 
 def tune_flink_streaming(options: Any) -> bool:

@@ -18,6 +18,7 @@ dead letters by reason. The input line: ``lines_read = events + invalid + blank_
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from transforms import metrics
@@ -45,11 +46,65 @@ _COLUMNS = (
 )
 
 
+SETTLE_READS = 5
+"""Reads of a portable job's metrics at most, until two in a row agree (see below)."""
+
+
+def _portable_metrics(result: Any) -> list[Any] | None:
+    """A portable run's user metrics as the job service reports them, or None.
+
+    Read raw, not through ``result.metrics()``: Beam's ``from_monitoring_infos`` keys them
+    by (step, namespace, name), and Flink's job server reports a step's counter once per
+    fused stage that runs it (the dead-letter writer fed by two stages, Deliver by
+    several), so all but the last value were dropped: false MISMATCHes on Flink
+    (docs/beam-limits.md, "Flink's job server reports a step's counters once per stage").
+    Read until two reads in a row agree (at most :data:`SETTLE_READS`, 0.2 s apart):
+    Prism was seen answering short counts right after the job ended and the right ones
+    a moment later. Cached on the result.
+    """
+    cached = getattr(result, "_telemetry_metric_infos", None)
+    if cached is not None:
+        return list(cached)
+    service, job_id = getattr(result, "_job_service", None), getattr(result, "_job_id", None)
+    if service is None or job_id is None:
+        return None
+    from apache_beam.metrics import monitoring_infos
+    from apache_beam.portability.api import beam_job_api_pb2
+
+    request = beam_job_api_pb2.GetJobMetricsRequest(job_id=job_id)
+    infos: list[Any] = []
+    previous: list[bytes] | None = None
+    for attempt in range(SETTLE_READS):
+        if attempt:
+            time.sleep(0.2)
+        reported = service.GetJobMetrics(request).metrics
+        infos = [
+            mi
+            for mi in (list(reported.committed) or list(reported.attempted))
+            if monitoring_infos.is_user_monitoring_info(mi)
+        ]
+        snapshot = sorted(mi.SerializeToString(deterministic=True) for mi in infos)
+        if snapshot == previous:
+            break
+        previous = snapshot
+    result._telemetry_metric_infos = infos
+    return infos
+
+
 def counter_values(result: Any) -> dict[tuple[str, str], int]:
-    """Every counter of a finished run as ``{(namespace, name): value}``."""
+    """Every counter of a finished run as ``{(namespace, name): value}``, summed over steps."""
+    out: dict[tuple[str, str], int] = {}
+    infos = _portable_metrics(result)
+    if infos is not None:
+        from apache_beam.metrics import monitoring_infos
+
+        for mi in infos:
+            if monitoring_infos.is_counter(mi):
+                key = monitoring_infos.parse_namespace_and_name(mi)
+                out[key] = out.get(key, 0) + int(monitoring_infos.extract_counter_value(mi))
+        return out
     from apache_beam.metrics.metric import MetricsFilter
 
-    out: dict[tuple[str, str], int] = {}
     for counter in result.metrics().query(MetricsFilter())["counters"]:
         key = (counter.key.metric.namespace, counter.key.metric.name)
         value = counter.committed if counter.committed is not None else counter.attempted
@@ -61,26 +116,39 @@ Spread = tuple[int, int, int, int]
 """A Beam distribution's ``(count, sum, min, max)``."""
 
 
+def _combine(old: Spread | None, new: Spread) -> Spread:
+    if old is None:
+        return new
+    return (old[0] + new[0], old[1] + new[1], min(old[2], new[2]), max(old[3], new[3]))
+
+
 def distribution_values(result: Any) -> dict[tuple[str, str], Spread]:
-    """Every distribution of a finished run as ``{(namespace, name): (count, sum, min, max)}``."""
+    """Every distribution of a finished run: ``{(namespace, name): (count, sum, min, max)}``.
+
+    Combined over the steps that report it.
+    """
+    out: dict[tuple[str, str], Spread] = {}
+    infos = _portable_metrics(result)
+    if infos is not None:
+        from apache_beam.metrics import monitoring_infos
+
+        for mi in infos:
+            if monitoring_infos.is_distribution(mi):
+                count, total, low, high = monitoring_infos.extract_distribution(mi)
+                if count:
+                    key = monitoring_infos.parse_namespace_and_name(mi)
+                    spread = (int(count), int(total), int(low), int(high))
+                    out[key] = _combine(out.get(key), spread)
+        return out
     from apache_beam.metrics.metric import MetricsFilter
 
-    out: dict[tuple[str, str], Spread] = {}
     for dist in result.metrics().query(MetricsFilter())["distributions"]:
         value = dist.committed if dist.committed is not None else dist.attempted
         if value is None or not value.count:
             continue
         key = (dist.key.metric.namespace, dist.key.metric.name)
         spread = (int(value.count), int(value.sum), int(value.min), int(value.max))
-        if key in out:  # the same metric reported by several steps: combine them
-            old = out[key]
-            spread = (
-                old[0] + spread[0],
-                old[1] + spread[1],
-                min(old[2], spread[2]),
-                max(old[3], spread[3]),
-            )
-        out[key] = spread
+        out[key] = _combine(out.get(key), spread)
     return out
 
 

@@ -363,14 +363,11 @@ def _settled(out: Path, want: Outputs, want_letters: Letters) -> Callable[[], bo
     return check
 
 
-def test_streaming_on_prism_from_pubsub_equals_batch(
-    tmp_path: Path,
-    pubsub_env: PubSubEmulator,
-    reference: tuple[Outputs, Letters, dict[str, Any]],
-) -> None:
+def _publish_and_start(tmp_path: Path, pubsub_env: PubSubEmulator, *flags: str) -> Any:
+    """Publish the example's lines to a fresh subscription and start ``run --streaming``
+    on it (``flags`` added); returns ``(out, process, log)``."""
     from google.cloud import pubsub_v1
 
-    want, want_letters, want_counts = reference
     topic = pubsub_env.create_topic("languages")
     subscription = pubsub_env.create_subscription(topic)
     publisher = pubsub_v1.PublisherClient()
@@ -383,7 +380,18 @@ def test_streaming_on_prism_from_pubsub_equals_batch(
         "\n".join("  " + line for line in items.splitlines()),
         "--subscription",
         subscription,
+        *flags,
     )
+    return out, proc, log
+
+
+def test_streaming_on_prism_from_pubsub_equals_batch(
+    tmp_path: Path,
+    pubsub_env: PubSubEmulator,
+    reference: tuple[Outputs, Letters, dict[str, Any]],
+) -> None:
+    want, want_letters, want_counts = reference
+    out, proc, log = _publish_and_start(tmp_path, pubsub_env)
     try:
         _wait_for(_settled(out, want, want_letters), 180, "every expected output", proc)
         proc.send_signal(signal.SIGTERM)
@@ -464,21 +472,10 @@ def test_streaming_on_flink_from_pubsub_equals_batch(
     flink_job_server_jar: str,  # noqa: F811
     reference: tuple[Outputs, Letters, dict[str, Any]],
 ) -> None:
-    from google.cloud import pubsub_v1
-
     want, want_letters, want_counts = reference
-    topic = pubsub_env.create_topic("languages")
-    subscription = pubsub_env.create_subscription(topic)
-    publisher = pubsub_v1.PublisherClient()
-    for future in [publisher.publish(topic, line) for line in input_lines()]:
-        future.result(timeout=30)
-    out = tmp_path / "out"
-    items = yaml.safe_dump(connectors_into(out), sort_keys=False)
-    proc, log = _start_job(
+    out, proc, log = _publish_and_start(
         tmp_path,
-        "\n".join("  " + line for line in items.splitlines()),
-        "--subscription",
-        subscription,
+        pubsub_env,
         "--run-for-s",
         str(FLINK_READ_S),
         "--pubsub-ack",  # the embedded cluster does not checkpoint: ack on reading

@@ -1,0 +1,495 @@
+"""Issue 23's "done means" in streaming: the warehouse and lake connectors on the default
+engine (Prism), reading Google's Pub/Sub emulator.
+
+One streaming job (the README's ``run --streaming --subscription S``, the harness of
+tests/test_streaming_default_engine.py) with four connectors:
+
+* ``warehouse``: ``type: bigquery`` (``streaming_inserts``) to the strict ``insertAll``
+  receiver (tests/receivers/bigquery.py), a template without casts, so a bitrate no INT64
+  takes is refused by "BigQuery" row by row (a ``not_retryable`` dead letter with its
+  reason) while the other rows land;
+* ``lake_parquet``: Parquet with a declared schema to moto S3, Hive-partitioned by
+  ``country={field:metadata.geo.country_code|unknown}/dt={year}-{month}-{day}/``; a bitrate
+  the schema's INT64 refuses is a ``format_refused`` dead letter, an event without a time
+  a ``prefix_unrenderable`` one;
+* ``flat_csv``: ``csv.zst`` to the GCS emulator (no schema: every event lands);
+* ``typed_avro``: typed Avro (``schema: auto`` from a template with casts) to Azurite; a
+  bitrate ``cast: int`` refuses is a ``package_cast_failed`` dead letter.
+
+Every expected row, record and dead letter is computed below from the input events by a
+few lines of plain Python (never the job's compiled rules), and read back with the
+receiver's stored rows, pyarrow, the ``csv`` module + zstandard, and fastavro, through the
+stores' official clients. Each event lands exactly once per connector or is exactly one
+dead letter with its reason, and the summary balances. tests/test_lake_flink.py runs the
+same job on Flink (batch and streaming) and imports what it needs from here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as dt
+import io
+import json
+import re
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import pyarrow.parquet as pq
+import pytest
+import yaml
+import zstandard
+
+from examples.generate_events import generate
+from tests.receivers.base import Receiver
+from tests.receivers.bigquery import BigQueryInsertAllApi
+from tests.standins.object_stores import Server, Store, make_store
+from tests.standins.pubsub import PubSubEmulator
+from tests.test_streaming_default_engine import _start_job
+
+pytest_plugins = ["tests.standins.pubsub", "tests.standins.object_stores"]
+
+TABLE = "my-project.telemetry.player_events"
+TABLE_COLUMNS = [
+    ("event_id", "STRING", "REQUIRED"),
+    ("event_type", "STRING", "NULLABLE"),
+    ("country", "STRING", "NULLABLE"),
+    ("bitrate_kbps", "INT64", "NULLABLE"),
+]
+N_GENERATED = 120
+T = 1764136800123  # 2025-11-26T06:00:00.123Z
+PARQUET_KEY = re.compile(
+    r"^country=(?P<country>[^/]+)/dt=(?P<dt>\d{4}-\d{2}-\d{2})/lake_parquet-[0-9a-f]{20}\.parquet$"
+)
+CONNECTORS = ("warehouse", "lake_parquet", "flat_csv", "typed_avro")
+
+# -- the input ----------------------------------------------------------------------------------
+
+
+def lake_events() -> list[dict[str, Any]]:
+    """Generated events (every 11th with an ISO time), every 13th with a bitrate of "fast",
+    one without a geo object, and a hand-written one without a time."""
+    events = [json.loads(x) for x in generate(N_GENERATED, seed=23, iso_every=11)]
+    for i, e in enumerate(events):
+        if i % 13 == 5:
+            e["fluxdata"]["rendition_video_bitrate_kbps"] = "fast"
+    del events[7]["metadata"]["geo"]
+    events.append(
+        {
+            "event_id": "no-time",
+            "event": {"type": "heartbeat"},
+            "metadata": {"geo": {"country_code": "US"}},
+            "fluxdata": {"rendition_video_bitrate_kbps": 800, "playhead_position_sec": 1.5},
+        }
+    )
+    return events
+
+
+def lake_lines() -> list[bytes]:
+    return [json.dumps(e).encode() for e in lake_events()]
+
+
+# -- the job's config ---------------------------------------------------------------------------
+
+
+@dataclass
+class Lake:
+    """Where the four connectors deliver: the receiver and one bucket per store."""
+
+    bq: BigQueryInsertAllApi
+    receiver: Receiver
+    stores: dict[str, Store]  # by connector type: s3, gcs, azure_blob
+    buckets: dict[str, str]  # by connector type
+
+
+def lake_connectors(lake: Lake) -> list[dict[str, Any]]:
+    """The four connectors (YAML data) writing into ``lake``."""
+    s3, gcs, azure = (lake.stores[k] for k in ("s3", "gcs", "azure_blob"))
+    plain = {
+        "event_id": "event_id",
+        "event_type": "event.type",
+        "country": "metadata.geo.country_code",
+        "bitrate_kbps": "fluxdata.rendition_video_bitrate_kbps",
+    }
+    return [
+        {
+            "id": "warehouse",
+            "type": "bigquery",
+            "package": {"template": {"fields": plain}},
+            "deliver": {
+                "table": TABLE,
+                "endpoint": lake.receiver.url,
+                "method": "streaming_inserts",
+                "batch": {"max_events": 40, "max_wait_s": 1},
+            },
+        },
+        {
+            "id": "lake_parquet",
+            "type": "s3",
+            "package": {
+                "template": {
+                    "fields": {
+                        "event_id": "event_id",
+                        "event_type": "event.type",
+                        "event_time": {"path": "event.timestamp", "format": "iso8601"},
+                        "metadata.geo.country_code": "metadata.geo.country_code",
+                        "bitrate_kbps": "fluxdata.rendition_video_bitrate_kbps",
+                    }
+                }
+            },
+            "deliver": {
+                **s3.deliver(lake.buckets["s3"]),
+                "prefix": "country={field:metadata.geo.country_code|unknown}/"
+                "dt={year}-{month}-{day}/",
+                "format": "parquet",
+                "batch": {"max_events": 40, "max_wait_s": 1},
+                "schema": [
+                    {"name": "event_id", "type": "STRING", "mode": "REQUIRED"},
+                    {"name": "event_type", "type": "STRING"},
+                    {"name": "event_time", "type": "TIMESTAMP"},
+                    {
+                        "name": "metadata",
+                        "type": "RECORD",
+                        "fields": [
+                            {
+                                "name": "geo",
+                                "type": "RECORD",
+                                "fields": [{"name": "country_code", "type": "STRING"}],
+                            }
+                        ],
+                    },
+                    {"name": "bitrate_kbps", "type": "INT64"},
+                ],
+            },
+        },
+        {
+            "id": "flat_csv",
+            "type": "gcs",
+            "package": {"template": {"fields": plain}},
+            "deliver": {
+                **gcs.deliver(lake.buckets["gcs"]),
+                "format": "csv.zst",
+                "batch": {"max_events": 40, "max_wait_s": 1},
+            },
+        },
+        {
+            "id": "typed_avro",
+            "type": "azure_blob",
+            "package": {
+                "template": {
+                    "fields": {
+                        "event_id": "event_id",
+                        "event_type": "event.type",
+                        "event_time": {"path": "event.timestamp", "format": "iso8601"},
+                        "bitrate_kbps": {
+                            "path": "fluxdata.rendition_video_bitrate_kbps",
+                            "cast": "int",
+                        },
+                        "playhead_sec": {"path": "fluxdata.playhead_position_sec", "cast": "float"},
+                    }
+                }
+            },
+            "deliver": {
+                **azure.deliver(lake.buckets["azure_blob"]),
+                "format": "avro",
+                "schema": "auto",
+                "batch": {"max_events": 40, "max_wait_s": 1},
+            },
+        },
+    ]
+
+
+def connectors_yaml(lake: Lake) -> str:
+    """The connectors as the items of a ``connectors:`` list (for ``_start_job``)."""
+    items = yaml.safe_dump(lake_connectors(lake), sort_keys=False)
+    return "\n".join("  " + line for line in items.splitlines())
+
+
+# -- what must come out, computed from the input events ------------------------------------------
+
+
+def _utc(ts: Any) -> dt.datetime:
+    if isinstance(ts, str):
+        return dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone(dt.timezone.utc)
+    return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(milliseconds=ts)
+
+
+def _country(e: dict[str, Any]) -> str | None:
+    geo = e["metadata"].get("geo")
+    return None if geo is None else geo.get("country_code")
+
+
+def _bitrate(e: dict[str, Any]) -> Any:
+    return e["fluxdata"]["rendition_video_bitrate_kbps"]
+
+
+def _is_bad(e: dict[str, Any]) -> bool:
+    return not isinstance(_bitrate(e), int)
+
+
+@dataclass
+class Expected:
+    """Per connector: the records (canonical JSON, a multiset) and the dead letters
+    ``(connector, event_id, stage, reason)``."""
+
+    records: dict[str, Counter[str]]
+    letters: Counter[tuple[str, str, str, str]]
+
+
+def canonical(record: dict[str, Any]) -> str:
+    return json.dumps(record, sort_keys=True, default=str)
+
+
+def expected(events: list[dict[str, Any]]) -> Expected:
+    records: dict[str, Counter[str]] = {cid: Counter() for cid in CONNECTORS}
+    letters: Counter[tuple[str, str, str, str]] = Counter()
+    for e in events:
+        eid, etype, country = e["event_id"], e["event"]["type"], _country(e)
+        ts = e["event"].get("timestamp")
+        when = None if ts is None else _utc(ts)
+        bad = _is_bad(e)
+        # BigQuery: a missing value is a missing key; "fast" is refused by the table.
+        row = {"event_id": eid, "event_type": etype, "bitrate_kbps": _bitrate(e)}
+        if country is not None:
+            row["country"] = country
+        if bad:
+            letters[("warehouse", eid, "deliver", "not_retryable")] += 1
+        else:
+            records["warehouse"][canonical(row)] += 1
+        # Parquet: read back with the Hive partition it was filed under.
+        if when is None:
+            letters[("lake_parquet", eid, "batch", "prefix_unrenderable")] += 1
+        elif bad:
+            letters[("lake_parquet", eid, "deliver", "format_refused")] += 1
+        else:
+            parquet = {
+                "event_id": eid,
+                "event_type": etype,
+                "event_time": when,
+                "metadata": None if country is None else {"geo": {"country_code": country}},
+                "bitrate_kbps": _bitrate(e),
+                "partition": (country or "unknown", when.strftime("%Y-%m-%d")),
+            }
+            records["lake_parquet"][canonical(parquet)] += 1
+        # CSV: every cell is text; a missing value an empty cell.
+        cells = {
+            "event_id": eid,
+            "event_type": etype,
+            "country": country or "",
+            "bitrate_kbps": str(_bitrate(e)),
+        }
+        records["flat_csv"][canonical(cells)] += 1
+        # Typed Avro: cast: int refuses "fast"; a missing time is null.
+        if bad:
+            letters[("typed_avro", eid, "package", "package_cast_failed")] += 1
+        else:
+            avro = {
+                "event_id": eid,
+                "event_type": etype,
+                "event_time": when,
+                "bitrate_kbps": _bitrate(e),
+                "playhead_sec": float(e["fluxdata"]["playhead_position_sec"]),
+            }
+            records["typed_avro"][canonical(avro)] += 1
+    return Expected(records, letters)
+
+
+# -- what came out, read back from the destinations --------------------------------------------
+
+
+def _parquet_records(store: Store, bucket: str) -> Counter[str]:
+    got: Counter[str] = Counter()
+    for name in store.names(bucket):
+        found = PARQUET_KEY.match(name)
+        assert found, f"{name}: not the Hive layout country=<cc>/dt=<day>/"
+        for row in pq.read_table(io.BytesIO(store.read(bucket, name))).to_pylist():
+            row["partition"] = (found["country"], found["dt"])
+            got[canonical(row)] += 1
+    return got
+
+
+def _csv_records(store: Store, bucket: str) -> Counter[str]:
+    got: Counter[str] = Counter()
+    for name in store.names(bucket):
+        assert name.startswith("flat_csv-") and name.endswith(".csv.zst"), name
+        text = zstandard.ZstdDecompressor().decompress(store.read(bucket, name)).decode()
+        for row in csv.DictReader(io.StringIO(text, newline="")):
+            cells = {k: row.get(k) or "" for k in ("event_id", "event_type", "country")}
+            cells["bitrate_kbps"] = row.get("bitrate_kbps") or ""
+            got[canonical(cells)] += 1
+    return got
+
+
+def _avro_records(store: Store, bucket: str) -> Counter[str]:
+    got: Counter[str] = Counter()
+    for name in store.names(bucket):
+        assert name.startswith("typed_avro-") and name.endswith(".avro"), name
+        reader = fastavro.reader(io.BytesIO(store.read(bucket, name)))
+        schema: Any = reader.writer_schema
+        types = {f["name"]: f["type"] for f in schema["fields"]}
+        assert "long" in json.dumps(types["bitrate_kbps"]), types  # typed, not an envelope
+        assert "timestamp-millis" in json.dumps(types["event_time"]), types
+        for row in reader:
+            got[canonical(dict(row))] += 1  # type: ignore[arg-type]
+    return got
+
+
+def outputs(lake: Lake) -> dict[str, Counter[str]]:
+    """Every connector's delivered records, read back from its destination."""
+    return {
+        "warehouse": Counter(canonical(r) for r in lake.bq.rows[TABLE]),
+        "lake_parquet": _parquet_records(lake.stores["s3"], lake.buckets["s3"]),
+        "flat_csv": _csv_records(lake.stores["gcs"], lake.buckets["gcs"]),
+        "typed_avro": _avro_records(lake.stores["azure_blob"], lake.buckets["azure_blob"]),
+    }
+
+
+def dead_letters(folder: Path) -> Counter[tuple[str, str, str, str]]:
+    letters: Counter[tuple[str, str, str, str]] = Counter()
+    for path in folder.rglob("*.ndjson"):
+        for line in path.read_text().splitlines():
+            d = json.loads(line)
+            letters[(d["connector"], d["event_id"], d["stage"], d["reason"])] += 1
+            if d["connector"] == "warehouse":  # BigQuery's own reason, row by row
+                assert "Cannot convert value to integer" in d["error"], d
+            if d["reason"] == "format_refused":
+                assert "'bitrate_kbps'" in d["error"] and "fast" in d["error"], d
+    return letters
+
+
+def check_outputs(lake: Lake, out: Path, want: Expected) -> None:
+    """Every connector's records and the dead letters are exactly the expected ones."""
+    got = outputs(lake)
+    for cid in CONNECTORS:
+        assert got[cid] == want.records[cid], cid
+    assert dead_letters(out / "dead_letter") == want.letters
+
+
+def check_summary(summary: dict[str, Any], want: Expected) -> None:
+    assert summary["balanced"], summary
+    rows = {r["id"]: r for r in summary["connectors"]}
+    for cid in CONNECTORS:
+        n_letters = sum(n for key, n in want.letters.items() if key[0] == cid)
+        n_records = sum(want.records[cid].values())
+        assert rows[cid]["delivered"] == n_records, (cid, rows[cid])
+        assert rows[cid]["dead_lettered"] == n_letters, (cid, rows[cid])
+
+
+def settled(lake: Lake, out: Path, want: Expected) -> Callable[[], bool]:
+    """True once every expected record and dead letter is there (read from the stores)."""
+
+    def check() -> bool:
+        got = outputs(lake)
+        return all(got[c] >= want.records[c] for c in CONNECTORS) and (
+            dead_letters(out / "dead_letter") >= want.letters
+        )
+
+    return check
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, proc: Any) -> None:
+    """Poll ``condition`` once a second (the stores are read each time) until it holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            pytest.fail(f"the job ended before {what}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} within {timeout:.0f} s")
+        time.sleep(1)
+
+
+# -- fixtures ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def lake_in_env(moto: Server, gcs: Server, azurite: Server, folder: Path) -> Iterator[Lake]:
+    """A fresh receiver and a fresh bucket in each store; the stores' credentials in this
+    process's environment while it lasts (a job's subprocess inherits them), the AWS chain
+    isolated from the machine's own files."""
+    bq = BigQueryInsertAllApi({TABLE: TABLE_COLUMNS})
+    receiver = Receiver(bq)
+    stores = {
+        "s3": make_store("s3", moto),
+        "gcs": make_store("gcs", gcs),
+        "azure_blob": make_store("azure_blob", azurite),
+    }
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            missing = str(folder / "no-such-aws-file")
+            env.setenv("AWS_CONFIG_FILE", missing)
+            env.setenv("AWS_SHARED_CREDENTIALS_FILE", missing)
+            for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "BIGQUERY_EMULATOR_HOST"):
+                env.delenv(name, raising=False)
+            for store in stores.values():
+                for name, value in store.env.items():
+                    env.setenv(name, value)
+            yield Lake(bq, receiver, stores, {k: s.new_bucket() for k, s in stores.items()})
+    finally:
+        receiver.stop()
+
+
+@pytest.fixture
+def lake(
+    moto_server: Server, gcs_emulator: Server, azurite: Server, tmp_path: Path
+) -> Iterator[Lake]:
+    """The four destinations, fresh for one test (see :func:`lake_in_env`)."""
+    with lake_in_env(moto_server, gcs_emulator, azurite, tmp_path) as fresh:
+        yield fresh
+
+
+def publish(pubsub: PubSubEmulator, lines: list[bytes]) -> str:
+    """Publish ``lines`` to a new topic; return a subscription made before publishing."""
+    from google.cloud import pubsub_v1
+
+    topic = pubsub.create_topic("lake")
+    subscription = pubsub.create_subscription(topic)
+    publisher = pubsub_v1.PublisherClient()
+    for future in [publisher.publish(topic, line) for line in lines]:
+        future.result(timeout=30)
+    return subscription
+
+
+# -- the test ------------------------------------------------------------------------------------
+
+
+def test_warehouse_and_lake_connectors_stream_on_prism_from_pubsub(
+    tmp_path: Path, pubsub_env: PubSubEmulator, lake: Lake
+) -> None:
+    events = lake_events()
+    want = expected(events)
+    assert want.letters and all(want.records.values())  # every connector has both kinds
+    subscription = publish(pubsub_env, lake_lines())
+    out = tmp_path / "out"
+    proc, log = _start_job(tmp_path, connectors_yaml(lake), "--subscription", subscription)
+    try:
+        wait_until(settled(lake, out, want), 300, "every expected output", proc)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    printed = (tmp_path / "job.log").read_text()
+    check_outputs(lake, out, want)  # after the drain: nothing duplicated, nothing extra
+    summary = json.loads((out / "summary.json").read_text())
+    if proc.returncode == 0:
+        check_summary(summary, want)
+        return
+    # The outputs are exact (above); only Prism's counters may come out short
+    # (docs/beam-limits.md, "Prism can under-report"). A count above the truth fails here.
+    assert "MISMATCH" in printed, printed[-3000:]
+    rows = {r["id"]: r for r in summary["connectors"]}
+    short = {}
+    for cid in CONNECTORS:
+        n_records = sum(want.records[cid].values())
+        assert rows[cid]["delivered"] <= n_records, (cid, rows[cid])
+        if rows[cid]["delivered"] < n_records:
+            short[cid] = (rows[cid]["delivered"], n_records)
+    assert short, summary
+    pytest.xfail(f"Prism 2.77 lost counter values (docs/beam-limits.md): {short}")
