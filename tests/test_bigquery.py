@@ -11,6 +11,7 @@ tests/test_bigquery_storage_write.py); the schema rules (declared vs template,
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import socket
@@ -482,9 +483,28 @@ def _call(url: str, body: dict[str, Any] | None = None) -> Any:
 @pytest.fixture
 def bqemulator(tmp_path: Path) -> Iterator[str]:
     """A running bqemulator's REST root; its venv is built on first use (a failure says why)."""
+    with _bqemulator(tmp_path, grpc_port=0) as root:
+        yield root
+
+
+@pytest.fixture
+def bqemulator_grpc(tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """A running bqemulator's REST root and its Storage Write gRPC port."""
+    grpc_port = _free_port()
+    with _bqemulator(tmp_path, grpc_port=grpc_port) as root:
+        yield root, grpc_port
+
+
+@contextlib.contextmanager
+def _bqemulator(tmp_path: Path, grpc_port: int) -> Iterator[str]:
     try:
         command = bqemulator_launcher.command(
-            "--rest-port", str(port := _free_port()), "--grpc-port", "0", "--project", "my-project"
+            "--rest-port",
+            str(port := _free_port()),
+            "--grpc-port",
+            str(grpc_port),
+            "--project",
+            "my-project",
         )
     except RuntimeError as exc:
         pytest.fail(f"bqemulator cannot be installed: {exc}")
@@ -510,11 +530,9 @@ def bqemulator(tmp_path: Path) -> Iterator[str]:
         process.wait(timeout=30)
 
 
-@pytest.mark.integration
-def test_rows_land_in_bqemulator_and_read_back(
-    bqemulator: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    datasets = bqemulator + "/bigquery/v2/projects/my-project/datasets"
+def _player_events_table(root: str) -> str:
+    """Create ``my-project.telemetry.player_events`` with :data:`COLUMNS`; its REST path."""
+    datasets = root + "/bigquery/v2/projects/my-project/datasets"
     _call(datasets, {"datasetReference": {"projectId": "my-project", "datasetId": "telemetry"}})
     fields = [{"name": n, "type": t, "mode": m} for n, t, m in COLUMNS]
     _call(
@@ -528,13 +546,47 @@ def test_rows_land_in_bqemulator_and_read_back(
             "schema": {"fields": fields},
         },
     )
+    return datasets + "/telemetry/tables/player_events"
+
+
+@pytest.mark.integration
+def test_storage_write_rows_land_in_bqemulator_and_read_back(
+    bqemulator_grpc: tuple[str, int],
+) -> None:
+    """The Storage Write path against bqemulator's own gRPC server (not our stand-in)."""
+    root, grpc_port = bqemulator_grpc
+    table = _player_events_table(root)
+    deliver = {
+        "table": TABLE,
+        "method": "storage_write",
+        "endpoint": f"http://127.0.0.1:{grpc_port}",
+    }
+    sink = open_sink("bigquery", deliver)
+    try:
+        assert sink.write(DeliveryBatch("c1", "", rows([4500, 3000, None]))).events == 3
+    finally:
+        sink.close()
+    listed = _call(table + "/data")
+    got = sorted(tuple(c["v"] for c in r["f"]) for r in listed["rows"])
+    assert got == [
+        ("e0", "heartbeat", "4500"),
+        ("e1", "heartbeat", "3000"),
+        ("e2", "heartbeat", None),
+    ]
+
+
+@pytest.mark.integration
+def test_rows_land_in_bqemulator_and_read_back(
+    bqemulator: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = _player_events_table(bqemulator)
     monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", bqemulator.removeprefix("http://"))
     sink = open_sink("bigquery", {"table": TABLE})
     try:
         assert sink.write(DeliveryBatch("c1", "", rows([4500, 3000, None]))).events == 3
     finally:
         sink.close()
-    listed = _call(datasets + "/telemetry/tables/player_events/data")
+    listed = _call(table + "/data")
     got = sorted(tuple(c["v"] for c in r["f"]) for r in listed["rows"])
     assert got == [
         ("e0", "heartbeat", "4500"),

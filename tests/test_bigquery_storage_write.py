@@ -5,8 +5,9 @@ gRPC, the library's own messages): a wrongly typed row is that event's dead lett
 the others land; a row BigQuery refuses (``row_errors``) is that event's dead letter and the
 rest are appended at the same offset; an append whose answer was lost (UNAVAILABLE and the
 other retryable codes after the rows were committed) is retried at the same offset and
-stored once; a whole run's counts add up; against ``bqemulator``'s gRPC server rows land and
-read back through its REST API.
+stored once; a whole run's counts add up. Against ``bqemulator``'s own gRPC server rows
+land and read back through its REST API: tests/test_bigquery.py
+(``test_storage_write_rows_land_in_bqemulator_and_read_back``, beside the REST one).
 """
 
 from __future__ import annotations
