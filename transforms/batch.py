@@ -75,8 +75,7 @@ def layouts(config: DeliveryConfig) -> dict[str, Layout]:
         deliver = c.deliver_config
         prefix = PrefixTemplate.compile(getattr(deliver, "prefix", ""))
         limits = deliver.batch
-        max_bytes = getattr(limits, "max_bytes", None)
-        out[c.id] = Layout(prefix, limits.max_events, limits.shards, max_bytes)
+        out[c.id] = Layout(prefix, limits.max_events, limits.shards, limits.max_bytes)
     return out
 
 
@@ -364,7 +363,7 @@ class StreamBatches(beam.PTransform):
             grouped = part | f"Batch/{connector.id}" >> beam.GroupIntoBatches(
                 limits.max_events, limits.max_wait_s, **extra
             )
-            max_bytes = getattr(limits, "max_bytes", None)
+            max_bytes = limits.max_bytes
             if max_bytes is None:
                 to_batch = beam.Map(_to_batch)
             else:

@@ -472,7 +472,7 @@ class DeadLetterSection(_Strict):
     def _one_place(self) -> DeadLetterSection:
         if (self.path is None) == (self.topic is None):
             raise ValueError("give exactly one of path (a directory) or topic (Pub/Sub)")
-        if getattr(self.batch, "max_bytes", None) is not None:
+        if self.batch.max_bytes is not None:
             # The dead-letter writer bulks by count and time only; refused, not ignored.
             raise ValueError(
                 "batch.max_bytes applies to connectors only; dead letters are bulked by "

@@ -126,12 +126,7 @@ class WriteDeadLetters(beam.PTransform):
                 | "Lists" >> beam.Map(lambda kv: list(kv[1]))
             )
         if self.announce:
-            first = (
-                letters.pipeline
-                | "Announce" >> beam.Impulse()
-                | "Sentinel" >> beam.Map(lambda _: [])
-            )
-            letters = (letters, first) | "WithAnnounce" >> beam.Flatten()
+            letters = metrics.with_announcement(letters, [])
         write = _WriteDeadLetters(self.path, self.secrets, self.announce)
         return letters | "Write" >> beam.ParDo(write)
 

@@ -378,12 +378,7 @@ class Deliver(beam.PTransform):
 
     def expand(self, batches: Any) -> Any:
         if self.announce:
-            first = (
-                batches.pipeline
-                | "Announce" >> beam.Impulse()
-                | "Sentinel" >> beam.Map(lambda _: ANNOUNCE)
-            )
-            batches = (batches, first) | "WithAnnounce" >> beam.Flatten()
+            batches = metrics.with_announcement(batches, ANNOUNCE)
         return batches | beam.ParDo(_DeliverBatch(self.config)).with_outputs(
             DEAD_LETTER, RETRY, main="written"
         )

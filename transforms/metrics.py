@@ -30,6 +30,7 @@ beyond one per event.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 PIPELINE = "telemetry"
 """Namespace of the pipeline-wide counters."""
@@ -195,3 +196,21 @@ summary and report) come from these buckets.
 def dead_letter_reason_counter(reason: str) -> str:
     """The counter of dead letters with this reason (per connector, or for input)."""
     return f"dead_lettered.{reason}"
+
+
+def with_announcement(pcoll: Any, sentinel: Any) -> Any:
+    """``pcoll`` plus one ``sentinel`` element from an ``Impulse`` at start-up.
+
+    The stage that reads it reports its counters at 0 on the sentinel, before any real
+    element, so Prism learns their ids first (``Deliver(announce=True)``,
+    ``WriteDeadLetters(announce=...)``; docs/beam-limits.md, "Prism can under-report").
+    Labels ``Announce``, ``Sentinel`` and ``WithAnnounce`` within the calling transform.
+    """
+    import apache_beam as beam
+
+    first = (
+        pcoll.pipeline
+        | "Announce" >> beam.Impulse()
+        | "Sentinel" >> beam.Map(lambda _, value=sentinel: value)
+    )
+    return (pcoll, first) | "WithAnnounce" >> beam.Flatten()
