@@ -49,9 +49,9 @@ prism: install
 test-flink: node flink-jobserver
 	$(VENV)/bin/pytest tests/test_flink.py
 
-## test-unit: the fast tier: no stand-in server, JVM, npm or emulator (about a minute)
+## test-unit: the fast tier: in-process only, no stand-in, JVM, npm, emulator or subprocess (under 2 minutes)
 test-unit: install
-	$(VENV)/bin/pytest -m unit -q
+	$(VENV)/bin/pytest -m unit -q -n auto
 
 ## fmt: apply ruff's safe fixes and format, in place
 fmt: install

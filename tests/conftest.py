@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -81,6 +83,7 @@ FILE_TIERS = {
     "test_agent_compare.py": ("perf", "the agent comparison runs the job in a subprocess"),
     "test_mutants_script.py": ("integration", "runs pytest in a subprocess"),
     "test_hostile_job.py": ("integration", "starts an HTTP receiver without a fixture"),
+    "test_prism_stateful_split.py": ("integration", "runs a pipeline on Prism"),
 }
 """Files whose tests start servers or subprocess jobs without a fixture, by file name."""
 
@@ -108,3 +111,38 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         tier = tier_of(item)
         if item.get_closest_marker(tier) is None:
             item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_process(request: pytest.FixtureRequest) -> Iterator[None]:
+    """In the unit tier, a test that starts any process fails, naming the command.
+
+    The tier is assigned from fixtures and file names (``tier_of``); a test that starts
+    Prism, a JVM, worker processes or a job through a library call (``make_pipeline`` on
+    the default runner, ``subprocess.run``) would otherwise land in ``make test-unit``
+    unnoticed. Such a test belongs in ``FILE_TIERS`` or carries
+    ``@pytest.mark.integration``. The process is let start (refusing it inside a library
+    can hang the test) and the test fails when it ends.
+    """
+    if request.node.get_closest_marker("unit") is None:
+        yield
+        return
+    started: list[str] = []
+    real = subprocess.Popen._execute_child  # type: ignore[attr-defined]
+
+    def record(self: Any, args: Any, *rest: Any, **kw: Any) -> Any:
+        started.append(" ".join(map(str, args)) if isinstance(args, list) else str(args))
+        return real(self, args, *rest, **kw)
+
+    subprocess.Popen._execute_child = record  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        subprocess.Popen._execute_child = real  # type: ignore[attr-defined]
+    if started:
+        pytest.fail(
+            f"{request.node.nodeid} is in the unit tier but started {len(started)} "
+            f"process(es), first: {started[0][:300]}; mark it integration "
+            "(tests/conftest.py FILE_TIERS or @pytest.mark.integration)",
+            pytrace=False,
+        )

@@ -273,7 +273,13 @@ WORKERS = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processi
 
 @pytest.mark.parametrize(
     ("chunk_lines", "extra"),
-    [("5000", []), ("137", []), ("700", WORKERS), ("61", [*WORKERS, "--read-shards", "2"])],
+    [
+        ("5000", []),
+        ("137", []),
+        # Worker processes: the integration tier.
+        pytest.param("700", WORKERS, marks=pytest.mark.integration),
+        pytest.param("61", [*WORKERS, "--read-shards", "2"], marks=pytest.mark.integration),
+    ],
 )
 def test_the_job_writes_full_objects_whatever_the_chunks_and_workers(
     tmp_path: Path, chunk_lines: str, extra: list[str], monkeypatch: pytest.MonkeyPatch

@@ -110,6 +110,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.integration  # starts a process
 def test_validate_command(tmp_path: Path) -> None:
     ok = run_cli("validate", "--config", "examples/delivery.yaml")
     assert ok.returncode == 0 and "OK, 3 connector(s)" in ok.stdout

@@ -471,6 +471,7 @@ def run(argv: list[str], plugin: Path | None, cwd: Path) -> subprocess.Completed
     )
 
 
+@pytest.mark.integration  # starts a process
 def test_a_new_module_needs_no_other_edit(plugin_dir: Path) -> None:
     """The doc's connector, installed beside the project: validate accepts its type, and
     this suite and the doc's own test run for it. Without it, validate rejects the type."""

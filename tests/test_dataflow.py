@@ -252,6 +252,7 @@ def names(job: Any) -> set[str]:
     return {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
 
 
+@pytest.mark.integration  # starts a process
 def test_batch_job_translates_for_dataflow(tmp_path: Path, no_google_credentials: None) -> None:
     from google.cloud.dataflow_v1beta3 import JobType
 
@@ -263,6 +264,7 @@ def test_batch_job_translates_for_dataflow(tmp_path: Path, no_google_credentials
     assert json.loads(job.json())["type"] == "JOB_TYPE_BATCH"
 
 
+@pytest.mark.integration  # starts a process
 def test_streaming_job_translates_for_dataflow(tmp_path: Path, no_google_credentials: None) -> None:
     from google.cloud.dataflow_v1beta3 import JobType
 
@@ -281,6 +283,7 @@ def test_streaming_job_translates_for_dataflow(tmp_path: Path, no_google_credent
     assert options["streaming"] is True and options["config_refresh_s"] == 60
 
 
+@pytest.mark.integration  # starts a process
 def test_launcher_main_translates_and_refuses_bad_parameters(
     tmp_path: Path, no_google_credentials: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -305,6 +308,7 @@ def test_launcher_main_translates_and_refuses_bad_parameters(
     assert "fromat" in err and str(bad) in err
 
 
+@pytest.mark.integration  # starts a process
 def test_setup_file_sdist_carries_every_module_and_template(tmp_path: Path) -> None:
     """What ``--setup_file`` stages: Beam runs ``python setup.py sdist`` and workers install it."""
     import subprocess
@@ -332,6 +336,7 @@ def test_setup_file_sdist_carries_every_module_and_template(tmp_path: Path) -> N
     assert wanted and not wanted - members, sorted(wanted - members)
 
 
+@pytest.mark.integration  # starts a process
 def test_a_dataflow_backfill_cuts_each_chunk_and_a_local_one_full_objects(
     tmp_path: Path, no_google_credentials: None
 ) -> None:

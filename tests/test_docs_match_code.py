@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
@@ -32,6 +34,7 @@ def _tree_section() -> dict[str, str]:
     return sections
 
 
+@pytest.mark.integration  # starts a process
 def test_the_connector_table_is_written_from_the_registry() -> None:
     check = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "docs_tables.py"), "--check"],

@@ -63,6 +63,7 @@ def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+@pytest.mark.integration  # starts a process
 def test_every_object_store_shows_its_address_and_the_file_one_is_where_the_job_writes(
     tmp_path: Path, config_file: Path
 ) -> None:

@@ -13,6 +13,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: import-linter's own dependency
@@ -82,6 +84,7 @@ def _lint(tree: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.integration  # starts a process
 def test_the_contract_holds_and_fails_on_an_upward_import(tmp_path: Path) -> None:
     tree = tmp_path / "tree"
     tree.mkdir()

@@ -146,6 +146,7 @@ def test_sampling_is_stable_per_session_and_close_to_the_fraction() -> None:
 ABC_BUCKET = 0xD8BB14D833D59559 / 2**64
 
 
+@pytest.mark.integration  # starts a process
 def test_session_bucket_is_the_documented_hash_in_every_process() -> None:
     assert session_bucket("abc") == ABC_BUCKET
     assert (

@@ -64,6 +64,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.integration  # starts a process
 def test_catastrophic_patterns_finish_on_long_adversarial_values() -> None:
     # A subprocess, so that a backtracking engine is killed at the timeout instead of
     # hanging the test run; the timeout is 20 s against the 1e28 s above.

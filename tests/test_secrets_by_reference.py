@@ -191,6 +191,7 @@ dead_letter: {{path: ./dl}}
         parse_config(text)
 
 
+@pytest.mark.integration  # starts a process
 @pytest.mark.usefixtures("no_google_credentials")
 def test_no_secret_value_in_the_dataflow_job(tmp_path: Path, secret_vars: None) -> None:
     config = tmp_path / "delivery.yaml"

@@ -19,6 +19,8 @@ import pytest
 
 from tests.conftest import FILE_TIERS, STANDIN_FIXTURES, TIERS, tier_of
 
+pytest_plugins = ["pytester"]
+
 REPO = Path(__file__).resolve().parents[1]
 TESTS = REPO / "tests"
 
@@ -55,6 +57,7 @@ def _item(
     )
 
 
+@pytest.mark.integration  # starts a process
 def test_every_collected_test_has_exactly_one_tier() -> None:
     exactly_one = " or ".join(
         "(" + " and ".join(t if t == tier else f"not {t}" for t in TIERS) + ")" for tier in TIERS
@@ -110,3 +113,23 @@ def test_an_explicit_tier_marker_wins_but_unit_cannot_use_a_standin() -> None:
 def test_the_tiers_are_the_registered_markers(pytestconfig: pytest.Config) -> None:
     registered = {line.split(":", 1)[0] for line in pytestconfig.getini("markers")}
     assert set(TIERS) <= registered
+
+
+@pytest.mark.integration  # its inner test starts a process
+def test_a_unit_test_that_starts_a_process_fails_naming_it(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest((TESTS / "conftest.py").read_text())
+    pytester.makeini("[pytest]\nmarkers =\n" + "".join(f"    {tier}: tier\n" for tier in TIERS))
+    pytester.makepyfile(
+        test_inner="""
+        import subprocess, sys
+
+        def test_quiet():
+            assert 1 + 1 == 2
+
+        def test_starts_python():
+            subprocess.run([sys.executable, "-c", "pass"], check=True)
+        """
+    )
+    result = pytester.runpytest("-m", "unit")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*test_starts_python is in the unit tier but started 1 process*"])
