@@ -1,7 +1,8 @@
 """Issue 23's "done means" on Flink: the warehouse and lake connectors, batch and streaming.
 
 The job of tests/test_lake_streaming.py (``bigquery`` streaming inserts to the strict
-receiver, Hive-partitioned Parquet with a declared schema to moto S3, ``csv.zst`` to the
+receiver, ``bigquery`` ``method: storage_write`` over gRPC to the strict ``BigQueryWrite``
+stand-in, Hive-partitioned Parquet with a declared schema to moto S3, ``csv.zst`` to the
 GCS emulator, typed Avro from ``schema: auto`` to Azurite), run on Flink's embedded
 cluster with tests/test_flink.py's flags (``--environment_type=LOOPBACK``), once each way
 (module fixtures; the tests below check the two runs):
@@ -14,8 +15,9 @@ cluster with tests/test_flink.py's flags (``--environment_type=LOOPBACK``), once
 Both are held to the expectations tests/test_lake_streaming.py computes from the input
 events by plain Python: every record read back from each destination exactly once, each
 refused event exactly one dead letter with its reason (``not_retryable`` from BigQuery's
-per-row errors, ``format_refused``, ``package_cast_failed``, ``prefix_unrenderable``),
-and a summary that counts all of it.
+per-row errors, from a value the Storage Write row cannot encode and from the write
+stand-in's ``row_errors``, ``format_refused``, ``package_cast_failed``,
+``prefix_unrenderable``), and a summary that counts all of it.
 """
 
 from __future__ import annotations

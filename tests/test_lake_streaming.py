@@ -2,12 +2,20 @@
 engine (Prism), reading Google's Pub/Sub emulator.
 
 One streaming job (the README's ``run --streaming --subscription S``, the harness of
-tests/test_streaming_default_engine.py) with four connectors:
+tests/test_streaming_default_engine.py) with five connectors:
 
 * ``warehouse``: ``type: bigquery`` (``streaming_inserts``) to the strict ``insertAll``
   receiver (tests/receivers/bigquery.py), a template without casts, so a bitrate no INT64
   takes is refused by "BigQuery" row by row (a ``not_retryable`` dead letter with its
   reason) while the other rows land;
+* ``warehouse_sw``: ``type: bigquery`` with ``method: storage_write`` (gRPC AppendRows at
+  offsets on a committed stream) to the strict in-process ``BigQueryWrite`` stand-in, its
+  own table, ``schema: auto`` (the columns the stand-in's ``CreateWriteStream`` reports,
+  ``country`` ``REQUIRED``): a bitrate of "fast" cannot be encoded for the INT64 column
+  (refused before sending, in BigQuery's words), and the event without a geo object is
+  refused by the stand-in itself (``row_errors``: "Missing required field: country.");
+  both are ``not_retryable`` dead letters, the other rows are stored once each, although
+  the stand-in loses the answers of the first appends (:data:`LOST_ANSWERS`);
 * ``lake_parquet``: Parquet with a declared schema to moto S3, Hive-partitioned by
   ``country={field:metadata.geo.country_code|unknown}/dt={year}-{month}-{day}/``; a bitrate
   the schema's INT64 refuses is a ``format_refused`` dead letter, an event without a time
@@ -41,17 +49,23 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
+import grpc
 import pyarrow.parquet as pq
 import pytest
 import yaml
 import zstandard
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from examples.generate_events import generate
 from tests.receivers.base import Receiver
-from tests.receivers.bigquery import BigQueryInsertAllApi
+from tests.receivers.bigquery import BigQueryInsertAllApi, BigQueryWriteStandIn
 from tests.standins.object_stores import Server, Store, make_store
 from tests.standins.pubsub import PubSubEmulator
+from tests.test_connector_contract import open_sink
 from tests.test_streaming_default_engine import _start_job
+from transforms.connectors.base import DeliveryBatch, DeliveryError, PartialDeliveryError
+from transforms.rules.records import Packaged
 
 pytest_plugins = ["tests.standins.pubsub", "tests.standins.object_stores"]
 
@@ -62,12 +76,24 @@ TABLE_COLUMNS = [
     ("country", "STRING", "NULLABLE"),
     ("bitrate_kbps", "INT64", "NULLABLE"),
 ]
+SW_TABLE = "my-project.telemetry.player_events_sw"
+SW_COLUMNS = [
+    ("event_id", "STRING", "REQUIRED"),
+    ("event_type", "STRING", "NULLABLE"),
+    ("country", "STRING", "REQUIRED"),
+    ("bitrate_kbps", "INT64", "NULLABLE"),
+    ("event_time", "TIMESTAMP", "NULLABLE"),
+]
+LOST_ANSWERS = 3
+"""The write stand-in commits the first appends this many times and loses the answer
+(UNAVAILABLE after appending, as after a network failure): the connector must find out
+which of its appends landed, also when other batches reach the same stream in between."""
 N_GENERATED = 120
 T = 1764136800123  # 2025-11-26T06:00:00.123Z
 PARQUET_KEY = re.compile(
     r"^country=(?P<country>[^/]+)/dt=(?P<dt>\d{4}-\d{2}-\d{2})/lake_parquet-[0-9a-f]{20}\.parquet$"
 )
-CONNECTORS = ("warehouse", "lake_parquet", "flat_csv", "typed_avro")
+CONNECTORS = ("warehouse", "warehouse_sw", "lake_parquet", "flat_csv", "typed_avro")
 
 # -- the input ----------------------------------------------------------------------------------
 
@@ -100,16 +126,18 @@ def lake_lines() -> list[bytes]:
 
 @dataclass
 class Lake:
-    """Where the four connectors deliver: the receiver and one bucket per store."""
+    """Where the five connectors deliver: the two BigQuery stand-ins and one bucket per
+    store."""
 
     bq: BigQueryInsertAllApi
     receiver: Receiver
+    bq_write: BigQueryWriteStandIn
     stores: dict[str, Store]  # by connector type: s3, gcs, azure_blob
     buckets: dict[str, str]  # by connector type
 
 
 def lake_connectors(lake: Lake) -> list[dict[str, Any]]:
-    """The four connectors (YAML data) writing into ``lake``."""
+    """The five connectors (YAML data) writing into ``lake``."""
     s3, gcs, azure = (lake.stores[k] for k in ("s3", "gcs", "azure_blob"))
     plain = {
         "event_id": "event_id",
@@ -126,6 +154,25 @@ def lake_connectors(lake: Lake) -> list[dict[str, Any]]:
                 "table": TABLE,
                 "endpoint": lake.receiver.url,
                 "method": "streaming_inserts",
+                "batch": {"max_events": 40, "max_wait_s": 1},
+            },
+        },
+        {
+            "id": "warehouse_sw",
+            "type": "bigquery",
+            "package": {
+                "template": {
+                    "fields": {
+                        **plain,
+                        "event_time": {"path": "event.timestamp", "format": "iso8601"},
+                    }
+                }
+            },
+            "deliver": {
+                "table": SW_TABLE,
+                "endpoint": lake.bq_write.url,
+                "method": "storage_write",
+                "schema": "auto",
                 "batch": {"max_events": 40, "max_wait_s": 1},
             },
         },
@@ -220,6 +267,11 @@ def _utc(ts: Any) -> dt.datetime:
     return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(milliseconds=ts)
 
 
+def _micros(when: dt.datetime) -> int:
+    delta = when - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
 def _country(e: dict[str, Any]) -> str | None:
     geo = e["metadata"].get("geo")
     return None if geo is None else geo.get("country_code")
@@ -236,10 +288,13 @@ def _is_bad(e: dict[str, Any]) -> bool:
 @dataclass
 class Expected:
     """Per connector: the records (canonical JSON, a multiset) and the dead letters
-    ``(connector, event_id, stage, reason)``."""
+    ``(connector, event_id, stage, reason)``; ``said``: by ``(connector, event_id)``, words
+    a dead letter's ``error`` must contain, e.g. ``("warehouse_sw", "e7")`` ->
+    ``"Missing required field: country."`` (the stand-in's own ``row_errors`` message)."""
 
     records: dict[str, Counter[str]]
     letters: Counter[tuple[str, str, str, str]]
+    said: dict[tuple[str, str], str]
 
 
 def canonical(record: dict[str, Any]) -> str:
@@ -249,6 +304,7 @@ def canonical(record: dict[str, Any]) -> str:
 def expected(events: list[dict[str, Any]]) -> Expected:
     records: dict[str, Counter[str]] = {cid: Counter() for cid in CONNECTORS}
     letters: Counter[tuple[str, str, str, str]] = Counter()
+    said: dict[tuple[str, str], str] = {}
     for e in events:
         eid, etype, country = e["event_id"], e["event"]["type"], _country(e)
         ts = e["event"].get("timestamp")
@@ -262,6 +318,28 @@ def expected(events: list[dict[str, Any]]) -> Expected:
             letters[("warehouse", eid, "deliver", "not_retryable")] += 1
         else:
             records["warehouse"][canonical(row)] += 1
+        # Storage Write: "fast" cannot be encoded for INT64 (refused before sending); a row
+        # without the REQUIRED country is refused by the stand-in (row_errors). A stored
+        # row reads back in protobuf's JSON mapping: INT64 and TIMESTAMP (microseconds
+        # since the epoch) as decimal text, an unset column absent.
+        if bad:
+            letters[("warehouse_sw", eid, "deliver", "not_retryable")] += 1
+            said[("warehouse_sw", eid)] = (
+                'invalid at bitrate_kbps: Cannot convert value to integer (bad value): "fast"'
+            )
+        elif country is None:
+            letters[("warehouse_sw", eid, "deliver", "not_retryable")] += 1
+            said[("warehouse_sw", eid)] = "bigquery row: Missing required field: country."
+        else:
+            stored = {
+                "event_id": eid,
+                "event_type": etype,
+                "country": country,
+                "bitrate_kbps": str(_bitrate(e)),
+            }
+            if when is not None:
+                stored["event_time"] = str(_micros(when))
+            records["warehouse_sw"][canonical(stored)] += 1
         # Parquet: read back with the Hive partition it was filed under.
         if when is None:
             letters[("lake_parquet", eid, "batch", "prefix_unrenderable")] += 1
@@ -297,7 +375,7 @@ def expected(events: list[dict[str, Any]]) -> Expected:
                 "playhead_sec": float(e["fluxdata"]["playhead_position_sec"]),
             }
             records["typed_avro"][canonical(avro)] += 1
-    return Expected(records, letters)
+    return Expected(records, letters, said)
 
 
 # -- what came out, read back from the destinations --------------------------------------------
@@ -344,13 +422,18 @@ def outputs(lake: Lake) -> dict[str, Counter[str]]:
     """Every connector's delivered records, read back from its destination."""
     return {
         "warehouse": Counter(canonical(r) for r in lake.bq.rows[TABLE]),
+        "warehouse_sw": Counter(canonical(r) for r in list(lake.bq_write.rows[SW_TABLE])),
         "lake_parquet": _parquet_records(lake.stores["s3"], lake.buckets["s3"]),
         "flat_csv": _csv_records(lake.stores["gcs"], lake.buckets["gcs"]),
         "typed_avro": _avro_records(lake.stores["azure_blob"], lake.buckets["azure_blob"]),
     }
 
 
-def dead_letters(folder: Path) -> Counter[tuple[str, str, str, str]]:
+def dead_letters(
+    folder: Path, said: dict[tuple[str, str], str] | None = None
+) -> Counter[tuple[str, str, str, str]]:
+    """The dead letters under ``folder`` by ``(connector, event_id, stage, reason)``; with
+    ``said`` (:attr:`Expected.said`), each one's error must say what it expects."""
     letters: Counter[tuple[str, str, str, str]] = Counter()
     for path in folder.rglob("*.ndjson"):
         for line in path.read_text().splitlines():
@@ -360,6 +443,8 @@ def dead_letters(folder: Path) -> Counter[tuple[str, str, str, str]]:
                 assert "Cannot convert value to integer" in d["error"], d
             if d["reason"] == "format_refused":
                 assert "'bitrate_kbps'" in d["error"] and "fast" in d["error"], d
+            if said is not None and (d["connector"], d["event_id"]) in said:
+                assert said[(d["connector"], d["event_id"])] in d["error"], d
     return letters
 
 
@@ -368,7 +453,9 @@ def check_outputs(lake: Lake, out: Path, want: Expected) -> None:
     got = outputs(lake)
     for cid in CONNECTORS:
         assert got[cid] == want.records[cid], cid
-    assert dead_letters(out / "dead_letter") == want.letters
+    stored = Counter(r["event_id"] for r in lake.bq_write.rows[SW_TABLE])
+    assert not [eid for eid, n in stored.items() if n > 1], "warehouse_sw: a row stored twice"
+    assert dead_letters(out / "dead_letter", want.said) == want.letters
 
 
 def check_summary(summary: dict[str, Any], want: Expected) -> None:
@@ -414,6 +501,8 @@ def lake_in_env(moto: Server, gcs: Server, azurite: Server, folder: Path) -> Ite
     isolated from the machine's own files."""
     bq = BigQueryInsertAllApi({TABLE: TABLE_COLUMNS})
     receiver = Receiver(bq)
+    bq_write = BigQueryWriteStandIn({SW_TABLE: SW_COLUMNS})
+    bq_write.fail(times=LOST_ANSWERS, code=grpc.StatusCode.UNAVAILABLE, commit=True)
     stores = {
         "s3": make_store("s3", moto),
         "gcs": make_store("gcs", gcs),
@@ -424,21 +513,28 @@ def lake_in_env(moto: Server, gcs: Server, azurite: Server, folder: Path) -> Ite
             missing = str(folder / "no-such-aws-file")
             env.setenv("AWS_CONFIG_FILE", missing)
             env.setenv("AWS_SHARED_CREDENTIALS_FILE", missing)
-            for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "BIGQUERY_EMULATOR_HOST"):
+            for name in (
+                "AWS_PROFILE",
+                "AWS_SESSION_TOKEN",
+                "BIGQUERY_EMULATOR_HOST",
+                "BIGQUERY_STORAGE_EMULATOR_HOST",
+            ):
                 env.delenv(name, raising=False)
             for store in stores.values():
                 for name, value in store.env.items():
                     env.setenv(name, value)
-            yield Lake(bq, receiver, stores, {k: s.new_bucket() for k, s in stores.items()})
+            buckets = {k: s.new_bucket() for k, s in stores.items()}
+            yield Lake(bq, receiver, bq_write, stores, buckets)
     finally:
         receiver.stop()
+        bq_write.stop()
 
 
 @pytest.fixture
 def lake(
     moto_server: Server, gcs_emulator: Server, azurite: Server, tmp_path: Path
 ) -> Iterator[Lake]:
-    """The four destinations, fresh for one test (see :func:`lake_in_env`)."""
+    """The five destinations, fresh for one test (see :func:`lake_in_env`)."""
     with lake_in_env(moto_server, gcs_emulator, azurite, tmp_path) as fresh:
         yield fresh
 
@@ -464,6 +560,9 @@ def test_warehouse_and_lake_connectors_stream_on_prism_from_pubsub(
     events = lake_events()
     want = expected(events)
     assert want.letters and all(want.records.values())  # every connector has both kinds
+    sw_said = [v for (cid, _), v in want.said.items() if cid == "warehouse_sw"]
+    assert any("Missing required field" in v for v in sw_said)  # refused by the stand-in
+    assert any("Cannot convert value to integer" in v for v in sw_said)  # before sending
     subscription = publish(pubsub_env, lake_lines())
     out = tmp_path / "out"
     proc, log = _start_job(tmp_path, connectors_yaml(lake), "--subscription", subscription)
@@ -493,3 +592,104 @@ def test_warehouse_and_lake_connectors_stream_on_prism_from_pubsub(
             short[cid] = (rows[cid]["delivered"], n_records)
     assert short, summary
     pytest.xfail(f"Prism 2.77 lost counter values (docs/beam-limits.md): {short}")
+
+
+# -- the Storage Write sink as a streaming lane drives it ---------------------------------------
+
+Step = tuple[int, bool | None]
+"""One write in a schedule: which unfinished batch (an index, modulo how many are left),
+and whether the stand-in loses that write's answer (True: after appending the rows,
+False: before; None: no fault)."""
+
+
+def _sw_items(batch: int, bad: list[bool]) -> list[Packaged]:
+    """Rows of ``SW_TABLE``; a ``bad`` one lacks the REQUIRED country (the stand-in's
+    ``row_errors`` refuse it)."""
+    items = []
+    for i, without_country in enumerate(bad):
+        eid = f"b{batch}-{i}"
+        record: dict[str, Any] = {"event_id": eid, "event_type": "heartbeat", "bitrate_kbps": i}
+        if not without_country:
+            record["country"] = "US"
+        items.append(Packaged(eid, T + i, "heartbeat", record, {}))
+    return items
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    batches=st.lists(st.lists(st.booleans(), min_size=1, max_size=4), min_size=2, max_size=4),
+    schedule=st.lists(
+        st.tuples(st.integers(0, 3), st.sampled_from([None, True, False])), max_size=10
+    ),
+)
+def test_storage_write_stores_interleaved_batches_once_when_answers_are_lost(
+    batches: list[list[bool]], schedule: list[Step]
+) -> None:
+    """One sink takes batches in any order, as a streaming lane's writer threads hand them
+    over (a retry after its backoff may come after other batches), while answers are lost
+    before or after the rows were appended. Each row is stored once, each refused row is
+    one dead letter, and the sink reports each event delivered exactly once.
+
+    Found by the Prism run: batch A's answer lost (its rows landed), batch B appended past
+    it to learn A's fate, B's rows refused in part (``row_errors``) and its rest's answer
+    lost too: the sink forgot A and appended A's rows a second time."""
+    server = BigQueryWriteStandIn({SW_TABLE: SW_COLUMNS})
+    sink = open_sink(
+        "bigquery",
+        {
+            "table": SW_TABLE,
+            "method": "storage_write",
+            "endpoint": server.url,
+            "timeouts": {"connect_s": 2, "read_s": 5},
+        },
+        cid="warehouse_sw",
+    )
+    pending = {b: _sw_items(b, bad) for b, bad in enumerate(batches)}
+    delivered: Counter[str] = Counter()
+    letters: Counter[str] = Counter()
+
+    def write(b: int) -> None:
+        items = pending[b]
+        try:
+            result = sink.write(DeliveryBatch("warehouse_sw", "", items))
+        except PartialDeliveryError as exc:
+            errors = exc.errors_for(items)
+            again = [i for i, e in zip(items, errors, strict=True) if e and e.retryable]
+            letters.update(
+                i.event_id for i, e in zip(items, errors, strict=True) if e and not e.retryable
+            )
+            delivered.update(i.event_id for i, e in zip(items, errors, strict=True) if e is None)
+            assert exc.delivered.events == sum(e is None for e in errors)
+            pending[b] = again
+            return
+        except DeliveryError as exc:
+            assert exc.retryable, exc  # the whole batch again, as the shared policy does
+            return
+        assert result.events == len(items)
+        delivered.update(i.event_id for i in items)
+        pending[b] = []
+
+    try:
+        for pick, lost in schedule:
+            left = sorted(b for b, items in pending.items() if items)
+            if not left:
+                break
+            if lost is not None:
+                server.fail(times=1, code=grpc.StatusCode.UNAVAILABLE, commit=lost)
+            write(left[pick % len(left)])
+        for _ in range(len(schedule) + 3):  # the faults left over are used up here
+            for b in sorted(b for b, items in pending.items() if items):
+                write(b)
+    finally:
+        sink.close()
+        server.stop()
+    assert not any(pending.values()), pending
+    stored = Counter(r["event_id"] for r in server.rows[SW_TABLE])
+    refused = {f"b{b}-{i}" for b, bad in enumerate(batches) for i, x in enumerate(bad) if x}
+    everyone = {f"b{b}-{i}" for b, bad in enumerate(batches) for i in range(len(bad))}
+    assert [e for e, n in stored.items() if n > 1] == [], server.appends  # never twice
+    assert set(stored) == everyone - refused, server.appends
+    assert set(letters) == refused and max(letters.values(), default=1) == 1
+    assert delivered == Counter(everyone - refused), server.appends  # once each

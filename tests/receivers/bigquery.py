@@ -32,6 +32,7 @@ wrongly typed row and stores ``insertId`` duplicates twice).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import re
@@ -347,6 +348,21 @@ class BigQueryWriteStandIn:
     ``fail(times, code, commit)`` aborts the next appends with a gRPC status; with
     ``commit=True`` the rows are appended first (the answer is lost, as after a network
     failure), which is what offsets must make safe to retry.
+
+    **TLS and OAuth**, for the production path (a TLS channel and an access token)::
+
+        ca, key_and_chain = tls_credentials()       # a throwaway CA and its 127.0.0.1 cert
+        stand_in = BigQueryWriteStandIn(tables, tls=key_and_chain, access_token="ya29.x")
+        stand_in.url                                # "https://127.0.0.1:PORT"
+        stand_in.authorizations                     # [("CreateWriteStream", "Bearer ya29.x")]
+
+    With ``tls`` it serves TLS only (clients trust ``ca``, e.g. through
+    ``GRPC_DEFAULT_SSL_ROOTS_FILE_PATH``). Every call's ``authorization`` metadata is
+    recorded in :attr:`authorizations`; with ``access_token`` a call without
+    ``Bearer <access_token>`` is refused ``UNAUTHENTICATED``, as BigQuery refuses it.
+    ``fail(..., echo=True)`` and ``refuse_rows(times, echo=True)`` are a hostile server:
+    their messages (and the error details, a ``google.rpc.DebugInfo``) quote the call's
+    metadata, the authorization header included.
     """
 
     _SERVICE = "/google.cloud.bigquery.storage.v1.BigQueryWrite/"
@@ -368,7 +384,12 @@ class BigQueryWriteStandIn:
     }
     """Column type -> protobuf field types it takes (FieldDescriptorProto.Type numbers)."""
 
-    def __init__(self, tables: dict[str, Sequence[tuple[str, str, str]]]):
+    def __init__(
+        self,
+        tables: dict[str, Sequence[tuple[str, str, str]]],
+        tls: tuple[bytes, bytes] | None = None,
+        access_token: str | None = None,
+    ):
         import concurrent.futures
 
         import grpc
@@ -378,22 +399,72 @@ class BigQueryWriteStandIn:
         self.appends: list[tuple[str, int | None, int, str]] = []
         """(stream, offset, rows, outcome) of every AppendRows request, in order."""
         self.streams: dict[str, dict[str, Any]] = {}
-        self._faults: list[tuple[Any, bool]] = []
+        self.access_token = access_token
+        self.authorizations: list[tuple[str, str | None]] = []
+        """(RPC, its ``authorization`` metadata or None) of every call, in order."""
+        self._faults: list[_WriteFault] = []
+        self._create_faults: list[_WriteFault] = []
         self._lock = threading.Lock()
         self._server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=8))
         self._server.add_generic_rpc_handlers([_WriteHandler(self)])
-        port = self._server.add_insecure_port("127.0.0.1:0")
+        if tls is None:
+            port = self._server.add_insecure_port("127.0.0.1:0")
+        else:
+            port = self._server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([tls]))
         self._server.start()
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
 
     def stop(self) -> None:
         """Stop serving (open calls are cancelled)."""
         self._server.stop(grace=None)
 
-    def fail(self, times: int, code: Any, commit: bool = False) -> None:
-        """Abort the next ``times`` appends with ``code``; ``commit``: after appending."""
+    def fail(
+        self,
+        times: int,
+        code: Any,
+        commit: bool = False,
+        echo: bool = False,
+        message: str = "injected failure",
+        rpc: str = "AppendRows",
+    ) -> None:
+        """Abort the next ``times`` appends with ``code``; ``commit``: after appending.
+
+        ``echo``: the message (when not empty) and the error details quote the call's
+        metadata; ``rpc="CreateWriteStream"`` aborts stream creations instead (``commit``
+        does not apply).
+        """
+        fault = _WriteFault(code, commit, echo, message)
         with self._lock:
-            self._faults += [(code, commit)] * times
+            if rpc == "CreateWriteStream":
+                self._create_faults += [fault] * times
+            elif rpc == "AppendRows":
+                self._faults += [fault] * times
+            else:
+                raise ValueError(f"rpc {rpc!r}: CreateWriteStream or AppendRows")
+
+    def refuse_rows(self, times: int, echo: bool = False) -> None:
+        """Answer the next ``times`` appends with a ``row_errors`` entry for every row.
+
+        Nothing of such an append is stored (BigQuery's rule); ``echo``: each row error's
+        message quotes the call's metadata.
+        """
+        with self._lock:
+            self._faults += [_WriteFault(None, False, echo, "")] * times
+
+    def _authorize(self, rpc: str, context: Any) -> None:
+        """Record the call's ``authorization``; refuse it without the expected token."""
+        import grpc
+
+        metadata = dict(context.invocation_metadata())
+        said = metadata.get("authorization")
+        with self._lock:
+            self.authorizations.append((rpc, said))
+        if self.access_token is not None and said != f"Bearer {self.access_token}":
+            context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "Request had invalid authentication credentials. Expected OAuth 2 access "
+                "token, login cookie or other valid authentication credential.",
+            )
 
     # -- RPCs (request bytes in, response bytes out) ---------------------------------------------
 
@@ -402,6 +473,11 @@ class BigQueryWriteStandIn:
         from google.cloud.bigquery_storage_v1 import types
 
         request = types.CreateWriteStreamRequest.deserialize(data)
+        self._authorize("CreateWriteStream", context)
+        with self._lock:
+            fault = self._create_faults.pop(0) if self._create_faults else None
+        if fault is not None:
+            _abort(context, fault)
         table = self._table(request.parent)
         if table is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"Not found: Table {request.parent}")
@@ -430,6 +506,7 @@ class BigQueryWriteStandIn:
         from google.cloud.bigquery_storage_v1 import types
 
         request = types.FinalizeWriteStreamRequest.deserialize(data)
+        self._authorize("FinalizeWriteStream", context)
         with self._lock:
             stream = self.streams.get(request.name)
             if stream is None:
@@ -444,6 +521,7 @@ class BigQueryWriteStandIn:
         import grpc
         from google.cloud.bigquery_storage_v1 import types
 
+        self._authorize("AppendRows", context)
         name = ""
         message_class: Any = None
         for data in requests:
@@ -541,12 +619,27 @@ class BigQueryWriteStandIn:
                     row_errors=row_errors,
                 )
             fault = self._faults.pop(0) if self._faults else None
-            if fault is None or fault[1]:
+            if fault is not None and fault.code is None:  # refuse_rows
+                log("ROW_ERRORS")
+                quoted = f": {_quoted(context)}" if fault.echo else ""
+                return answer(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "Errors found while processing rows." + quoted,
+                    row_errors=[
+                        types.RowError(
+                            index=i,
+                            code=types.RowError.RowErrorCode.FIELDS_ERROR,
+                            message=f"Row {i} refused{quoted}",
+                        )
+                        for i in range(len(serialized))
+                    ],
+                )
+            if fault is None or fault.commit:
                 self.rows[table].extend(decoded)
                 stream["next"] = start + len(decoded)
-            log(fault[0].name if fault else "OK")
+            log(fault.code.name if fault else "OK")
         if fault is not None:
-            context.abort(fault[0], "injected failure")
+            _abort(context, fault)
         result = types.AppendRowsResponse.AppendResult(offset=start)
         return types.AppendRowsResponse.serialize(
             types.AppendRowsResponse(append_result=result, write_stream=name)
@@ -576,6 +669,92 @@ class BigQueryWriteStandIn:
                     f"{columns[field.name]}"
                 )
         return None
+
+
+@dataclasses.dataclass(frozen=True)
+class _WriteFault:
+    """One injected refusal: a gRPC ``code`` (None: every row refused in ``row_errors``)."""
+
+    code: Any
+    commit: bool
+    echo: bool
+    message: str
+
+
+def _quoted(context: Any) -> str:
+    """The call's metadata as a careless server quotes it, the authorization first.
+
+    First, so that a client cutting long messages cannot hide it by chance.
+    """
+    metadata = sorted(context.invocation_metadata(), key=lambda kv: kv[0] != "authorization")
+    pairs = [f"{k}={v}" for k, v in metadata if not k.endswith("-bin")]
+    return "request metadata: " + "; ".join(pairs)
+
+
+def _abort(context: Any, fault: _WriteFault) -> None:
+    """Abort the call with ``fault``'s code; with ``echo`` quote its metadata, in details too."""
+    if not fault.echo:
+        context.abort(fault.code, fault.message)
+    from google.protobuf import any_pb2
+    from google.rpc import error_details_pb2, status_pb2
+    from grpc_status import rpc_status
+
+    quoted = _quoted(context)
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.DebugInfo(detail=quoted))
+    status = status_pb2.Status(
+        code=fault.code.value[0],
+        message=f"{fault.message} ({quoted})" if fault.message else "",
+        details=[detail],
+    )
+    context.abort_with_status(rpc_status.to_status(status))
+
+
+def tls_credentials() -> tuple[bytes, tuple[bytes, bytes]]:
+    """A throwaway CA and a server certificate it signed for 127.0.0.1 and localhost.
+
+    Returns ``(ca_pem, (server_key_pem, server_chain_pem))``: the CA for the client to
+    trust, the pair for ``BigQueryWriteStandIn(tls=...)`` (``grpc.ssl_server_credentials``).
+    """
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def certificate(
+        subject: str, key: Any, issuer: x509.Name, signer: Any, ca: bool
+    ) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            names = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "stand-in CA")])
+    ca_cert = certificate("stand-in CA", ca_key, ca_name, ca_key, ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = certificate("127.0.0.1", key, ca_name, ca_key, ca=False)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    pem = serialization.Encoding.PEM
+    return ca_cert.public_bytes(pem), (key_pem, cert.public_bytes(pem))
 
 
 def _message_class(descriptor: Any) -> Any:

@@ -55,13 +55,13 @@ offset (BigQuery appends none of a request with row errors). UNAVAILABLE,
 RESOURCE_EXHAUSTED, ABORTED, DEADLINE_EXCEEDED and INTERNAL are retried by the shared
 policy; other codes are not. **Exactly-once**: an append whose answer was lost is resent at
 its offset when the retry comes back to the sink (``ALREADY_EXISTS``: it had landed, not
-stored twice); when another batch comes first it is appended past the lost one, and the
-answer (OK or ``OUT_OF_RANGE``) tells whether the lost one had landed. A retry that goes
-to another worker (a delayed retry) is at-least-once: such events were reported
-``outcome_unknown`` and are counted in ``possible_duplicates``. The gRPC server is
-``BIGQUERY_STORAGE_EMULATOR_HOST`` (``127.0.0.1:9060``, anonymous), else ``endpoint``
-(``http://host:port``: plaintext, anonymous; ``https://host:port``: TLS and ADC), else
-``bigquerystorage.googleapis.com:443`` with ADC.
+stored twice); when another batch comes first, the stream is finalized (no append can land
+after that) and its row count tells whether the lost one had landed, then a new stream
+takes the batch. A retry that goes to another worker (a delayed retry) is at-least-once:
+such events were reported ``outcome_unknown`` and are counted in ``possible_duplicates``.
+The gRPC server is ``BIGQUERY_STORAGE_EMULATOR_HOST`` (``127.0.0.1:9060``, anonymous),
+else ``endpoint`` (``http://host:port``: plaintext, anonymous; ``https://host:port``: TLS
+and ADC), else ``bigquerystorage.googleapis.com:443`` with ADC.
 
 **Schema**: a declared ``schema`` (the table's columns) is what validate checks the
 packaging template against (:func:`check_template`: every field has a column of a type it
@@ -118,6 +118,7 @@ from transforms.connectors.base import (
 )
 from transforms.rules import schema as schemas
 from transforms.rules.encode import dumps, record_json
+from transforms.rules.events import iso_time
 from transforms.rules.records import record_of
 from transforms.rules.schema import BIGQUERY_TYPES, Column, compile_schema, row_problems
 
@@ -283,6 +284,85 @@ def root_url(endpoint: str | None) -> tuple[str, bool]:
     return root, root.startswith("http://")
 
 
+class Adc:
+    """Application Default Credentials of one sink: read, refreshed and redacted here.
+
+    The sinks refresh the token themselves, never the HTTP or gRPC library, so every error
+    on the way passes through :func:`redact` with every secret the credentials hold (the
+    tokens so far, a refresh token, a client secret), and no library logs a token
+    endpoint's answer (gRPC's auth plugin logs it unredacted). E.g.
+    ``Adc(EMULATOR_ENV).token("bigquery")`` -> ``"ya29.a0..."`` (refreshed when expired).
+    """
+
+    def __init__(self, emulator_env: str, self_signed: bool = False):
+        self.emulator_env = emulator_env
+        self.self_signed = self_signed
+        self.secrets: tuple[str, ...] = ()
+        self._credentials: Any = None
+        self._lock = threading.Lock()
+
+    def token(self, where: str) -> str:
+        """A valid access token; a failure is a DeliveryError starting with ``where``."""
+        import google.auth
+        import google.auth.exceptions
+        import google.auth.transport.requests
+
+        with self._lock:
+            try:
+                if self._credentials is None:
+                    credentials, _ = google.auth.default(scopes=[SCOPE])
+                    # gRPC: a service account key signs its own token (a JWT with the
+                    # scope), as Google's gRPC clients do: no token endpoint on the way.
+                    if self.self_signed and hasattr(credentials, "with_always_use_jwt_access"):
+                        credentials = credentials.with_always_use_jwt_access(True)
+                    self._credentials = credentials
+                if not self._credentials.valid:
+                    self._credentials.refresh(google.auth.transport.requests.Request())
+            except google.auth.exceptions.DefaultCredentialsError as exc:
+                raise DeliveryError(
+                    f"{where}: no Application Default Credentials found ({self.say(exc)}). "
+                    "Fix: set GOOGLE_APPLICATION_CREDENTIALS or run with a service account; "
+                    f"for an emulator set {self.emulator_env} or an http:// endpoint",
+                    retryable=False,
+                ) from None
+            except google.auth.exceptions.TransportError as exc:  # no answer: say why
+                raise DeliveryError(
+                    f"{where}: could not refresh credentials: {self.say(exc)}", retryable=True
+                ) from None
+            except google.auth.exceptions.GoogleAuthError as exc:
+                code = _oauth_error_code(exc)
+                raise DeliveryError(
+                    f"{where}: could not refresh credentials: the token endpoint answered "
+                    f"{code or type(exc).__name__} (its description is not shown: it may "
+                    "quote the credentials sent)",
+                    retryable=bool(getattr(exc, "retryable", False))
+                    or code in ("server_error", "temporarily_unavailable"),
+                ) from None
+            token = str(self._credentials.token)
+            names = ("refresh_token", "client_secret", "_refresh_token", "_client_secret")
+            held = (getattr(self._credentials, n, None) for n in names)
+            known = (*self.secrets, token, *(v for v in held if isinstance(v, str)))
+            self.secrets = tuple(dict.fromkeys(v for v in known if v))
+            return token
+
+    def say(self, exc: BaseException) -> str:
+        """``exc`` in one redacted line (a local problem: no file, no network)."""
+        return redact(" ".join(str(exc).split()), self.secrets)[:300]
+
+
+def _oauth_error_code(exc: BaseException) -> str | None:
+    """The OAuth ``error`` code a token endpoint answered (RFC 6749 5.2), if it says one.
+
+    google-auth words it ``Error code server_error: ...`` (STS) or ``invalid_grant: ...``
+    (OAuth 2.0), e.g. ``RefreshError("invalid_grant: Bad Request", {...})`` ->
+    ``"invalid_grant"``. Only the code is shown: the description and the raw answer (the
+    second argument) are the endpoint's words and may quote the tokens it was sent.
+    """
+    first = exc.args[0] if exc.args and isinstance(exc.args[0], str) else ""
+    found = re.match(r"(?:Error code )?([a-z_]{3,40})(?::|$)", first)
+    return found.group(1) if found else None
+
+
 class BigQuerySink(Sink):
     """Streams each batch into the table through ``insertAll`` and reads per-row results."""
 
@@ -293,8 +373,7 @@ class BigQuerySink(Sink):
         self.deliver = deliver
         self.root, self.anonymous = root_url(deliver.endpoint)
         self.client = HttpClient(self.type_name, deliver.concurrency, deliver.timeouts)
-        self._credentials: Any = None
-        self._lock = threading.Lock()
+        self._adc = Adc(EMULATOR_ENV)
 
     def __repr__(self) -> str:
         return f"BigQuerySink({self.connector_id!r}, table={self.deliver.table!r})"
@@ -354,41 +433,9 @@ class BigQuerySink(Sink):
         """The Authorization header (none for an emulator); reads or refreshes ADC."""
         if self.anonymous:
             return {}
-        import google.auth
-        import google.auth.exceptions
-        import google.auth.transport.requests
-
-        with self._lock:
-            try:
-                if self._credentials is None:
-                    self._credentials, _ = google.auth.default(scopes=[SCOPE])
-                if not self._credentials.valid:
-                    self._credentials.refresh(google.auth.transport.requests.Request())
-            except google.auth.exceptions.DefaultCredentialsError as exc:
-                raise DeliveryError(
-                    "bigquery: no Application Default Credentials found "
-                    f"({self._say(exc)}). Fix: set GOOGLE_APPLICATION_CREDENTIALS or run with "
-                    f"a service account; for an emulator set {EMULATOR_ENV} or an http:// "
-                    "endpoint",
-                    retryable=False,
-                ) from None
-            except google.auth.exceptions.GoogleAuthError as exc:
-                transient = bool(getattr(exc, "retryable", False)) or isinstance(
-                    exc, google.auth.exceptions.TransportError
-                )
-                raise DeliveryError(
-                    f"bigquery: could not refresh credentials: {self._say(exc)}",
-                    retryable=transient,
-                ) from None
-            token = str(self._credentials.token)
-            known = (*self.client.secrets, token, *self._credential_secrets())
-            self.client.secrets = tuple(dict.fromkeys(s for s in known if s))
+        token = self._adc.token("bigquery")
+        self.client.secrets = tuple(dict.fromkeys((*self.client.secrets, *self._adc.secrets)))
         return {"Authorization": f"Bearer {token}"}
-
-    def _credential_secrets(self) -> tuple[str, ...]:
-        names = ("refresh_token", "client_secret", "_refresh_token", "_client_secret")
-        found = (getattr(self._credentials, n, None) for n in names)
-        return tuple(v for v in found if isinstance(v, str) and v)
 
     def _say(self, exc: BaseException) -> str:
         return redact(" ".join(str(exc).split()), self.client.secrets)[:300]
@@ -629,12 +676,9 @@ def _scalar(kind: str, value: Any, where: str) -> Any:
 def _timestamp_micros(value: Any, bad: str) -> int:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return round(value * 1_000_000)  # epoch seconds, as BigQuery's JSON API reads numbers
-    try:
-        moment = datetime.datetime.fromisoformat(value)
-    except (TypeError, ValueError):
-        raise ValueError(bad) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    moment = iso_time(value) if isinstance(value, str) else None
+    if moment is None:
+        raise ValueError(bad)
     delta = moment - datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
@@ -654,8 +698,11 @@ class StorageWriteSink(Sink):
     names the offset it must land at. An append whose answer is lost is resent at the same
     offset when the retry comes back (the shared policy's immediate retries): BigQuery
     answers ``ALREADY_EXISTS`` if it had landed, so it is stored once. If a different batch
-    comes first, the stream is abandoned (its fate is reported as unknown, counted in
-    ``possible_duplicates`` when the events land elsewhere) and a new one is created.
+    comes first (a streaming lane's writer threads interleave batches; a retry waits for
+    its backoff), the stream is finalized first: its row count says whether the lost append
+    landed (its events are then delivered when their retry comes, without a resend), and a
+    new stream takes the batch. Nothing is appended after an append whose fate is unknown,
+    so at most one is unknown per stream.
     """
 
     type_name = "bigquery"
@@ -668,15 +715,13 @@ class StorageWriteSink(Sink):
         self.timeout = deliver.timeouts.connect_s + deliver.timeouts.read_s
         self._client: Any = None
         self._channel: Any = None
-        self._open_error: DeliveryError | None = None
-        self._credentials: Any = None
+        self._adc: Adc | None = None
         self._stream: str | None = None
         self._schema: tuple[Column, ...] | None = deliver.columns
         self._row_class: Any = None
         self._descriptor: Any = None
         self._next = 0
         self._pending: _Pending | None = None
-        self._probing = False
         self._landed: set[str] = set()
         """Events of a lost append found landed, until their retry comes back."""
         self._lock = threading.Lock()
@@ -685,47 +730,48 @@ class StorageWriteSink(Sink):
         return f"StorageWriteSink({self.connector_id!r}, table={self.deliver.table!r})"
 
     def secret_values(self) -> tuple[str, ...]:
-        """The current access token, never shown."""
-        token = getattr(self._credentials, "token", None)
-        return (token,) if isinstance(token, str) and token else ()
+        """The access tokens so far (and the credentials' own secrets), never shown."""
+        return self._adc.secrets if self._adc is not None else ()
 
     def open(self) -> None:
-        """Create the gRPC client (``DoFn.setup``); missing credentials fail each write."""
+        """Create the gRPC client (``DoFn.setup``); missing credentials fail each write.
+
+        With credentials the channel is TLS only, and each call carries the token as its
+        ``authorization`` metadata (:meth:`_metadata`): no call credentials, so the library
+        never refreshes a token (or logs the failure) where :class:`Adc` cannot redact it.
+        """
         import grpc
         from google.cloud.bigquery_storage_v1 import BigQueryWriteClient
         from google.cloud.bigquery_storage_v1.services.big_query_write.transports import (
             BigQueryWriteGrpcTransport,
         )
 
+        options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
         if self.anonymous:
-            self._channel = grpc.insecure_channel(self.target_host)
-            transport = BigQueryWriteGrpcTransport(channel=self._channel)
-            self._client = BigQueryWriteClient(transport=transport)
-            return
-        import google.auth
-        import google.auth.exceptions
-
-        try:
-            self._credentials, _ = google.auth.default(scopes=[SCOPE])
-        except google.auth.exceptions.DefaultCredentialsError as exc:
-            said = " ".join(str(exc).split())[:300]
-            self._open_error = DeliveryError(
-                f"bigquery: no Application Default Credentials found ({said}). Fix: set "
-                "GOOGLE_APPLICATION_CREDENTIALS or run with a service account; for an emulator "
-                f"set {STORAGE_EMULATOR_ENV} or an http:// endpoint",
-                retryable=False,
-            )
-            return
+            self._channel = grpc.insecure_channel(self.target_host, options=options)
+        else:
+            self._adc = Adc(STORAGE_EMULATOR_ENV, self_signed=True)
+            tls = grpc.ssl_channel_credentials()  # the system's roots
+            self._channel = grpc.secure_channel(self.target_host, tls, options=options)
         self._client = BigQueryWriteClient(
-            credentials=self._credentials, client_options={"api_endpoint": self.target_host}
+            transport=BigQueryWriteGrpcTransport(channel=self._channel)
         )
+
+    def _metadata(self, where: str, *extra: tuple[str, str]) -> tuple[tuple[str, str], ...]:
+        """A call's metadata: ``extra`` and, with ADC, ``authorization: Bearer <token>``."""
+        if self._adc is None:
+            return extra
+        return (*extra, ("authorization", f"Bearer {self._adc.token(where)}"))
 
     def close(self) -> None:
         """Finalize the stream (best effort) and close the channel (``DoFn.teardown``)."""
         if self._client is not None and self._stream is not None:
             with contextlib.suppress(Exception):  # the rows are committed either way
                 self._client.finalize_write_stream(
-                    name=self._stream, retry=None, timeout=self.timeout
+                    name=self._stream,
+                    retry=None,
+                    timeout=self.timeout,
+                    metadata=self._metadata("bigquery FinalizeWriteStream"),
                 )
         self._stream = None
         if self._client is not None:
@@ -734,8 +780,6 @@ class StorageWriteSink(Sink):
 
     def write(self, batch: DeliveryBatch) -> WriteResult:
         """Append the batch's rows; see the class docstring and the module's."""
-        if self._open_error is not None:
-            raise self._open_error
         if self._client is None:
             raise DeliveryError("bigquery: the sink is not open", retryable=False)
         with self._lock:
@@ -748,6 +792,13 @@ class StorageWriteSink(Sink):
                     kept.append((i, self._encode(record_of(item))))
                 except ValueError as exc:
                     failures.append(ItemFailure(i, item.event_id, False, f"bigquery row: {exc}"))
+            pending = self._pending
+            if (
+                pending is not None
+                and tuple(batch.items[i].event_id for i, _ in kept[: len(pending.event_ids)])
+                != pending.event_ids
+            ):
+                self._settle_lost_append(pending)
             landed = [(i, row) for i, row in kept if batch.items[i].event_id in self._landed]
             for i, _ in landed:  # a lost append found landed: delivered, not sent again
                 self._landed.discard(batch.items[i].event_id)
@@ -770,11 +821,6 @@ class StorageWriteSink(Sink):
         if pending is not None and ids[: len(pending.event_ids)] == pending.event_ids:
             parts.append(kept[: len(pending.event_ids)])
             kept = kept[len(pending.event_ids) :]
-        elif pending is not None:
-            # Another batch came first: append it past the lost append; the answer
-            # (OK or OUT_OF_RANGE) says whether the lost one had landed.
-            self._next = pending.offset + len(pending.event_ids)
-            self._probing = True
         current: list[tuple[int, bytes]] = []
         size = 0
         for entry in kept:
@@ -858,8 +904,13 @@ class StorageWriteSink(Sink):
         try:
             answers = self._client.append_rows(
                 requests=iter([request]),
+                # Not the client's default retry: it retries UNAVAILABLE for up to a day
+                # (a hang) and logs each error unredacted; the shared policy retries.
+                retry=None,
                 timeout=self.timeout,
-                metadata=(("x-goog-request-params", f"write_stream={self._stream}"),),
+                metadata=self._metadata(
+                    where, ("x-goog-request-params", f"write_stream={self._stream}")
+                ),
             )
             answer = next(iter(answers))
         except (exceptions.GoogleAPICallError, StopIteration) as exc:
@@ -876,18 +927,6 @@ class StorageWriteSink(Sink):
             ) from None
         status = answer.error.code
         name = _grpc_name(status)
-        probing, self._probing = self._probing, False
-        if probing and self._pending is not None:
-            if status == 0:  # appended past it: it had landed
-                if len(self._landed) > 1_000_000:  # retries that went elsewhere
-                    self._landed.clear()
-                self._landed.update(self._pending.event_ids)
-            elif name == "OUT_OF_RANGE":  # it had not landed: its offset is free
-                self._next = self._pending.offset
-                self._pending = None
-                return self._append(part, batch)
-            else:  # this answer says nothing about it: ask again with the next append
-                self._probing = True
         if status == 0 or (resend and name == "ALREADY_EXISTS"):
             self._pending = None
             self._next += len(part)
@@ -924,6 +963,7 @@ class StorageWriteSink(Sink):
                 write_stream=types.WriteStream(type_=types.WriteStream.Type.COMMITTED),
                 retry=None,
                 timeout=self.timeout,
+                metadata=self._metadata(f"bigquery CreateWriteStream {parent}"),
             )
         except exceptions.GoogleAPICallError as exc:
             code = getattr(exc.grpc_status_code, "name", "UNKNOWN")
@@ -946,8 +986,39 @@ class StorageWriteSink(Sink):
     def _abandon_stream(self) -> None:
         self._stream = None
         self._pending = None
-        self._probing = False
         self._create_stream()
+
+    def _settle_lost_append(self, pending: _Pending) -> None:
+        """Learn whether ``pending`` landed, then go on in a new stream.
+
+        Nothing else is appended first. FinalizeWriteStream seals the stream (an append
+        still on its way can no longer land) and answers its row count: the lost append
+        landed if the stream reaches past its end. E.g. a lost append of 38 rows at offset 0
+        and ``row_count`` 38: it landed, and its events are delivered when their retry
+        comes (:attr:`_landed`), not sent again. A failed finalize fails this write
+        (retryable); the question stays open.
+        """
+        from google.api_core import exceptions
+
+        try:
+            answer = self._client.finalize_write_stream(
+                name=self._stream,
+                retry=None,
+                timeout=self.timeout,
+                metadata=self._metadata(f"bigquery FinalizeWriteStream {self._stream}"),
+            )
+        except exceptions.GoogleAPICallError as exc:
+            code = getattr(exc.grpc_status_code, "name", "UNKNOWN")
+            raise DeliveryError(
+                f"bigquery FinalizeWriteStream {self._stream}: {code}: {self._say(exc)} (to "
+                "learn whether an append whose answer was lost had landed)",
+                retryable=True,
+            ) from None
+        if answer.row_count >= pending.offset + len(pending.event_ids):
+            if len(self._landed) > 1_000_000:  # retries that went elsewhere
+                self._landed.clear()
+            self._landed.update(pending.event_ids)
+        self._abandon_stream()
 
     def _encode(self, record: Any) -> bytes:
         if not isinstance(record, dict):

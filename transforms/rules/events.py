@@ -244,6 +244,29 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_MS = timedelta(milliseconds=1)
 
 
+def iso_time(text: str) -> datetime | None:
+    """Read an ISO-8601 time as an aware datetime (no zone: UTC); None if it is not one.
+
+    ``Z`` means UTC on every Python the project supports (3.10's ``fromisoformat`` refuses
+    it), e.g. ``"2025-11-26T06:00:00.123Z"`` is 06:00:00.123 UTC. A string of digits is no
+    time (3.11 reads ``"2013123090000"`` as a basic-format date), so it is None.
+
+    >>> iso_time("2025-11-26T06:00:00.123Z").isoformat()
+    '2025-11-26T06:00:00.123000+00:00'
+    >>> iso_time("1764136800123") is None
+    True
+    """
+    if text.strip().lstrip("+-").isdigit():
+        return None
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+
+
 def to_epoch_ms(value: Any) -> int | None:
     """Read a timestamp (epoch ms number or ISO-8601 string) as epoch ms; None if neither.
 
@@ -256,14 +279,9 @@ def to_epoch_ms(value: Any) -> int | None:
     if isinstance(value, (int, float)):
         return int(value)
     if isinstance(value, str):
-        if value.strip().lstrip("+-").isdigit():
+        parsed = iso_time(value)
+        if parsed is None:
             return None
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00", 1))
-        except ValueError:
-            return None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
         # Exact: through a float, "...:38.035Z" read as ...034.999 ms and truncated to 034.
         return (parsed - _EPOCH) // _ONE_MS
     return None
