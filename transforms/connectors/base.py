@@ -48,6 +48,7 @@ from transforms.rules.encode import (
     GZIP_LEVEL,
     PARQUET_COMPRESSION,
     PARQUET_COMPRESSIONS,
+    PARQUET_ROW_GROUP_MB_MAX,
     SCHEMA_FORMATS,
     TEXT_FORMATS,
     ZSTD_LEVEL,
@@ -218,6 +219,15 @@ with warnings.catch_warnings():
             default=PARQUET_COMPRESSION,
             description="Page codec of parquet files (snappy for readers without zstd).",
         )
+        parquet_row_group_mb: float | None = Field(
+            default=None,
+            gt=0,
+            le=PARQUET_ROW_GROUP_MB_MAX,
+            description="parquet: cut each batch into row groups of about this many MB "
+            "(2^20 bytes) of encoded pages before the page codec (the row group's "
+            "total_byte_size), in order: each the fewest rows reaching it, the last what is "
+            "left. Files are smaller by the codec's ratio. Omitted: one row group per batch.",
+        )
         schema: tuple[dict[str, Any], ...] | Literal["auto"] | None = Field(  # type: ignore[assignment]  # see above
             default=None,
             description="csv, parquet and avro: the columns, as a BigQuery schema "
@@ -258,6 +268,14 @@ with warnings.catch_warnings():
                 )
             return {**data, "format": format_name(base, codec), "compression": codec}
 
+        @field_validator("parquet_row_group_mb", mode="before")
+        @classmethod
+        def _row_group_mb_is_a_number(cls, value: Any) -> Any:
+            # YAML's true/false would pass as 1/0: a size written as a boolean is a mistake.
+            if isinstance(value, bool):
+                raise ValueError(f"Input should be a number of MB, not {str(value).lower()}")
+            return value
+
         @field_validator("prefix")
         @classmethod
         def _prefix(cls, prefix: str) -> str:
@@ -296,6 +314,15 @@ with warnings.catch_warnings():
                 )
             if self.format == "avro" and not isinstance(self.schema, (str, type(None))):
                 avro_schema(compile_schema(list(self.schema)))  # names Avro cannot hold
+            return self
+
+        @model_validator(mode="after")
+        def _row_groups_are_parquet(self) -> ObjectLayout:
+            if self.parquet_row_group_mb is not None and self.format != "parquet":
+                raise ValueError(
+                    f"parquet_row_group_mb applies to format parquet, not {self.format!r}: "
+                    "remove it or change the format"
+                )
             return self
 
         @classmethod
@@ -343,6 +370,7 @@ with warnings.catch_warnings():
                 zstd_level=self.zstd_level,
                 parquet_compression=self.parquet_compression,
                 schema=self.columns(),
+                parquet_row_group_mb=self.parquet_row_group_mb,
             )
 
 

@@ -12,7 +12,7 @@ format          extension     content
 ``json_array``  .json         one JSON array of objects
 ``csv``         .csv          RFC 4180 CSV with a header row; see :func:`encode_csv`
 ``avro``        .avro         Avro object container (fastavro, deflate); see :func:`avro_schema`
-``parquet``     .parquet      Parquet, one row group per batch; see :class:`Encoding`
+``parquet``     .parquet      Parquet, one row group per batch or per N MB: :class:`Encoding`
 ==============  ============  ==============================================================
 
 The text formats (:data:`TEXT_FORMATS`) also come compressed: the name with ``.gz``
@@ -42,6 +42,7 @@ from __future__ import annotations
 import csv
 import datetime
 import io
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -116,6 +117,14 @@ ParquetCompression = Literal["zstd", "snappy", "gzip", "none"]
 """Values of ``deliver.parquet_compression``: the page codec inside a Parquet file."""
 
 PARQUET_COMPRESSIONS: tuple[str, ...] = get_args(ParquetCompression)
+
+PARQUET_ROW_GROUP_MB_MAX = 2**20
+"""The largest ``deliver.parquet_row_group_mb``: 1 TiB, far above any batch (``batch.max_bytes``
+is at most 5 GiB), so a larger size could only mean "one row group per batch", which
+omitting the option already says."""
+
+_MB = 2**20
+"""A MB of ``parquet_row_group_mb``: 2**20 bytes, as in Spark's and Hive's 128 MB blocks."""
 
 PARQUET_COMPRESSION: ParquetCompression = "zstd"
 """Default Parquet codec. Every reader the lake users name (Spark 3, Trino, Athena,
@@ -213,18 +222,21 @@ def encode_batch(
     zstd_level: int = ZSTD_LEVEL,
     parquet_compression: ParquetCompression = PARQUET_COMPRESSION,
     schema: tuple[Column, ...] | None = None,
+    parquet_row_group_mb: float | None = None,
 ) -> bytes:
     """Encode a batch in ``fmt`` (see the module docstring and :class:`Encoding`).
 
     ``items`` are :class:`Packaged` values (all formats) or bare records (all but avro).
     ``gzip_level`` (1-9) applies to the ``.gz`` formats, ``zstd_level`` (1-19) to the
-    ``.zst`` ones (``json_array.zst`` too).
+    ``.zst`` ones (``json_array.zst`` too); ``parquet_row_group_mb`` to parquet.
 
     Raises:
         EncodeError: when ``schema`` refuses a record (:meth:`Encoding.encode` instead
             writes the others and names the refused ones).
     """
-    encoded = Encoding(fmt, gzip_level, zstd_level, parquet_compression, schema).encode(items)
+    encoded = Encoding(
+        fmt, gzip_level, zstd_level, parquet_compression, schema, parquet_row_group_mb
+    ).encode(items)
     if encoded.refused:
         n, why = encoded.refused[0]
         raise EncodeError(f"record {n} of the batch: {why}")
@@ -470,7 +482,8 @@ class Encoding:
         b'{"a":1}\n'
 
     Parquet files hold one row group per batch (a batch is at most ``batch.max_events``
-    records, a few MB). Columns follow the declared ``schema`` (nested ``RECORD`` fields
+    records, a few MB), or with ``parquet_row_group_mb`` row groups of about that many MB
+    (:func:`encode_parquet`). Columns follow the declared ``schema`` (nested ``RECORD`` fields
     as struct columns) or, without one, :func:`infer_columns`, where nested objects and
     lists are JSON text (Parquet's JSON logical type): typed structs need a declared
     schema, since one batch's guess at a struct would differ from the next batch's.
@@ -482,6 +495,7 @@ class Encoding:
     zstd_level: int = ZSTD_LEVEL
     parquet_compression: ParquetCompression = PARQUET_COMPRESSION
     schema: tuple[Column, ...] | None = None
+    parquet_row_group_mb: float | None = None
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -492,6 +506,16 @@ class Encoding:
             raise ValueError(
                 f"unknown parquet_compression {self.parquet_compression!r}; expected one of "
                 + ", ".join(PARQUET_COMPRESSIONS)
+            )
+        mb = self.parquet_row_group_mb
+        if mb is not None and (
+            isinstance(mb, bool)
+            or not isinstance(mb, (int, float))
+            or not 0 < mb <= PARQUET_ROW_GROUP_MB_MAX
+        ):
+            raise ValueError(
+                f"parquet_row_group_mb must be a number above 0 and at most "
+                f"{PARQUET_ROW_GROUP_MB_MAX} (MB), or None for one row group per batch: {mb!r}"
             )
 
     @property
@@ -517,7 +541,11 @@ class Encoding:
         if base == "csv":
             data, refused = encode_csv(records, self.schema)
             return Encoded(self._compress(data, codec) if data else b"", refused)
-        data, refused = encode_parquet(records, self.schema, self.parquet_compression)
+        mb = self.parquet_row_group_mb
+        row_group_bytes = None if mb is None else max(1, math.ceil(mb * _MB))
+        data, refused = encode_parquet(
+            records, self.schema, self.parquet_compression, row_group_bytes
+        )
         return Encoded(data, refused)
 
     def _compress(self, data: bytes, codec: str) -> bytes:
@@ -780,6 +808,7 @@ def encode_parquet(
     records: Sequence[Any],
     schema: tuple[Column, ...] | None = None,
     compression: str = PARQUET_COMPRESSION,
+    row_group_bytes: int | None = None,
 ) -> tuple[bytes, tuple[tuple[int, str], ...]]:
     """One Parquet file of the records that fit, and the refused ``(position, why)``.
 
@@ -787,6 +816,20 @@ def encode_parquet(
     >>> data, refused = encode_parquet([{"a": 1}, {"a": 2}])
     >>> pq.read_table(io.BytesIO(data)).to_pylist(), refused
     ([{'a': 1}, {'a': 2}], ())
+
+    The records are one row group, or with ``row_group_bytes`` several, in order, each
+    the fewest records whose row group reaches that size (the last one: what is left).
+    A row group's size is the one Parquet records for it (``RowGroup.total_byte_size``):
+    its pages as encoded (dictionaries, bit-packed indices, plain values, page headers)
+    before the page codec compresses them. So every row group but the last is at least
+    ``row_group_bytes``, and at most that plus what its last record added; the same
+    records and options always cut the same way (:func:`parquet_row_groups`).
+
+    >>> records = [{"n": n, "city": c} for n, c in enumerate(["Lyon", "Paris", "Oslo"] * 33)]
+    >>> data, _ = encode_parquet(records, None, "none", row_group_bytes=500)
+    >>> meta = pq.read_metadata(io.BytesIO(data))
+    >>> [(meta.row_group(i).num_rows, meta.row_group(i).total_byte_size) for i in range(3)]
+    [(37, 506), (37, 506), (25, 398)]
     """
     columns, rows, refused, converted = _objects(records, schema)
     positions = [n for n, _ in rows]
@@ -823,15 +866,111 @@ def encode_parquet(
     refused.sort()
     if not positions:
         return b"", tuple(refused)
-    sink = pa.BufferOutputStream()
-    pq.write_table(
+    whole = _parquet_file(table, None, compression)
+    if row_group_bytes is None:
+        return whole, tuple(refused)
+    (whole_size,) = _group_sizes(whole)
+    if whole_size <= row_group_bytes:
+        return whole, tuple(refused)
+    groups = parquet_row_groups(
         table,
+        row_group_bytes,
+        lambda rows: _group_sizes(_parquet_file(rows, None, compression))[0],
+        per_row=whole_size / table.num_rows,
+    )
+    return _parquet_file(table, groups, compression), tuple(refused)
+
+
+def _parquet_file(table: pa.Table, groups: Sequence[int] | None, compression: str) -> bytes:
+    """``table`` as a Parquet file with row groups of ``groups`` rows (None: all in one)."""
+    sink = pa.BufferOutputStream()
+    with pq.ParquetWriter(
         sink,
-        row_group_size=table.num_rows,
+        table.schema,
         compression="NONE" if compression == "none" else compression,
         write_statistics=True,
-    )
-    return sink.getvalue().to_pybytes(), tuple(refused)
+    ) as writer:
+        start = 0
+        for rows in groups or (table.num_rows,):
+            writer.write_table(table.slice(start, rows), row_group_size=rows)
+            start += rows
+    return sink.getvalue().to_pybytes()
+
+
+def _group_sizes(data: bytes) -> list[int]:
+    """``total_byte_size`` of each row group of a Parquet file."""
+    meta = pq.read_metadata(pa.BufferReader(data))
+    return [meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)]
+
+
+def parquet_row_groups(
+    table: pa.Table, limit: int, size: Callable[[pa.Table], int], per_row: float = 0.0
+) -> list[int]:
+    """The rows of each row group when ``table`` is cut into row groups of ``limit`` bytes.
+
+    From the first row on, each row group is the fewest rows whose ``size`` (a row
+    group's encoded bytes, measured by writing it) reaches ``limit``; the last one
+    holds what is left. Rows of 10 bytes each, cut at 25 bytes::
+
+        >>> parquet_row_groups(pa.table({"a": range(7)}), 25, lambda t: 10 * t.num_rows)
+        [3, 3, 1]
+
+    Sizes are measured, never added up: dictionaries make a row's bytes depend on the
+    rows before it. A search keeps two row counts, ``lo`` under the limit (0 rows: 0
+    bytes) and ``hi`` reaching it, until they are next to each other, so each cut is
+    exact, ``size(hi - 1 rows) < limit <= size(hi rows)``, even where sizes do not grow
+    steadily with rows. The first guess is the previous row group's length (the first
+    row group's: ``limit / per_row``, if given); the next ones follow the line through
+    the last two sizes measured (the first time: ``per_row``, else the previous row
+    group's bytes per row); after a few such guesses, halving (or doubling, while no
+    count reaches the limit) takes over, so a row group takes O(log rows) writes at
+    worst, and two or three on even data.
+    """
+    if limit < 1:
+        raise ValueError(f"a row group's size must be at least 1 byte: {limit}")
+    groups: list[int] = []
+    start, total = 0, table.num_rows
+    guess = math.ceil(limit / per_row) if per_row > 0 else 1
+    while start < total:
+        left = total - start
+        lo = 0  # a row count under the limit: 0 rows are 0 bytes
+        hi, hi_size = left + 1, 0  # one reaching it; left + 1: none known yet
+        last: tuple[int, int] | None = None
+        steps = 0
+        while hi - lo > 1:
+            rows = max(lo + 1, min(guess, hi - 1))
+            got = size(table.slice(start, rows))
+            if got >= limit:
+                hi, hi_size = rows, got
+            else:
+                lo = rows
+            if lo == left:
+                break  # all that is left stays under the limit: the last row group
+            slope = per_row
+            if last is not None and last[0] != rows:
+                slope = (got - last[1]) / (rows - last[0])
+            last = (rows, got)
+            steps += 1
+            if steps <= _MODELLED_STEPS and slope > 0:
+                # The fewest rows reaching the limit, were sizes a straight line of that slope.
+                if got < limit:
+                    guess = rows + math.ceil((limit - got) / slope)
+                else:
+                    guess = rows - math.floor((got - limit) / slope)
+            else:
+                guess = 2 * lo if hi > left else (lo + hi) // 2
+        cut = min(hi, left)
+        groups.append(cut)
+        if hi <= left:
+            per_row = hi_size / hi
+        guess = cut  # the next row group is most likely as long
+        start += cut
+    return groups
+
+
+_MODELLED_STEPS = 4
+"""Guesses per row group taken from the sizes measured so far, before halving (or, while
+no count reaches the limit, doubling) takes over and bounds the search."""
 
 
 def _json_cells(
