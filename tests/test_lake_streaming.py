@@ -195,6 +195,7 @@ def lake_connectors(lake: Lake) -> list[dict[str, Any]]:
                 "prefix": "country={field:metadata.geo.country_code|unknown}/"
                 "dt={year}-{month}-{day}/",
                 "format": "parquet",
+                "parquet_row_group_mb": 0.0002,  # ~210 bytes: a few rows per row group
                 "batch": {"max_events": 40, "max_wait_s": 1},
                 "schema": [
                     {"name": "event_id", "type": "STRING", "mode": "REQUIRED"},
@@ -392,6 +393,14 @@ def _parquet_records(store: Store, bucket: str) -> Counter[str]:
     return got
 
 
+def _row_groups(store: Store, bucket: str) -> list[int]:
+    """How many row groups each Parquet object holds."""
+    return [
+        pq.ParquetFile(io.BytesIO(store.read(bucket, name))).num_row_groups
+        for name in store.names(bucket)
+    ]
+
+
 def _csv_records(store: Store, bucket: str) -> Counter[str]:
     got: Counter[str] = Counter()
     for name in store.names(bucket):
@@ -456,6 +465,8 @@ def check_outputs(lake: Lake, out: Path, want: Expected) -> None:
     stored = Counter(r["event_id"] for r in lake.bq_write.rows[SW_TABLE])
     assert not [eid for eid, n in stored.items() if n > 1], "warehouse_sw: a row stored twice"
     assert dead_letters(out / "dead_letter", want.said) == want.letters
+    groups = _row_groups(lake.stores["s3"], lake.buckets["s3"])
+    assert max(groups) > 1, f"parquet_row_group_mb cut no object into row groups: {groups}"
 
 
 def check_summary(summary: dict[str, Any], want: Expected) -> None:
