@@ -129,6 +129,22 @@ def tls(
     return pair
 
 
+def external_account_adc(token_url: str, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point ADC at an ``external_account`` file (workload identity federation) whose STS
+    token endpoint is ``token_url`` and whose subject token is :data:`SUBJECT_TOKEN`."""
+    (folder / "subject.jwt").write_text(SUBJECT_TOKEN)
+    adc = {
+        "type": "external_account",
+        "audience": "//iam.googleapis.com/projects/123456/locations/global/"
+        "workloadIdentityPools/pool/providers/provider",
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "token_url": token_url,
+        "credential_source": {"file": str(folder / "subject.jwt")},
+    }
+    (folder / "adc.json").write_text(json.dumps(adc))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(folder / "adc.json"))
+
+
 @pytest.fixture
 def sts(
     start_receiver: StartReceiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -136,17 +152,7 @@ def sts(
     """An ``external_account`` ADC file whose token endpoint is a local receiver."""
     api = TokenExchange()
     receiver = start_receiver(api)
-    (tmp_path / "subject.jwt").write_text(SUBJECT_TOKEN)
-    adc = {
-        "type": "external_account",
-        "audience": "//iam.googleapis.com/projects/123456/locations/global/"
-        "workloadIdentityPools/pool/providers/provider",
-        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
-        "token_url": receiver.url + "/v1/token",
-        "credential_source": {"file": str(tmp_path / "subject.jwt")},
-    }
-    (tmp_path / "adc.json").write_text(json.dumps(adc))
-    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "adc.json"))
+    external_account_adc(receiver.url + "/v1/token", tmp_path, monkeypatch)
     return api
 
 
@@ -300,17 +306,7 @@ def test_a_failing_token_endpoint_is_a_clear_retryable_error_without_the_token(
     """A first token, then a 500 quoting that token and the subject token it was sent."""
     sts = TokenExchange(expires_in=60)  # under google-auth's margin: each call refreshes
     receiver = start_receiver(sts)
-    (tmp_path / "subject.jwt").write_text(SUBJECT_TOKEN)
-    adc = {
-        "type": "external_account",
-        "audience": "//iam.googleapis.com/projects/123456/locations/global/"
-        "workloadIdentityPools/pool/providers/provider",
-        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
-        "token_url": receiver.url + "/v1/token",
-        "credential_source": {"file": str(tmp_path / "subject.jwt")},
-    }
-    (tmp_path / "adc.json").write_text(json.dumps(adc))
-    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "adc.json"))
+    external_account_adc(receiver.url + "/v1/token", tmp_path, monkeypatch)
     server = BigQueryWriteStandIn({TABLE: COLUMNS}, tls=tls, access_token=ACCESS_TOKEN)
     sink = tls_sink(server.url)
     try:

@@ -767,12 +767,7 @@ class StorageWriteSink(Sink):
         """Finalize the stream (best effort) and close the channel (``DoFn.teardown``)."""
         if self._client is not None and self._stream is not None:
             with contextlib.suppress(Exception):  # the rows are committed either way
-                self._client.finalize_write_stream(
-                    name=self._stream,
-                    retry=None,
-                    timeout=self.timeout,
-                    metadata=self._metadata("bigquery FinalizeWriteStream"),
-                )
+                self._unary("FinalizeWriteStream", self._stream, name=self._stream)
         self._stream = None
         if self._client is not None:
             self._client.transport.close()
@@ -952,25 +947,16 @@ class StorageWriteSink(Sink):
         raise DeliveryError(f"{where}: {name}: {message}", retryable=name in RETRYABLE_GRPC)
 
     def _create_stream(self) -> None:
-        from google.api_core import exceptions
         from google.cloud.bigquery_storage_v1 import types
 
         project, dataset, table = self.deliver.parts()
         parent = f"projects/{project}/datasets/{dataset}/tables/{table}"
-        try:
-            stream = self._client.create_write_stream(
-                parent=parent,
-                write_stream=types.WriteStream(type_=types.WriteStream.Type.COMMITTED),
-                retry=None,
-                timeout=self.timeout,
-                metadata=self._metadata(f"bigquery CreateWriteStream {parent}"),
-            )
-        except exceptions.GoogleAPICallError as exc:
-            code = getattr(exc.grpc_status_code, "name", "UNKNOWN")
-            raise DeliveryError(
-                f"bigquery CreateWriteStream {parent}: {code}: {self._say(exc)}",
-                retryable=code in RETRYABLE_GRPC,
-            ) from None
+        stream = self._unary(
+            "CreateWriteStream",
+            parent,
+            parent=parent,
+            write_stream=types.WriteStream(type_=types.WriteStream.Type.COMMITTED),
+        )
         if self._schema is None:  # auto: the table's own columns
             self._schema = compile_schema(
                 [_field_spec(f) for f in stream.table_schema.fields],
@@ -998,27 +984,42 @@ class StorageWriteSink(Sink):
         comes (:attr:`_landed`), not sent again. A failed finalize fails this write
         (retryable); the question stays open.
         """
-        from google.api_core import exceptions
-
-        try:
-            answer = self._client.finalize_write_stream(
-                name=self._stream,
-                retry=None,
-                timeout=self.timeout,
-                metadata=self._metadata(f"bigquery FinalizeWriteStream {self._stream}"),
-            )
-        except exceptions.GoogleAPICallError as exc:
-            code = getattr(exc.grpc_status_code, "name", "UNKNOWN")
-            raise DeliveryError(
-                f"bigquery FinalizeWriteStream {self._stream}: {code}: {self._say(exc)} (to "
-                "learn whether an append whose answer was lost had landed)",
-                retryable=True,
-            ) from None
+        answer = self._unary(
+            "FinalizeWriteStream",
+            f"{self._stream} (to learn whether an append whose answer was lost had landed)",
+            retryable=True,
+            name=self._stream,
+        )
         if answer.row_count >= pending.offset + len(pending.event_ids):
             if len(self._landed) > 1_000_000:  # retries that went elsewhere
                 self._landed.clear()
             self._landed.update(pending.event_ids)
         self._abandon_stream()
+
+    def _unary(self, call: str, where: Any, retryable: bool | None = None, **request: Any) -> Any:
+        """One unary call, with no library retry (the shared policy retries).
+
+        A refusal is a DeliveryError naming the call, e.g. ``bigquery CreateWriteStream
+        projects/p/datasets/d/tables/t: NOT_FOUND: ...``, retryable by its code unless
+        ``retryable`` says otherwise.
+        """
+        from google.api_core import exceptions
+
+        said = f"bigquery {call} {where}"
+        methods = {
+            "CreateWriteStream": self._client.create_write_stream,
+            "FinalizeWriteStream": self._client.finalize_write_stream,
+        }
+        try:
+            return methods[call](
+                **request, retry=None, timeout=self.timeout, metadata=self._metadata(said)
+            )
+        except exceptions.GoogleAPICallError as exc:
+            code = getattr(exc.grpc_status_code, "name", "UNKNOWN")
+            raise DeliveryError(
+                f"{said}: {code}: {self._say(exc)}",
+                retryable=code in RETRYABLE_GRPC if retryable is None else retryable,
+            ) from None
 
     def _encode(self, record: Any) -> bytes:
         if not isinstance(record, dict):
