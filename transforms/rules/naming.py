@@ -468,6 +468,9 @@ SPILL_EVENTS = 20_000
 FRAME_EVENTS = 64
 """Records per frame, the unit a merge reads back (~80 KiB per run held at a time)."""
 _HEADER = struct.Struct(">IB")  # a frame's length and encoding (marshal, or pickle)
+_WRITE_BYTES = 1 << 18
+"""Frames are written in groups of about this many bytes (one ``writev`` each)."""
+_WRITE_PARTS = 512  # and at most this many buffers per writev (IOV_MAX is 1024 on Linux)
 
 _FIELDS_ORDER = operator.itemgetter(1, 0, 5)
 """``(time_ms, event_id, data)``: :func:`batch_order` for records that have an event time
@@ -583,25 +586,49 @@ class BatchFiller:
             known = self.files[key] = (path, [], 0, True)
         path, runs, count, all_by_fields = known
         step = self.frame
-        # Frame by frame: a blob of the whole run would be a fresh allocation as large as
-        # the run on every spill.
-        with open(path, "ab") as out:
-            offset = out.tell()
+        # A few frames per write: one system call per frame cost as much as the bytes; a
+        # blob of the whole run would be a fresh allocation as large as the run on every
+        # spill. Headers and bodies go in one writev, never joined (a copy of every byte).
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            offset = end = os.fstat(fd).st_size
+            parts: list[bytes] = []
+            size = 0
             for n in range(0, len(items), step):
-                out.write(_frame(items[n : n + step]))
-            length = out.tell() - offset
-        runs.append((offset, length))
+                header, body = _frame(items[n : n + step])
+                parts += (header, body)
+                size += len(body)
+                if size >= _WRITE_BYTES or len(parts) >= _WRITE_PARTS:
+                    end += _write_all(fd, parts)
+                    parts, size = [], 0
+            if parts:
+                end += _write_all(fd, parts)
+        finally:
+            os.close(fd)
+        runs.append((offset, end - offset))
         self.files[key] = (path, runs, count + len(items), all_by_fields and by_fields)
 
 
-def _frame(items: list[Packaged]) -> bytes:
+def _frame(items: list[Packaged]) -> list[bytes]:
+    """A frame as its header and its body."""
     # By column (one tuple per field): cheaper to write and read than a tuple per record.
     columns = list(zip(*items, strict=True))
     try:
         body, kind = marshal.dumps(columns), 0
     except ValueError:  # a subclass of a builtin (marshal takes exact types only)
         body, kind = pickle.dumps(columns, protocol=pickle.HIGHEST_PROTOCOL), 1
-    return _HEADER.pack(len(body), kind) + body
+    return [_HEADER.pack(len(body), kind), body]
+
+
+def _write_all(fd: int, parts: list[bytes]) -> int:
+    """Write ``parts`` in order at the end of ``fd``; return how many bytes that was."""
+    total = sum(map(len, parts))
+    done = os.writev(fd, parts)
+    if done < total:  # a short write (a signal; a full disk raises on the next): go on
+        rest = memoryview(b"".join(parts))[done:]
+        while rest:
+            rest = rest[os.write(fd, rest) :]
+    return total
 
 
 def _read_frames(fd: int, offset: int, length: int) -> Iterator[list[Packaged]]:
@@ -617,7 +644,7 @@ def _read_frames(fd: int, offset: int, length: int) -> Iterator[list[Packaged]]:
         # Each read takes this frame's body and the next frame's header.
         more = head if offset + size < end else 0
         block = os.pread(fd, size + more, offset)
-        body = block[:size] if more else block
+        body = memoryview(block)[:size] if more else block  # a view, not a copy
         columns = marshal.loads(body) if kind == 0 else pickle.loads(body)
         yield list(map(make, zip(*columns, strict=True)))
         if not more:
@@ -686,8 +713,9 @@ def cut_batches(
     A batch ends at ``size`` records, or when the next record would take it past
     ``max_bytes`` (each record counted by :func:`record_size`: its NDJSON line before
     compression), whichever comes first; a record larger than ``max_bytes`` on its own is
-    a batch of one, never dropped or split. Each batch is given as soon as it is known to
-    be complete; only the last may be short. Without ``max_bytes`` only the count cuts::
+    a batch of one, never dropped or split. Each batch is given once the records after
+    it that decide it are read (at most ``size`` ahead); only the last may be short.
+    Without ``max_bytes`` only the count cuts::
 
         list(cut_batches("abcde", 2))                  # [["a", "b"], ["c", "d"], ["e"]]
         # records of 700, 700, 700 and 3000 bytes, max_bytes 2048:
@@ -698,22 +726,34 @@ def cut_batches(
         while batch := list(itertools.islice(stream, size)):
             yield batch
         return
-    batch = []
-    used = 0
-    for item in stream:
-        grows = record_size(item)
-        if batch and used + grows > max_bytes:
-            yield batch
-            batch = []
-            used = 0
-        batch.append(item)
-        used += grows
-        if len(batch) >= size:
-            yield batch
-            batch = []
-            used = 0
-    if batch:
-        yield batch
+    # Up to ``size`` records at a time, sized in C (nearly every record carries its JSON
+    # bytes, and a Python call per record was most of the cut's CPU), then cut where the
+    # running total passes max_bytes; what is left starts the next batch.
+    ahead: list[Packaged] = []
+    sizes: list[int] = []
+    while True:
+        more = list(itertools.islice(stream, size - len(ahead)))
+        if more:
+            ahead += more
+            sizes += _sizes(more)
+        if not ahead:
+            return
+        ends = list(itertools.accumulate(sizes))
+        n = max(bisect.bisect_right(ends, max_bytes), 1)  # a record alone may pass it
+        if n == len(ahead):
+            yield ahead
+            ahead, sizes = [], []
+        else:
+            yield ahead[:n]
+            del ahead[:n], sizes[:n]
+
+
+def _sizes(items: list[Packaged]) -> list[int]:
+    """:func:`record_size` of each of ``items``, in C when every one has its bytes."""
+    try:
+        return [n + 1 for n in map(len, map(_DATA, items))]
+    except TypeError:  # a record kept as a dict (data None): serialized to be measured
+        return list(map(record_size, items))
 
 
 MIN_BATCH_BYTES = 1024
