@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 
 from examples.generate_events import generate
 from tests.jobs import run_job
+from tests.test_formats import same
 from transforms.config import ConfigError, parse_config
 from transforms.rules.encode import Encoding, ParquetCompression, compile_schema
 
@@ -174,19 +175,6 @@ def duckdb_rows(path: Path) -> tuple[list[tuple[Any, ...]], list[str], int]:
             "SELECT count(DISTINCT row_group_id) FROM parquet_metadata(?)", [str(path)]
         ).fetchone() or (0,)
     return rows, json_columns, groups
-
-
-def same(a: Any, b: Any) -> bool:
-    """Equal as JSON values: a bool is never a number, and 1 equals 1.0 only as numbers."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return isinstance(b, list) and len(a) == len(b) and all(map(same, a, b))
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return a == b
-    return type(a) is type(b) and a == b
 
 
 def assert_duckdb_reads(path: Path, records: list[dict[str, Any]], row_groups: int) -> None:
