@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 
 from examples.generate_events import generate
 from tests.jobs import run_job
-from tests.test_formats import same
+from tests.test_formats import config, same
 from transforms.config import ConfigError, parse_config
 from transforms.rules.encode import Encoding, ParquetCompression, compile_schema
 
@@ -224,17 +224,6 @@ def test_the_option_is_checked_when_an_encoding_is_made() -> None:
 
 
 # -- config ---------------------------------------------------------------------------------------
-
-
-def config(tmp_path: Path, deliver: str, kind: str = "file") -> str:
-    where = f"path: {tmp_path / 'out'}" if kind == "file" else "bucket: telemetry"
-    return f"""
-connectors:
-  - id: lake
-    type: {kind}
-    deliver: {{{where}, {deliver}}}
-dead_letter: {{path: {tmp_path / "dlq"}}}
-"""
 
 
 @pytest.mark.parametrize("kind", ["file", "s3", "gcs"])

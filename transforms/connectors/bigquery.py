@@ -714,7 +714,6 @@ class StorageWriteSink(Sink):
         self.target = deliver.table
         self.timeout = deliver.timeouts.connect_s + deliver.timeouts.read_s
         self._client: Any = None
-        self._channel: Any = None
         self._adc: Adc | None = None
         self._stream: str | None = None
         self._schema: tuple[Column, ...] | None = deliver.columns
@@ -748,14 +747,12 @@ class StorageWriteSink(Sink):
 
         options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
         if self.anonymous:
-            self._channel = grpc.insecure_channel(self.target_host, options=options)
+            channel = grpc.insecure_channel(self.target_host, options=options)
         else:
             self._adc = Adc(STORAGE_EMULATOR_ENV, self_signed=True)
             tls = grpc.ssl_channel_credentials()  # the system's roots
-            self._channel = grpc.secure_channel(self.target_host, tls, options=options)
-        self._client = BigQueryWriteClient(
-            transport=BigQueryWriteGrpcTransport(channel=self._channel)
-        )
+            channel = grpc.secure_channel(self.target_host, tls, options=options)
+        self._client = BigQueryWriteClient(transport=BigQueryWriteGrpcTransport(channel=channel))
 
     def _metadata(self, where: str, *extra: tuple[str, str]) -> tuple[tuple[str, str], ...]:
         """A call's metadata: ``extra`` and, with ADC, ``authorization: Bearer <token>``."""
