@@ -80,7 +80,11 @@ def layouts(config: DeliveryConfig) -> dict[str, Layout]:
 
 
 class _Fill(beam.DoFn):
-    """Keys each slice's records by prefix and hands them to a :class:`BatchFiller`."""
+    """Keys each slice's records by prefix and hands them to a :class:`BatchFiller`.
+
+    Its keys leave heaviest first: the local runner's workers get a GroupByKey's keys in
+    turn (docs/beam-limits.md), so the cut stage's records are then spread evenly.
+    """
 
     def __init__(self, config: DeliveryConfig, folder: str, budget: int):
         self.config = config

@@ -567,12 +567,18 @@ class BatchFiller:
         self.held = 0
 
     def finish(self) -> list[tuple[tuple[str, str], SpilledRuns]]:
-        """Spill what is held; return each key's :class:`SpilledRuns`, and start afresh."""
+        """Spill what is held; return each key's :class:`SpilledRuns`, and start afresh.
+
+        Heaviest key first (most records; then by key): dealt to workers in turn in this
+        order, as Beam's local runner deals a GroupByKey's keys, no worker's share of the
+        records exceeds another's by more than the heaviest key's.
+        """
         self.spill()
         out = [
             (key, SpilledRuns(path, tuple(runs), n, by_fields))
             for key, (path, runs, n, by_fields) in self.files.items()
         ]
+        out.sort(key=_heaviest_first)
         self.files = {}
         return out
 
@@ -607,6 +613,11 @@ class BatchFiller:
             os.close(fd)
         runs.append((offset, end - offset))
         self.files[key] = (path, runs, count + len(items), all_by_fields and by_fields)
+
+
+def _heaviest_first(entry: tuple[tuple[str, str], SpilledRuns]) -> tuple[int, tuple[str, str]]:
+    key, spilled = entry
+    return -spilled.events, key
 
 
 def _frame(items: list[Packaged]) -> list[bytes]:
