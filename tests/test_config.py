@@ -2,12 +2,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import types
+import typing
 from pathlib import Path
+from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from transforms.config import ConfigError, DeliveryConfig, load_config, parse_config
+from transforms.connectors.base import StrictModel
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -131,3 +135,65 @@ def test_the_old_name_retry_topic_is_read_as_retry_location(tmp_path: Path) -> N
     assert old == DeliveryConfig.model_validate({**base, "retry_location": old.retry_location})
     with pytest.raises(ValidationError, match="not both"):
         DeliveryConfig.model_validate({**base, "retry_topic": "a", "retry_location": "b"})
+
+
+# -- a boolean is not a number ------------------------------------------------------------
+
+
+def _leaves(annotation: Any) -> set[Any]:
+    """The plain types an annotation accepts (unions, Optional and Annotated opened)."""
+    args = typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _leaves(args[0])
+    if args and origin in (typing.Union, types.UnionType):
+        return set().union(*(_leaves(a) for a in args))
+    return {annotation}
+
+
+def _numeric_fields() -> list[tuple[type[BaseModel], str]]:
+    """Every config field (of every section model, every connector's deliver included) that
+    takes an int or a float and not a bool."""
+    import transforms.connectors  # noqa: F401  (registers every connector's models)
+
+    seen: list[type[BaseModel]] = []
+    todo: list[type[BaseModel]] = [StrictModel]
+    while todo:
+        model = todo.pop()
+        seen.append(model)
+        todo.extend(model.__subclasses__())
+    out = []
+    for model in seen:
+        for name, field in model.model_fields.items():
+            leaves = _leaves(field.annotation)
+            if leaves & {int, float} and not leaves & {bool, Any}:
+                out.append((model, name))
+    return out
+
+
+def test_there_are_numeric_fields_to_check() -> None:
+    names = {name for _, name in _numeric_fields()}
+    assert {"max_events", "max_wait_s", "immediate", "sample_sessions"} <= names
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_a_boolean_is_refused_wherever_a_number_is_expected(value: bool) -> None:
+    """YAML's ``true`` is not 1: ``max_events: true`` is an error naming the key, for every
+    numeric field of every section (pydantic alone reads it as 1)."""
+    accepted = []
+    for model, name in _numeric_fields():
+        try:
+            model.model_validate({name: value})
+        except ValidationError as error:
+            mine = [e for e in error.errors() if e["loc"][:1] == (name,)]
+            if any("boolean" in e["msg"] for e in mine):
+                continue
+        accepted.append(f"{model.__name__}.{name}")
+    assert accepted == []
+
+
+def test_a_boolean_number_names_its_key_in_the_config() -> None:
+    found = "\n".join(
+        problems(GOOD.replace("format: ndjson", "format: ndjson, batch: {max_events: true}"))
+    )
+    assert "deliver.batch.max_events" in found and "boolean" in found

@@ -22,7 +22,8 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from types import UnionType
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -98,7 +99,27 @@ class StrictModel(BaseModel):
             field is not None and "SecretStr" in str(field.annotation)
         ):
             return value
-        return plain(value)
+        value = plain(value)
+        if isinstance(value, bool) and field is not None and _number_not_bool(field.annotation):
+            # pydantic reads true as 1: `max_events: true` would be one event per batch.
+            raise ValueError(f"expected a number, got the boolean {str(value).lower()}")
+        return value
+
+
+def _number_not_bool(annotation: Any) -> bool:
+    """Whether a field of this annotation takes an int or a float but not a bool."""
+    leaves = _leaf_types(annotation)
+    return bool(leaves & {int, float}) and not leaves & {bool, Any}
+
+
+def _leaf_types(annotation: Any) -> set[Any]:
+    args = get_args(annotation)
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _leaf_types(args[0])
+    if args and origin in (Union, UnionType):
+        return set().union(*(_leaf_types(a) for a in args))
+    return {annotation}
 
 
 OBJECT_MAX_BYTES = 100 * 2**20
@@ -267,14 +288,6 @@ with warnings.catch_warnings():
                     f"says {codec}: write format: {base}, compression: {codec}"
                 )
             return {**data, "format": format_name(base, codec), "compression": codec}
-
-        @field_validator("parquet_row_group_mb", mode="before")
-        @classmethod
-        def _row_group_mb_is_a_number(cls, value: Any) -> Any:
-            # YAML's true/false would pass as 1/0: a size written as a boolean is a mistake.
-            if isinstance(value, bool):
-                raise ValueError(f"Input should be a number of MB, not {str(value).lower()}")
-            return value
 
         @field_validator("prefix")
         @classmethod
