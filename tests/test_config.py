@@ -192,6 +192,17 @@ def test_a_boolean_is_refused_wherever_a_number_is_expected(value: bool) -> None
     assert accepted == []
 
 
+def test_a_boolean_in_a_list_of_numbers_is_refused() -> None:
+    found = "\n".join(
+        problems(
+            GOOD.replace(
+                "dead_letter:", "    retry: {delayed_schedule_s: [60, true]}\ndead_letter:"
+            )
+        )
+    )
+    assert "retry.delayed_schedule_s" in found and "boolean" in found
+
+
 def test_a_boolean_number_names_its_key_in_the_config() -> None:
     found = "\n".join(
         problems(GOOD.replace("format: ndjson", "format: ndjson, batch: {max_events: true}"))

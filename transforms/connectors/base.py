@@ -100,16 +100,29 @@ class StrictModel(BaseModel):
         ):
             return value
         value = plain(value)
-        if isinstance(value, bool) and field is not None and _number_not_bool(field.annotation):
-            # pydantic reads true as 1: `max_events: true` would be one event per batch.
-            raise ValueError(f"expected a number, got the boolean {str(value).lower()}")
+        if field is not None:
+            _refuse_boolean_numbers(value, field.annotation)
         return value
 
 
-def _number_not_bool(annotation: Any) -> bool:
-    """Whether a field of this annotation takes an int or a float but not a bool."""
+def _refuse_boolean_numbers(value: Any, annotation: Any) -> None:
+    """Raise where ``value`` (or an item of a list) is a bool and a number is expected.
+
+    pydantic reads ``true`` as 1, so ``max_events: true`` would be one event per batch.
+    """
     leaves = _leaf_types(annotation)
-    return bool(leaves & {int, float}) and not leaves & {bool, Any}
+    if leaves & {bool, Any}:
+        return
+    if isinstance(value, bool) and leaves & {int, float}:
+        raise ValueError(f"expected a number, got the boolean {str(value).lower()}")
+    if isinstance(value, list):
+        items = set().union(*(_leaf_types(get_args(t)[0]) for t in leaves if get_origin(t) is list))
+        if (
+            items & {int, float}
+            and not items & {bool, Any}
+            and any(isinstance(v, bool) for v in value)
+        ):
+            raise ValueError("expected numbers, got a boolean in the list")
 
 
 def _leaf_types(annotation: Any) -> set[Any]:
