@@ -208,3 +208,43 @@ def test_a_boolean_number_names_its_key_in_the_config() -> None:
         problems(GOOD.replace("format: ndjson", "format: ndjson, batch: {max_events: true}"))
     )
     assert "deliver.batch.max_events" in found and "boolean" in found
+
+
+# -- a key given twice ---------------------------------------------------------------------
+
+
+def test_a_key_given_twice_is_an_error_naming_it_and_its_line() -> None:
+    """PyYAML keeps the last of two equal keys: a second ``filter`` or ``deliver`` would
+    silently replace the first (a denied field let through, files sent elsewhere)."""
+    text = GOOD.replace(
+        "    deliver: {path: /tmp/x, format: ndjson}\n",
+        "    deliver: {path: /tmp/x, format: ndjson}\n    filter: {metadata: {allow: ['*']}}\n",
+    )
+    (found,) = problems(text)
+    assert "'filter'" in found and "twice" in found and "line 11" in found and "line 8" in found
+
+
+@pytest.mark.parametrize(
+    "mapping",
+    ["{path: /tmp/x, format: ndjson, path: /tmp/y}", "{path: /tmp/x, format: ndjson, 'path': /y}"],
+)
+def test_a_key_given_twice_in_a_flow_mapping_is_an_error(mapping: str) -> None:
+    text = GOOD.replace("{path: /tmp/x, format: ndjson}", mapping)
+    assert any("'path'" in p and "twice" in p for p in problems(text))
+
+
+def test_yaml_merge_keys_still_override() -> None:
+    """``<<: *base`` then a key of its own is an override YAML defines, not a repeat."""
+    text = """
+base: &base {path: /tmp/x, format: ndjson}
+connectors:
+  - id: ops
+    type: file
+    deliver:
+      <<: *base
+      path: /tmp/mine
+dead_letter: {path: /tmp/dl}
+"""
+    with pytest.raises(ConfigError) as info:  # `base` itself is an unknown top-level key
+        parse_config(text, "cfg.yaml")
+    assert all("twice" not in p for p in info.value.problems)

@@ -748,10 +748,41 @@ def _deliver_errors(raw: dict[str, Any]) -> list[str]:
     return problems
 
 
+class _KeyTwice(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping.
+
+    PyYAML keeps the last of equal keys: a second ``filter:`` or ``deliver:`` in a
+    connector would silently replace the first. Keys a ``<<:`` merge brings in may be
+    overridden, as YAML defines.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)) or key is None:
+                continue  # the constructor itself refuses keys it cannot hash
+            line = key_node.start_mark.line + 1
+            if key in lines:
+                raise _KeyTwice(
+                    f"line {line}: key {key!r} given twice in one mapping (first on line "
+                    f"{lines[key]}); YAML would keep only the last. Fix: remove one, or "
+                    "merge them into one."
+                )
+            lines[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_config(text: str, source: str = "<config>") -> DeliveryConfig:
     """Validate config text; raise :class:`ConfigError` listing every problem."""
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no object tags
     except yaml.YAMLError as exc:
         raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
     except RecursionError:
