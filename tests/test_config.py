@@ -248,3 +248,25 @@ dead_letter: {path: /tmp/dl}
     with pytest.raises(ConfigError) as info:  # `base` itself is an unknown top-level key
         parse_config(text, "cfg.yaml")
     assert all("twice" not in p for p in info.value.problems)
+
+
+def _alias_bomb(levels: int) -> str:
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for n in range(1, levels):
+        lines.append(f"l{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * 9) + "]")
+    return "\n".join(lines) + GOOD.replace("events: [heartbeat]", f"events: *l{levels - 1}")
+
+
+def test_aliases_that_expand_without_end_are_an_error_not_a_hang() -> None:
+    """``&anchor``/``*alias`` let a few lines stand for 9**12 values ("billion laughs"):
+    the file is refused at once, before anything walks the expansion."""
+    (found,) = problems(_alias_bomb(12))
+    assert "aliases" in found and "values" in found
+
+
+def test_aliases_of_a_normal_size_still_work() -> None:
+    text = "shared: &shared {path: /tmp/x, format: ndjson}\n" + GOOD.replace(
+        "{path: /tmp/x, format: ndjson}", "*shared"
+    )
+    assert any("shared" in p and "unknown key" in p for p in problems(text))  # only that
+    assert len(problems(text)) == 1

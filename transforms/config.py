@@ -779,10 +779,36 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+MAX_VALUES = 100_000
+"""Values a config may hold once its YAML aliases are expanded (a large one has ~10,000)."""
+
+
+def _expanded_values(tree: Any, memo: dict[int, int] | None = None) -> int:
+    """How many values ``tree`` holds with every alias expanded, up to just past the limit.
+
+    Counted up to just past :data:`MAX_VALUES`; each shared list or mapping is counted
+    once, then looked up.
+    """
+    if not isinstance(tree, (dict, list)):
+        return 1
+    memo = {} if memo is None else memo
+    known = memo.get(id(tree))
+    if known is not None:
+        return known
+    total = 1
+    for child in tree.values() if isinstance(tree, dict) else tree:
+        total += _expanded_values(child, memo)
+        if total > MAX_VALUES:
+            break
+    memo[id(tree)] = total
+    return total
+
+
 def parse_config(text: str, source: str = "<config>") -> DeliveryConfig:
     """Validate config text; raise :class:`ConfigError` listing every problem."""
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no object tags
+        values = _expanded_values(raw)
     except yaml.YAMLError as exc:
         raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
     except RecursionError:
@@ -794,6 +820,16 @@ def parse_config(text: str, source: str = "<config>") -> DeliveryConfig:
                 f"{MAX_DEPTH} levels). Fix: flatten the nesting."
             ],
         ) from None
+    if values > MAX_VALUES:
+        # "Billion laughs": nine aliases of nine aliases... load as shared objects, but
+        # every walk of the config (references, validation) would visit each expansion.
+        raise ConfigError(
+            source,
+            [
+                f"the YAML expands to more than {MAX_VALUES:,} values through its aliases "
+                "(*name repeats what &name marks). Fix: write the values out, or alias less."
+            ],
+        )
     if not isinstance(raw, dict):
         raise ConfigError(
             source, ["the file must be a YAML mapping with 'connectors' and 'dead_letter'"]
