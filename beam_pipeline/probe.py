@@ -238,7 +238,7 @@ def load_probe_events(path: str) -> list[dict[str, Any]]:
     """
     try:
         text = read_text(path)
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError, too large
         raise ProbeEventError(f"--event {path}: cannot read the file: {exc}") from None
     whole = parse_line(text.strip().encode("utf-8"))
     if isinstance(whole, dict):

@@ -270,3 +270,20 @@ def test_aliases_of_a_normal_size_still_work() -> None:
     )
     assert any("shared" in p and "unknown key" in p for p in problems(text))  # only that
     assert len(problems(text)) == 1
+
+
+@pytest.mark.parametrize("kind", ["large file", "endless device"])
+def test_a_config_file_too_large_is_refused_without_reading_it_whole(
+    tmp_path: Path, kind: str
+) -> None:
+    """``--config /dev/zero`` (or a log file given by mistake) is a clear error, not a job
+    that reads until memory runs out."""
+    if kind == "large file":
+        path = tmp_path / "huge.yaml"
+        with open(path, "wb") as fh:
+            fh.truncate(64 * 2**20)  # sparse: 64 MiB of NULs
+    else:
+        path = Path("/dev/zero")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path))
+    assert "larger than" in str(info.value) and "MiB" in str(info.value)

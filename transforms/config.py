@@ -861,22 +861,36 @@ def parse_config(text: str, source: str = "<config>") -> DeliveryConfig:
     return config
 
 
-def read_text(path: str) -> str:
-    """Read a small text file from a local path or any Beam filesystem (gs://, s3://)."""
-    if "://" not in path:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read()
-    from apache_beam.io.filesystems import FileSystems
+MAX_FILE_BYTES = 16 * 2**20
+"""Largest config (or ``probe --event``) file read: a delivery config is a few KB."""
 
-    with FileSystems.open(path) as fh:
-        return fh.read().decode("utf-8")
+
+def read_text(path: str, limit: int = MAX_FILE_BYTES) -> str:
+    """Read a small text file from a local path or any Beam filesystem (gs://, s3://).
+
+    Raises:
+        OSError: when it cannot be read.
+        ValueError: when it is not UTF-8 (``UnicodeDecodeError``) or holds more than
+            ``limit`` bytes (read no further: ``/dev/zero`` given by mistake ends here).
+    """
+    if "://" not in path:
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    else:
+        from apache_beam.io.filesystems import FileSystems
+
+        with FileSystems.open(path) as fh:
+            data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit / 2**20:g} MiB: is it the right file?")
+    return data.decode("utf-8")
 
 
 def load_config(path: str) -> DeliveryConfig:
     """Read and validate a config file; raise :class:`ConfigError` listing every problem."""
     try:
         text = read_text(path)
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise ConfigError(path, [f"cannot read the file: {exc}"]) from None
     return parse_config(text, path)
 
