@@ -217,6 +217,30 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_hostile_delivery.py", "tests/test_api_sinks.py"),
         "a secret echoed URL-encoded by a server reaches dead letters and logs",
     ),
+    Mutant(
+        "cut_keys_in_arrival_order",
+        "transforms/rules/naming.py",
+        "        out.sort(key=_heaviest_first)\n",
+        "",
+        ("tests/test_backfill_objects.py",),
+        "the local runner's two workers cut unequal shares of a backfill (one waits)",
+    ),
+    Mutant(
+        "config_keeps_the_last_of_two_keys",
+        "transforms/config.py",
+        "            if key in lines:\n",
+        "            if False:\n",
+        ("tests/test_config.py",),
+        "a second filter: silently replaces the first",
+    ),
+    Mutant(
+        "boolean_read_as_a_number",
+        "transforms/connectors/base.py",
+        "    if isinstance(value, bool) and leaves & {int, float}:\n",
+        "    if False:\n",
+        ("tests/test_config.py",),
+        "max_events: true is one event per batch",
+    ),
 )
 
 ORIGIN_CHECK = "tests/test_mutants_origin_check.py"
