@@ -70,7 +70,7 @@ def build_delivery(
     config: DeliveryConfig,
     streaming: Streaming | None = None,
     read_failures: Any = None,
-    across_chunks: bool = True,
+    shared_disk: bool = True,
 ) -> dict[str, Any]:
     """Wire Parse -> ... -> Deliver onto a PCollection of raw line chunks.
 
@@ -78,8 +78,9 @@ def build_delivery(
     per connector by count and processing time instead of deterministic cuts inside each
     chunk, retries held or read back from Pub/Sub, dead letters bulked by time.
     ``read_failures`` (lists of dead letters of the read, e.g. unreadable files) join the
-    other failures. ``across_chunks``: batch only, full objects across chunks (all workers
-    on one machine) or each chunk cut on its own (see :class:`CutBatches`).
+    other failures. ``shared_disk``: batch only, whether every worker sees one local disk
+    (full objects from runs spilled before a GroupByKey) or not (the records themselves go
+    through the runner's shuffle; see :class:`CutBatches`).
 
     Returns the ``written`` (one :class:`~transforms.deliver.Delivered` per batch),
     ``dead_letters`` (paths of dead-letter files) and, with a ``retry_location``, ``retries``
@@ -98,7 +99,7 @@ def build_delivery(
         batches = packaged.records | "Batch" >> StreamBatches(config, clock)
         ready, unbatchable = batches["batches"], batches[DEAD_LETTER]
     else:
-        cut = packaged.records | "Batch" >> CutBatches(config, across_chunks=across_chunks)
+        cut = packaged.records | "Batch" >> CutBatches(config, shared_disk=shared_disk)
         ready, unbatchable = cut.batches, cut[DEAD_LETTER]
     extra_failures = [] if read_failures is None else [read_failures]
     requeued = []
@@ -163,9 +164,9 @@ def build_pipeline(
     ``shards``: how many workers read each file (see :class:`ReadEventChunks`).
     """
     read = p | "Read" >> ReadEventChunks(inputs, chunk_lines, shards)
-    # Full objects across chunks need every worker's spilled runs on one disk.
+    # Runs spilled before the GroupByKey need every worker on one disk; else the shuffle.
     return build_delivery(
-        read.chunks, config, read_failures=read[DEAD_LETTER], across_chunks=shares_local_disk(p)
+        read.chunks, config, read_failures=read[DEAD_LETTER], shared_disk=shares_local_disk(p)
     )
 
 

@@ -337,13 +337,14 @@ def test_setup_file_sdist_carries_every_module_and_template(tmp_path: Path) -> N
 
 
 @pytest.mark.integration  # starts a process
-def test_a_dataflow_backfill_cuts_each_chunk_and_a_local_one_full_objects(
+def test_a_dataflow_backfill_shuffles_records_and_a_local_one_spills_runs(
     tmp_path: Path, no_google_credentials: None
 ) -> None:
-    # Full objects across chunks read spilled runs from one local disk: not on a cluster.
+    # Runs spilled before the GroupByKey need one local disk: not on a cluster, where the
+    # records themselves go through the shuffle to the worker that sorts and cuts them.
     job = translate([*dataflow_flags(tmp_path), "--input=gs://my-bucket/events/*.jsonl.gz"])
-    assert any(n.startswith("Batch/CutEach") for n in names(job))
-    assert not any(n.startswith("Batch/Runs") for n in names(job))
+    assert any(n.startswith("Batch/CutGroup") for n in names(job))
+    assert not any(n.startswith(("Batch/Runs", "Batch/CutEach")) for n in names(job))
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner

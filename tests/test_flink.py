@@ -224,6 +224,27 @@ def test_batch_job_on_flink_delivers_exactly_the_oracle(
     }
 
 
+def test_batch_graph_without_a_shared_disk_on_flink(
+    tmp_path: Path, corpus: tuple[Path, list[dict[str, Any]]], flink_job_server_jar: str
+) -> None:
+    """The backfill graph a Flink cluster or Dataflow gets (records through the shuffle,
+    sorted and cut by the worker that gets each key) run on Flink: the oracle's files."""
+    source, events = corpus
+    lines = gzip.decompress(source.read_bytes()).split(b"\n")[:-1]
+    chunks = [
+        ("flink", n, Chunk(lines[i : i + 500])) for n, i in enumerate(range(0, len(lines), 500))
+    ]
+    cfg = parse_config(config(tmp_path / "out"))
+    pipeline = beam.Pipeline(options=PipelineOptions(flink_flags(flink_job_server_jar)))
+    build_delivery(pipeline | "Chunks" >> beam.Create(chunks), cfg, shared_disk=False)
+    result = pipeline.run()
+    result.wait_until_finish(duration=240_000)
+    assert str(result.state) == "DONE", result.state
+
+    letters = assert_files_match_the_oracle(tmp_path / "out", events)
+    assert len(letters) == N_INVALID - 2 and all(d["stage"] == "parse" for d in letters)
+
+
 def test_streaming_graph_on_flink_with_a_bounded_source(
     tmp_path: Path, corpus: tuple[Path, list[dict[str, Any]]], flink_job_server_jar: str
 ) -> None:

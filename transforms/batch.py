@@ -14,9 +14,10 @@ for one place::
   chunk and worker and cuts them every ``batch.max_events`` (or, with ``batch.max_bytes``,
   before the record that would take a batch past that many bytes of NDJSON, whichever
   comes first) in an order that depends on the records only (event time, then event id),
-  so every object is full but the last one per prefix, and a rerun, with any chunk size
-  or number of workers, writes the same batches and therefore the same content-derived
-  file and object names.
+  so every object is full but the last one per prefix (per prefix and shard on a
+  cluster, with ``batch.shards``), and a rerun, with any chunk size or number of
+  workers, writes the same batches and therefore the same content-derived file and
+  object names.
 - :class:`StreamBatches` (streaming) keys records by ``(connector, prefix, shard)`` and
   bulks them with ``GroupIntoBatches`` per connector, by count and by time.
 
@@ -28,7 +29,9 @@ dead letter (``stage: batch``, ``reason: prefix_unrenderable``) on the tagged ou
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
@@ -48,6 +51,7 @@ from transforms.rules.naming import (
     BatchFiller,
     PrefixTemplate,
     SpilledRuns,
+    batch_order,
     cut_batches,
     key_by_prefix,
     merge_runs,
@@ -142,6 +146,48 @@ def _remove(path: str) -> None:
         os.rmdir(os.path.dirname(path))
 
 
+class _CutGroup(beam.DoFn):
+    """Sorts one (connector, prefix, shard)'s grouped records and cuts them (no shared disk).
+
+    A key's records come from the runner's shuffle, in any order. Up to ``budget`` of them
+    are sorted in memory; a larger key goes through a :class:`BatchFiller` in a folder of
+    this worker's own, removed when the key is done.
+    """
+
+    def __init__(self, config: DeliveryConfig, budget: int):
+        self.config = config
+        self.budget = budget
+
+    def setup(self) -> None:
+        self.layout = layouts(self.config)
+
+    def process(self, element: tuple[tuple[str, str, int], Iterable[Packaged]]) -> Iterator[Any]:
+        (cid, prefix, _), records = element
+        layout = self.layout[cid]
+        rest = iter(records)
+        head = list(itertools.islice(rest, self.budget + 1))
+        if len(head) <= self.budget:
+            head.sort(key=batch_order)
+            for batch in cut_batches(head, layout.max_events, layout.max_bytes):
+                yield DeliveryBatch(cid, prefix, Chunk(batch))
+            return
+        folder = tempfile.mkdtemp(prefix="telemetry-delivery-cut-")
+        try:
+            filler = BatchFiller(folder, self.budget)
+            filler.add(cid, prefix, head)
+            while part := list(itertools.islice(rest, _FILL_STEP)):
+                filler.add(cid, prefix, part)
+            runs = [spilled for _, spilled in filler.finish()]
+            for batch in cut_batches(merge_runs(runs), layout.max_events, layout.max_bytes):
+                yield DeliveryBatch(cid, prefix, Chunk(batch))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+_FILL_STEP = 1000
+"""Records handed to the filler at a time by :class:`_CutGroup`."""
+
+
 class _Outputs(dict[str, Any]):
     """CutBatches' outputs, by tag and as attributes (``cut.batches``), like a ParDo's."""
 
@@ -227,9 +273,14 @@ class CutBatches(beam.PTransform):
 
     The runs are files, so every worker must see ``folder``: true of the single-machine
     runners backfills use (the FnApiRunner, Prism, Flink's embedded cluster). On a
-    cluster (Dataflow, a Flink cluster) ``across_chunks=False`` cuts each chunk's records
-    on their own instead (``batch.max_events`` at most; a sparse connector writes small
-    objects there), as the job chooses (:func:`beam_pipeline.runners.shares_local_disk`).
+    cluster (Dataflow, a Flink cluster; ``shared_disk=False``, as the job chooses with
+    :func:`beam_pipeline.runners.shares_local_disk`) the records themselves go through
+    the runner's shuffle, keyed by ``(connector, prefix, shard)`` (``batch.shards``, a
+    stable hash of the event id, default 1), and the worker that gets a key sorts them
+    (in memory up to ``budget``, else sorted runs on its own disk) and cuts them the same
+    way: the same objects with one shard; with N, full but the last per shard, so a hot
+    prefix is cut by N workers. ``across_chunks=False`` cuts each chunk's records on
+    their own (``batch.max_events`` at most; small objects for a sparse connector).
 
     Outputs ``batches`` and, tagged ``dead_letter``, events whose prefix cannot be
     rendered (``prefix_unrenderable``).
@@ -241,15 +292,33 @@ class CutBatches(beam.PTransform):
         folder: str | None = None,
         budget: int = SPILL_EVENTS,
         across_chunks: bool = True,
+        shared_disk: bool = True,
     ):
         super().__init__()
         self.config = config
         self.folder = folder
         self.budget = budget
         self.across_chunks = across_chunks
+        self.shared_disk = shared_disk
 
     def expand(self, records: Any) -> Any:
         """Outputs ``batches`` and ``dead_letter``."""
+        if self.across_chunks and not self.shared_disk:
+            keyed = records | "Key" >> beam.ParDo(_KeyByPrefix(self.config)).with_outputs(
+                DEAD_LETTER, main="keyed"
+            )
+            cut = (
+                keyed.keyed
+                # A typed key gives the GroupByKey a deterministic key coder.
+                | "Typed"
+                >> beam.Map(_same).with_output_types(
+                    beam.typehints.Tuple[beam.typehints.Tuple[str, str, int], Any]
+                )
+                | "Group" >> beam.GroupByKey()
+                | "CutGroup"
+                >> beam.ParDo(_CutGroup(self.config, self.budget)).with_output_types(DeliveryBatch)
+            )
+            return _Outputs({"batches": cut, DEAD_LETTER: keyed[DEAD_LETTER]})
         if not self.across_chunks:
             cut_each = beam.ParDo(_CutChunk(self.config)).with_output_types(DeliveryBatch)
             each = records | "CutEach" >> cut_each.with_outputs(DEAD_LETTER, main="batches")

@@ -156,7 +156,8 @@ class Batch(StrictModel):
         default=1,
         ge=1,
         le=1024,
-        description="Streaming: keys per (connector, prefix), to batch a hot one in parallel.",
+        description="Keys per (connector, prefix), to batch a hot one in parallel: streaming, "
+        "and backfills on a cluster (Dataflow, a Flink cluster).",
     )
     max_bytes: int | None = Field(
         default=None,
