@@ -33,7 +33,7 @@ from transforms.rules.naming import (
 from transforms.rules.records import Chunk, Packaged
 
 
-def _config(out: Path, max_events: int, shards: int) -> Any:
+def _config(out: Path, max_events: int, shards: int, prefix: str = "{event_type}/") -> Any:
     return parse_config(
         f"""
 connectors:
@@ -41,7 +41,7 @@ connectors:
     type: file
     deliver:
       path: {out}
-      prefix: "{{event_type}}/"
+      prefix: "{prefix}"
       format: ndjson
       batch: {{max_events: {max_events}, shards: {shards}}}
 dead_letter: {{path: {out / "dl"}}}
@@ -94,15 +94,7 @@ def test_without_a_shared_disk_the_objects_are_those_of_the_rule(
 
 
 def test_a_record_without_the_time_its_prefix_needs_is_a_dead_letter(tmp_path: Path) -> None:
-    config = parse_config(
-        f"""
-connectors:
-  - id: c
-    type: file
-    deliver: {{path: {tmp_path}, prefix: "{{year}}/", format: ndjson}}
-dead_letter: {{path: {tmp_path / "dl"}}}
-"""
-    )
+    config = _config(tmp_path, 4, 1, prefix="{year}/")
     timeless = Packaged("e1", None, "seek", None, {"event_id": "e1"}, b"{}")
     timed = Packaged("e2", 1764136800000, "seek", None, {"event_id": "e2"}, b"{}")
     p = BeamTestPipeline(runner=FnApiRunner())

@@ -183,8 +183,8 @@ def check(got: list[tuple[str, str, tuple[str, ...], int]], sent: list[Packaged]
     assert any(cid == "plain" and size > MAX_BYTES for cid, _, _, size in got), "plain uncapped"
 
 
-@pytest.mark.parametrize("across_chunks", [True, False])
-def test_backfill_objects_are_capped_by_bytes(tmp_path: Path, across_chunks: bool) -> None:
+@pytest.mark.parametrize("shared_disk", [True, False])
+def test_backfill_objects_are_capped_by_bytes(tmp_path: Path, shared_disk: bool) -> None:
     config = parse_config(config_text(tmp_path))
     assert layouts(config)["lake"].max_bytes == MAX_BYTES
     assert layouts(config)["plain"].max_bytes == OBJECT_MAX_BYTES  # the default cap
@@ -195,7 +195,7 @@ def test_backfill_objects_are_capped_by_bytes(tmp_path: Path, across_chunks: boo
         cut = (
             p
             | beam.Create(elements)
-            | CutBatches(config, folder=str(tmp_path / "spill"), across_chunks=across_chunks)
+            | CutBatches(config, folder=str(tmp_path / "spill"), shared_disk=shared_disk)
         )
         assert_that(
             shapes(cut.batches),

@@ -7,9 +7,7 @@ those of the whole chunk, whatever the slice size.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import apache_beam as beam
 import orjson
@@ -17,17 +15,15 @@ import pytest
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.timestamp import Timestamp
 
 from tests.conftest import make_event
-from transforms.batch import CutBatches, _CutChunk
+from transforms.batch import CutBatches
 from transforms.config import parse_config
 from transforms.filter import FilterFields
 from transforms.package import PackageRecords
 from transforms.parse import ParseEvents, _ParseChunk
 from transforms.route import RouteEvents
-from transforms.rules.records import Chunk, Packaged
+from transforms.rules.records import Chunk
 
 
 def parse_slices(lines: list[bytes], size: int) -> list[tuple[int, bool]]:
@@ -104,25 +100,3 @@ def test_batches_are_those_of_the_whole_chunk_whatever_the_slices(
         )
         assert_that(shapes, equal_to(expected_batches()))
         assert_that(cut.dead_letter, equal_to([]), label="NoDeadLetters")
-
-
-def records(ids: list[str]) -> list[Packaged]:
-    return [Packaged(i, 1764136800123, "heartbeat", {"id": i}, {"event_id": i}) for i in ids]
-
-
-def test_slices_left_at_the_end_of_a_bundle_are_cut_not_dropped(tmp_path: Path) -> None:
-    config = parse_config(config_text(tmp_path))
-    fn = _CutChunk(config)
-    fn.setup()
-    fn.start_bundle()
-    where: dict[str, Any] = {"window": GlobalWindow(), "timestamp": Timestamp(0)}
-    first = Chunk(records(["a", "b", "c"]), last=False)
-    assert list(fn.process(("all", first), **where)) == []
-    second = Chunk(records(["d", "e"]), last=False)
-    assert list(fn.process(("all", second), **where)) == []
-    # No last slice came in this bundle (a runner that split the chunk's slices): the
-    # bundle still ends with every record in a batch.
-    flushed: Iterator[Any] = fn.finish_bundle()
-    got = [[i.event_id for i in wv.value.items] for wv in flushed]
-    assert got == [["a", "b", "c", "d"], ["e"]]
-    assert fn.pending == {}

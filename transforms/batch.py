@@ -38,11 +38,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
-from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms import metrics
 from transforms.config import DeliveryConfig
 from transforms.connectors.base import DeliveryBatch
 from transforms.parse import DEAD_LETTER
@@ -57,7 +54,7 @@ from transforms.rules.naming import (
     merge_runs,
     stable_shard,
 )
-from transforms.rules.records import Chunk, Packaged, is_last
+from transforms.rules.records import Chunk, Packaged
 
 
 class Layout(NamedTuple):
@@ -198,63 +195,6 @@ class _Outputs(dict[str, Any]):
             raise AttributeError(name) from None
 
 
-class _CutChunk(beam.DoFn):
-    """Cuts each chunk's records on their own (``CutBatches(across_chunks=False)``)."""
-
-    def __init__(self, config: DeliveryConfig):
-        self.config = config
-
-    def setup(self) -> None:
-        self.layout = layouts(self.config)
-        self.split_chunks = Metrics.counter(metrics.PIPELINE, metrics.SPLIT_CHUNKS)
-
-    def start_bundle(self) -> None:
-        self.pending: dict[str, tuple[list[Packaged], Any]] = {}
-
-    def process(
-        self,
-        element: tuple[str, list[Packaged]],
-        window: Any = beam.DoFn.WindowParam,
-        timestamp: Any = beam.DoFn.TimestampParam,
-    ) -> Iterator[Any]:
-        cid, items = element
-        # A chunk arrives in slices (Chunk.last); cut it whole, as if it came in one piece.
-        held = self.pending.get(cid)
-        if held is not None:
-            held[0].extend(items)
-        if not is_last(items):
-            if held is None:
-                self.pending[cid] = (list(items), WindowedValue(None, timestamp, (window,)))
-            return
-        if held is not None:
-            del self.pending[cid]
-            items = held[0]
-        yield from self._cut(cid, items)
-
-    def finish_bundle(self) -> Iterator[Any]:
-        # Slices of one chunk are outputs of one Parse call, so a runner that fuses Parse
-        # with Batch (all of them: nothing between them shuffles) delivers every slice in
-        # that call's bundle. Should one ever not, its slices are still cut, not dropped,
-        # and the split is counted.
-        for cid, (items, where) in self.pending.items():
-            self.split_chunks.inc()
-            for out in self._cut(cid, items):
-                if isinstance(out, beam.pvalue.TaggedOutput):
-                    yield beam.pvalue.TaggedOutput(out.tag, where.with_value(out.value))
-                else:
-                    yield where.with_value(out)
-        self.pending = {}
-
-    def _cut(self, cid: str, items: list[Packaged]) -> Iterator[Any]:
-        layout = self.layout[cid]
-        groups, failed = key_by_prefix(layout.prefix, cid, items)
-        for key, group in groups.items():
-            for batch in cut_batches(group, layout.max_events, layout.max_bytes):
-                yield DeliveryBatch(cid, key, Chunk(batch))
-        if failed:
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, failed)
-
-
 class CutBatches(beam.PTransform):
     """``(connector_id, [Packaged])`` -> :class:`DeliveryBatch` es of ``batch.max_events``.
 
@@ -279,8 +219,7 @@ class CutBatches(beam.PTransform):
     stable hash of the event id, default 1), and the worker that gets a key sorts them
     (in memory up to ``budget``, else sorted runs on its own disk) and cuts them the same
     way: the same objects with one shard; with N, full but the last per shard, so a hot
-    prefix is cut by N workers. ``across_chunks=False`` cuts each chunk's records on
-    their own (``batch.max_events`` at most; small objects for a sparse connector).
+    prefix is cut by N workers.
 
     Outputs ``batches`` and, tagged ``dead_letter``, events whose prefix cannot be
     rendered (``prefix_unrenderable``).
@@ -291,19 +230,17 @@ class CutBatches(beam.PTransform):
         config: DeliveryConfig,
         folder: str | None = None,
         budget: int = SPILL_EVENTS,
-        across_chunks: bool = True,
         shared_disk: bool = True,
     ):
         super().__init__()
         self.config = config
         self.folder = folder
         self.budget = budget
-        self.across_chunks = across_chunks
         self.shared_disk = shared_disk
 
     def expand(self, records: Any) -> Any:
         """Outputs ``batches`` and ``dead_letter``."""
-        if self.across_chunks and not self.shared_disk:
+        if not self.shared_disk:
             keyed = records | "Key" >> beam.ParDo(_KeyByPrefix(self.config)).with_outputs(
                 DEAD_LETTER, main="keyed"
             )
@@ -319,10 +256,6 @@ class CutBatches(beam.PTransform):
                 >> beam.ParDo(_CutGroup(self.config, self.budget)).with_output_types(DeliveryBatch)
             )
             return _Outputs({"batches": cut, DEAD_LETTER: keyed[DEAD_LETTER]})
-        if not self.across_chunks:
-            cut_each = beam.ParDo(_CutChunk(self.config)).with_output_types(DeliveryBatch)
-            each = records | "CutEach" >> cut_each.with_outputs(DEAD_LETTER, main="batches")
-            return _Outputs({"batches": each.batches, DEAD_LETTER: each[DEAD_LETTER]})
         # One folder per job, named when the graph is built: every worker writes below it.
         folder = self.folder or os.path.join(
             tempfile.gettempdir(), "telemetry-delivery", f"batches-{uuid.uuid4().hex}"

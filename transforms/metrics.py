@@ -40,9 +40,6 @@ BLANK_LINES = "blank_lines"
 INVALID = "invalid"
 EVENTS = "events"
 UNMATCHED = "unmatched"
-SPLIT_CHUNKS = "split_chunks"
-"""Chunks whose slices reached the Batch stage in different bundles (expected: 0; see
-``transforms.batch._CutChunk.finish_bundle``)."""
 
 ROUTED = "routed"
 DELIVERED = "delivered"
