@@ -66,6 +66,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from beam_pipeline.runners import shares_local_disk
 from transforms import metrics
 from transforms.batch import CutBatches
 from transforms.config import DeliveryConfig, compile_connectors
@@ -287,7 +288,7 @@ def build_replay(
     )
     filtered = events | "Filter" >> FilterFields(config)
     packaged = filtered | "Package" >> PackageRecords(config)
-    batches = packaged.records | "Batch" >> CutBatches(config)
+    batches = packaged.records | "Batch" >> CutBatches(config, shared_disk=shares_local_disk(p))
     delivered = batches.batches | "Deliver" >> Deliver(config)
     failures = (
         packaged[DEAD_LETTER],

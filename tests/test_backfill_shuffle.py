@@ -104,3 +104,34 @@ def test_a_record_without_the_time_its_prefix_needs_is_a_dead_letter(tmp_path: P
     reasons = cut.dead_letter | beam.FlatMap(lambda dls: [d.reason for d in dls])
     assert_that(reasons, equal_to(["prefix_unrenderable"]), label="Reasons")
     p.run().wait_until_finish()
+
+
+def _labels(pipeline: beam.Pipeline) -> set[str]:
+    seen: set[str] = set()
+
+    class Visitor(beam.pipeline.PipelineVisitor):
+        def enter_composite_transform(self, node: Any) -> None:
+            seen.add(node.full_label)
+
+        def visit_transform(self, node: Any) -> None:
+            seen.add(node.full_label)
+
+    pipeline.visit(Visitor())
+    return seen
+
+
+def test_the_replay_job_on_a_cluster_does_not_spill_to_one_disk(tmp_path: Path) -> None:
+    """``replay`` batches like a backfill: on a cluster, through the shuffle."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from beam_pipeline.redeliver import build_replay
+
+    config = _config(tmp_path, 4, 1)
+    for flags, path in (
+        (["--runner=FlinkRunner", "--flink_master=flink.example:8081"], "Batch/CutGroup"),
+        (["--runner=FlinkRunner", "--flink_master=[local]"], "Batch/Runs"),
+    ):
+        pipeline = beam.Pipeline(options=PipelineOptions(flags))
+        build_replay(pipeline, config, str(tmp_path / "dl"), None, None)
+        labels = _labels(pipeline)
+        assert path in labels, (flags, sorted(n for n in labels if n.startswith("Batch")))
