@@ -102,10 +102,10 @@ def test_chunks_made_without_lines_keep_the_parsed_events(tmp_path: Path) -> Non
 
 
 def test_a_chunk_crossing_a_process_keeps_its_lines() -> None:
-    chunk = Chunk([{"a": 1}], last=False, raw=[b'{"a":1}'])
+    chunk = Chunk([{"a": 1}], raw=[b'{"a":1}'])
     coder = ChunkCoder()
     back = coder.decode(coder.encode(chunk))
-    assert back == chunk and back.last is False and back.raw == [b'{"a":1}']
+    assert back == chunk and back.raw == [b'{"a":1}']
     assert pickle.loads(pickle.dumps(Chunk([1]))).raw is None
 
 

@@ -1,4 +1,4 @@
-"""Parse hands chunks on in slices; Batch cuts each chunk whole, so output is unchanged.
+"""Parse hands chunks on in slices; Batch's objects do not depend on them.
 
 Slices keep each event in the CPU's caches through Route, Filter and Package
 (``transforms.parse.SLICE_LINES``); the batches, files and object names must be exactly
@@ -26,28 +26,27 @@ from transforms.route import RouteEvents
 from transforms.rules.records import Chunk
 
 
-def parse_slices(lines: list[bytes], size: int) -> list[tuple[int, bool]]:
+def parse_slices(lines: list[bytes], size: int) -> list[list[str]]:
+    """The event ids of each slice Parse sends on, in order."""
     fn = _ParseChunk(size)
     fn.setup()
-    return [(len(s), s.last) for s in fn.process(("f", 0, lines)) if isinstance(s, Chunk)]
+    return [[e["event_id"] for e in s] for s in fn.process(("f", 0, lines)) if isinstance(s, Chunk)]
 
 
 def line(n: int) -> bytes:
     return orjson.dumps(make_event(f"e{n}", "heartbeat"))
 
 
-def test_parse_slices_a_chunk_and_marks_its_last_slice() -> None:
+def test_parse_slices_a_chunk_in_order() -> None:
     lines = [line(n) for n in range(5)]
-    assert parse_slices(lines, 2) == [(2, False), (2, False), (1, True)]
-    assert parse_slices(lines, 5) == [(5, True)]
-    assert parse_slices(lines, 100) == [(5, True)]
+    assert parse_slices(lines, 2) == [["e0", "e1"], ["e2", "e3"], ["e4"]]
+    assert parse_slices(lines, 5) == [["e0", "e1", "e2", "e3", "e4"]]
+    assert parse_slices(lines, 100) == [["e0", "e1", "e2", "e3", "e4"]]
 
 
-def test_the_last_slice_goes_on_even_when_it_has_no_event() -> None:
-    lines = [line(0), line(1), b"{bad", b""]
-    # The last slice held only a bad line and a blank one: still sent, empty, so Batch
-    # learns that the chunk is complete.
-    assert parse_slices(lines, 2) == [(2, False), (0, True)]
+def test_a_slice_without_an_event_is_not_sent() -> None:
+    lines = [b"", line(0), b"{bad", b"", line(1), b" "]
+    assert parse_slices(lines, 2) == [["e0"], ["e1"]]
 
 
 def config_text(out: Path) -> str:

@@ -100,7 +100,6 @@ class _Fill(beam.DoFn):
 
     def process(self, element: tuple[str, list[Packaged]]) -> Iterator[Any]:
         cid, items = element
-        # Slices (Chunk.last) need no reassembling: every record joins its key's runs.
         groups, failed = key_by_prefix(self.layout[cid].prefix, cid, items)
         add = self.filler.add
         for key, group in groups.items():

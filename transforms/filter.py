@@ -13,7 +13,7 @@ import apache_beam as beam
 
 from transforms.config import DeliveryConfig
 from transforms.live import LiveRules, as_rules
-from transforms.rules.records import Chunk, is_last, raw_of, rules_of
+from transforms.rules.records import Chunk, raw_of, rules_of
 
 
 class _FilterChunk(beam.DoFn):
@@ -29,7 +29,7 @@ class _FilterChunk(beam.DoFn):
         apply = connector.filter.apply
         yield (
             cid,
-            Chunk([(e, apply(e)) for e in events], is_last(events), raw_of(events), connector),
+            Chunk([(e, apply(e)) for e in events], raw_of(events), connector),
         )
 
 

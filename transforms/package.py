@@ -40,7 +40,7 @@ from transforms.parse import DEAD_LETTER
 from transforms.rules.encode import dumps, line_json
 from transforms.rules.events import event_time_ms
 from transforms.rules.package import PackageError, PackageFunctionError, function_error_text
-from transforms.rules.records import Chunk, DeadLetter, Packaged, is_last, raw_of, rules_of
+from transforms.rules.records import Chunk, DeadLetter, Packaged, raw_of, rules_of
 
 
 class _PackageChunk(beam.DoFn):
@@ -60,7 +60,7 @@ class _PackageChunk(beam.DoFn):
         apply = connector.packager.apply
         # Serialized here, while the record is still cached (see Packaged.data).
         serialize = dumps if connector.record_json else None
-        out = Chunk(last=is_last(pairs))
+        out = Chunk()
         failed: list[DeadLetter] = []
         raw = raw_of(pairs)
         # Events passed on unchanged are sent as their input lines (encode.line_json).
@@ -102,7 +102,7 @@ class _PackageChunk(beam.DoFn):
                     ),
                 )
             )
-        if out or out.last:  # a chunk's end goes on, even empty (see Chunk.last)
+        if out:
             yield cid, out
         if failed:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, failed)
@@ -116,7 +116,7 @@ class _PackageChunk(beam.DoFn):
         """The loop of a connector with ``package.function`` (see the module doc)."""
         outputs = connector.packager.outputs
         keep_record = not connector.record_json
-        out = Chunk(last=is_last(pairs))
+        out = Chunk()
         failed: list[DeadLetter] = []
         raw = raw_of(pairs)
         dropped = fanned_out = 0
@@ -165,7 +165,7 @@ class _PackageChunk(beam.DoFn):
             Metrics.counter(ns, metrics.DROPPED).inc(dropped)
         if fanned_out:
             Metrics.counter(ns, metrics.FANNED_OUT).inc(fanned_out)
-        if out or out.last:
+        if out:
             yield cid, out
         if failed:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, failed)

@@ -50,8 +50,8 @@ SLICE_LINES = 250
 A chunk of 5,000 parsed events is megabytes of Python objects, more than a core's caches:
 stage after stage over the whole chunk, every event came back from memory each time.
 Slices of 250 events go through Route, Filter and Package while still cached (the
-measurement: bench/RESULTS.md, "Slices"). Batches are still cut per chunk, so files and
-object names do not change."""
+measurement: bench/RESULTS.md, "Slices"). Batch gathers every record of a (connector,
+prefix) whatever slice it came in, so files and object names do not depend on slices."""
 
 DEAD_LETTER = "dead_letter"
 """Tag of every stage's failure output (lists of :class:`DeadLetter`)."""
@@ -281,7 +281,7 @@ class _ParseChunk(beam.DoFn):
         size = self.slice_lines
         for start in range(0, len(lines), size):
             raw: list[bytes | None] = []
-            events = Chunk(last=start + size >= len(lines), raw=raw)
+            events = Chunk(raw=raw)
             for n in range(start, min(start + size, len(lines))):
                 line = lines[n]
                 # parse_line's checks for the common case, inlined (this loop runs once
@@ -321,9 +321,8 @@ class _ParseChunk(beam.DoFn):
                     raw.append(line)
                 events.append(parsed)
             valid += len(events)
-            # Each slice goes down the fused stages before the next is parsed. The last
-            # one always goes, even empty: it tells Batch that the chunk is complete.
-            if events or events.last:
+            # Each slice goes down the fused stages before the next is parsed.
+            if events:
                 yield events
         self.lines.inc(len(lines))
         self.blank.inc(blank)
@@ -337,8 +336,8 @@ class ParseEvents(beam.PTransform):
     """Parse chunks of raw lines into chunks of events; invalid lines become dead letters.
 
     Main output: lists of event dicts (:class:`Chunk`), each chunk in slices of up to
-    ``slice_lines`` lines (:data:`SLICE_LINES`), the last one marked ``last`` and sent
-    even when empty; each slice's ``raw`` holds the events' lines (see
+    ``slice_lines`` lines (:data:`SLICE_LINES`; a slice without an event is not sent);
+    each slice's ``raw`` holds the events' lines (see
     :attr:`Chunk.raw`). Tagged output ``dead_letter``: lists of :class:`DeadLetter`
     (``stage: parse``; the reasons of :func:`~transforms.rules.events.parse_line`, e.g.
     ``bad_json``, ``too_deep``). Blank lines are skipped and counted. Counts add up:

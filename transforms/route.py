@@ -18,7 +18,7 @@ from apache_beam.metrics import Metrics
 from transforms import metrics
 from transforms.config import DeliveryConfig
 from transforms.live import LiveRules, as_rules
-from transforms.rules.records import Chunk, is_last, raw_of
+from transforms.rules.records import Chunk, raw_of
 from transforms.rules.route import route_events
 
 
@@ -34,7 +34,6 @@ class _RouteChunk(beam.DoFn):
         self.unmatched = Metrics.counter(metrics.PIPELINE, metrics.UNMATCHED)
 
     def process(self, events: Chunk) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-        last = is_last(events)
         raw = raw_of(events)
         kinds = [event["event"]["type"] for event in events]  # Parse checked it is there
         # One snapshot of the rules for the whole slice; each connector's chunk carries
@@ -45,11 +44,9 @@ class _RouteChunk(beam.DoFn):
         for c, hits in zip(connectors, per_connector, strict=True):
             # The events' raw lines go along (see Chunk.raw).
             lines = None if raw is None else [raw[i] for i in hits]
-            mine = Chunk([events[i] for i in hits], last, lines, c)
-            if mine:
-                self.routed[c.id].inc(len(mine))
-            if mine or last:  # every connector hears of a chunk's end (see Chunk.last)
-                yield c.id, mine
+            if hits:
+                self.routed[c.id].inc(len(hits))
+                yield c.id, Chunk([events[i] for i in hits], lines, c)
         self.unmatched.inc(unmatched)
 
 

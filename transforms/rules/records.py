@@ -224,11 +224,6 @@ class Chunk(list):  # type: ignore[type-arg,unused-ignore]
     Behaves exactly like a list; its own type lets the pipeline give chunks a cheap coder
     (see :mod:`transforms.coders`).
 
-    ``last`` is False on every slice of a chunk but its last one: Parse hands a chunk on
-    in slices, so each event goes through Route, Filter and Package while it is still in
-    the CPU's caches, and the Batch stage puts the slices back together before it cuts
-    (see :mod:`transforms.parse`). A chunk made whole is its own last slice.
-
     ``raw``, on chunks of events, holds each event's raw input line at the same index
     (None where the line does not say everything, e.g. Pub/Sub attributes were added):
     Route and Filter carry it along, Package keeps it as :attr:`Packaged.event`. None when
@@ -240,24 +235,17 @@ class Chunk(list):  # type: ignore[type-arg,unused-ignore]
     never to half of this one. None before Route (and in tests that build chunks).
     """
 
-    __slots__ = ("last", "raw", "rules")
+    __slots__ = ("raw", "rules")
 
     def __init__(
         self,
         items: Any = (),
-        last: bool = True,
         raw: list[bytes | None] | None = None,
         rules: Any = None,
     ):
         super().__init__(items)
-        self.last = last
         self.raw = raw
         self.rules = rules
-
-
-def is_last(items: Any) -> bool:
-    """Whether ``items`` ends its chunk (:attr:`Chunk.last`); any other list is whole."""
-    return bool(getattr(items, "last", True))
 
 
 def rules_of(items: Any) -> Any:
