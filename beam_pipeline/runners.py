@@ -249,8 +249,9 @@ def shares_local_disk(pipeline: Any) -> bool:
 
     True for the FnApiRunner, the DirectRunner, Prism and Flink's embedded cluster
     (``--flink_master=[local]``/``[auto]``); False for Dataflow, a Flink cluster and any
-    runner not known here. Backfills cut full objects across chunks only where it holds
-    (:class:`transforms.batch.CutBatches`).
+    runner not known here. Where it holds, backfills spill each (connector, prefix)'s
+    records to local disk and hand on only the files' paths; elsewhere the records go
+    through the runner's shuffle (:class:`transforms.batch.CutBatches`).
     """
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 

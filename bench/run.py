@@ -17,7 +17,12 @@ For every (events, connectors) configuration it runs, each in its own child proc
   (4): with several input files larger than 8 MB in all, ``run`` starts a worker process
   per core (each reading whole files) by itself;
 * ``job 2w`` (on request): ``--direct_num_workers 2 --direct_running_mode
-  multi_processing`` given explicitly, over the split corpus.
+  multi_processing`` given explicitly, over the split corpus;
+* ``job shuffle`` (on request): the default command with the cut a cluster gets
+  (``CutBatches(shared_disk=False)``, as on Dataflow or a Flink cluster: the records go
+  through the runner's GroupByKey instead of sorted runs on one local disk); the
+  FnApiRunner's GroupByKey holds them in the runner's memory, so this measures the
+  workers' side of that path (pickling, sorting, cutting), not a cluster's shuffle.
 
 Repetitions interleave the variants (rotating their order), so all of them see the same
 background load; figures are medians, and ratios are taken between medians of the same
@@ -91,7 +96,7 @@ END = "<!-- bench/run.py: generated section ends -->"
 REGRESSION = {"events": 30_000, "connectors": 5}
 """The configuration of the CI regression check (and of ``--quick``)."""
 
-VARIANTS = ("bound", "job", "job 1p", "job files", "job 2w")
+VARIANTS = ("bound", "job", "job 1p", "job files", "job 2w", "job shuffle")
 DEFAULT_VARIANTS = ("bound", "job", "job 1p", "job files")
 SPLIT_VARIANTS = ("job files", "job 2w")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -316,6 +321,12 @@ def job_argv(config: Path, inputs: Sequence[Path], workers: int = 1) -> list[str
     return argv
 
 
+SHUFFLE_PATCH = "import beam_pipeline.pipeline as p; p.shares_local_disk = lambda _: False"
+"""Makes the batch job build the cut a cluster gets (no shared disk) on any runner."""
+SHUFFLE = f"{SHUFFLE_PATCH}; import sys; from beam_pipeline.cli import main; sys.exit(main())"
+"""``python -c`` program: the job's command with that cut (``job shuffle``)."""
+
+
 def bound_argv(config: Path, inputs: Sequence[Path]) -> list[str]:
     """The bound's command line."""
     argv = [sys.executable, str(ROOT / "bench" / "bound.py"), "--config", str(config)]
@@ -345,6 +356,8 @@ def run_variant(
         argv = [*job_argv(config, single), "--direct_num_workers", "1"]
     elif variant == "job files":
         argv = job_argv(config, parts)
+    elif variant == "job shuffle":
+        argv = [sys.executable, "-c", SHUFFLE, *job_argv(config, single)[3:]]
     else:
         argv = job_argv(config, parts, workers)
     argv = [*argv, "--summary-json", str(summary)]

@@ -94,3 +94,36 @@ def test_bound_applies_package_functions_and_every_language_construct(tmp_path: 
     assert {cid: c.delivered for cid, c in result.connectors.items()} == {
         cid: row["delivered"] for cid, row in rows.items()
     }
+
+
+@pytest.mark.integration  # starts processes
+def test_the_shuffle_variant_builds_a_clusters_cut_and_writes_the_bounds_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import apache_beam as beam
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    from beam_pipeline import pipeline
+    from bench import run as bench_run
+    from transforms.config import load_config
+
+    def cut_labels() -> set[str]:
+        p = beam.Pipeline(runner=FnApiRunner())
+        config = load_config(str(corpus.bench_config(5, tmp_path / "g", tmp_path / "g.yaml")))
+        pipeline.build_pipeline(p, config, [str(tmp_path / "none.jsonl")])
+        return set(p.applied_labels)
+
+    assert "Batch/CutGroup" not in cut_labels()  # one machine: runs spilled to its disk
+    with monkeypatch.context() as patched:
+        patched.setattr(pipeline, "shares_local_disk", pipeline.shares_local_disk)
+        exec(bench_run.SHUFFLE_PATCH, {})  # what the variant's program runs first
+        assert "Batch/CutGroup" in cut_labels()
+
+    single = corpus.ensure_corpus(12_000, seed=7, parts=1, folder=tmp_path / "cache")
+    runs = [
+        bench_run.run_variant(v, 5, single, [], tmp_path, workers=2)
+        for v in ("bound", "job shuffle")
+    ]
+    assert [r.failed for r in runs] == [None, None]
+    bench_run.check(runs)  # same events per connector, same files and bytes
+    assert runs[1].writes > 30  # several objects per connector, so the cut had work
