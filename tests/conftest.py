@@ -113,6 +113,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(getattr(pytest.mark, tier))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _library_caches_built() -> None:
+    """Libraries' one-off caches are built before any test, outside the process guard.
+
+    Matplotlib (the run report's plots) builds its font cache on its first import on a
+    machine, running ``fc-list``: on a fresh machine that made whichever unit test
+    first rendered a report fail :func:`_unit_tests_start_no_process`, though the test
+    itself starts nothing.
+    """
+    import matplotlib.font_manager  # noqa: F401 (builds ~/.cache/matplotlib once)
+
+
 @pytest.fixture(autouse=True)
 def _unit_tests_start_no_process(request: pytest.FixtureRequest) -> Iterator[None]:
     """In the unit tier, a test that starts any process fails, naming the command.
