@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
+import pytest
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -135,3 +136,51 @@ def test_the_replay_job_on_a_cluster_does_not_spill_to_one_disk(tmp_path: Path) 
         build_replay(pipeline, config, str(tmp_path / "dl"), None, None)
         labels = _labels(pipeline)
         assert path in labels, (flags, sorted(n for n in labels if n.startswith("Batch")))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    items=packaged(),
+    shards=st.sampled_from([1, 3]),
+    chunk=st.integers(1, 60),
+    budget=st.integers(1, 40),
+    part_bytes=st.sampled_from([1, 3000, 8000, 4 << 20]),
+)
+def test_records_go_to_the_shuffle_once_each_in_bounded_parts(
+    tmp_path_factory: Any,
+    items: list[Packaged],
+    shards: int,
+    chunk: int,
+    budget: int,
+    part_bytes: int,
+) -> None:
+    """Before the shuffle, a worker hands on a bundle's records of each key in parts."""
+    from transforms import batch as batch_module
+
+    items = [i for i in items if i.time_ms is not None]
+    config = _config(tmp_path_factory.mktemp("out"), 5, shards)
+    parts: list[tuple[Any, Any]] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(batch_module, "_PART_BYTES", part_bytes)  # records here are ~0.1-3 KB
+        gather = batch_module._Gather(config, budget)
+        gather.setup()
+        gather.start_bundle()
+        for n in range(0, len(items), chunk):
+            for out in gather.process(("c", Chunk(items[n : n + chunk]))):
+                parts.append(out)
+            assert gather.waiting <= budget  # never more than the budget waits after an element
+        parts += [wv.value for wv in gather.finish_bundle()]
+
+    want: dict[Any, list[str]] = {}
+    groups, _ = key_by_prefix(PrefixTemplate.compile("{event_type}/"), "c", items)
+    for prefix, group in groups.items():
+        for i in group:
+            want.setdefault(("c", prefix, stable_shard(i.event_id, shards)), []).append(i.event_id)
+    got: dict[Any, list[str]] = {}
+    for key, part in parts:
+        assert isinstance(part, Chunk) and part
+        assert len(part) <= min(budget, batch_module._PART_RECORDS)
+        # A part ends at the record that reaches the byte limit.
+        assert sum(batch_module._approx_bytes(i) for i in part[:-1]) < part_bytes
+        got.setdefault(key, []).extend(i.event_id for i in part)
+    assert got == want  # every record once, under its own key, in input order
