@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 
+from transforms.coders import ESTIMATED_BYTES_PER_ITEM
 from transforms.config import DeliveryConfig
 from transforms.connectors.base import DeliveryBatch
 from transforms.parse import DEAD_LETTER
@@ -149,11 +150,20 @@ _PART_BYTES = 4 << 20
 
 
 def _approx_bytes(item: Packaged) -> int:
-    """A record's weight in a part: its serialized bytes and raw line, or a guess."""
+    """A record's weight in a part: its serialized bytes and raw line, or the coders' guess."""
     data, event = item.data, item.event
-    return (len(data) if data is not None else 600) + (
-        len(event) if isinstance(event, bytes) else 600
+    return (len(data) if data is not None else ESTIMATED_BYTES_PER_ITEM) + (
+        len(event) if isinstance(event, bytes) else ESTIMATED_BYTES_PER_ITEM
     )
+
+
+def _sharded(
+    cid: str, groups: dict[str, list[Packaged]], shards: int
+) -> Iterator[tuple[tuple[str, str, int], Packaged]]:
+    """Each record of ``key_by_prefix``'s groups with its ``(connector, prefix, shard)``."""
+    for prefix, group in groups.items():
+        for item in group:
+            yield (cid, prefix, stable_shard(item.event_id, shards)), item
 
 
 class _Gather(beam.DoFn):
@@ -183,17 +193,14 @@ class _Gather(beam.DoFn):
         cid, items = element
         layout = self.layout[cid]
         groups, failed = key_by_prefix(layout.prefix, cid, items)
-        shards = layout.shards
         parts, weights = self.parts, self.weights
-        for prefix, group in groups.items():
-            for item in group:
-                key = (cid, prefix, stable_shard(item.event_id, shards))
-                part = parts.setdefault(key, [])
-                part.append(item)
-                weights[key] = weight = weights.get(key, 0) + _approx_bytes(item)
-                self.waiting += 1
-                if len(part) >= self.part_records or weight >= _PART_BYTES:
-                    yield self._take(key)
+        for key, item in _sharded(cid, groups, layout.shards):
+            part = parts.setdefault(key, [])
+            part.append(item)
+            weights[key] = weight = weights.get(key, 0) + _approx_bytes(item)
+            self.waiting += 1
+            if len(part) >= self.part_records or weight >= _PART_BYTES:
+                yield self._take(key)
         if self.waiting > self.budget:
             for key in list(parts):
                 yield self._take(key)
@@ -354,10 +361,7 @@ class _KeyByPrefix(beam.DoFn):
         cid, items = element
         layout = self.layout[cid]
         groups, failed = key_by_prefix(layout.prefix, cid, items)
-        shards = layout.shards
-        for key, group in groups.items():
-            for item in group:
-                yield (cid, key, stable_shard(item.event_id, shards)), item
+        yield from _sharded(cid, groups, layout.shards)
         if failed:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, failed)
 
